@@ -1,0 +1,281 @@
+"""The OmniTokenizer-style tokenizer: patch/tube embedding, spatial and causal temporal transformers,
+a quantizer, and a mirrored decoder ending in linear projections to pixels.
+
+Everything runs one step at a time through `encode_step` / `decode_step` with an explicit
+`TemporalCache`; whole-clip `encode`/`decode`, the streaming classes and the training `forward` all go
+through those two functions, so streamed tokens equal whole-clip tokens by construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import TokenizerConfig
+from .layers import SpatialBlock, TemporalBlock, init_weights
+from .quantizers import QuantizerOutput, build_quantizer
+from .state import TemporalCache
+from .timeline import num_steps, padded_frames
+
+
+def patchify(pixels: Tensor, patch: int) -> Tensor:
+    """(B, 3, n, H, W) -> (B, H/p, W/p, 3*n*p*p): one vector per p x p patch (n = 1) or tube."""
+    b, c, n, height, width = pixels.shape
+    x = pixels.reshape(b, c, n, height // patch, patch, width // patch, patch)
+    return x.permute(0, 3, 5, 1, 2, 4, 6).reshape(b, height // patch, width // patch, c * n * patch * patch)
+
+
+def unpatchify(x: Tensor, patch: int, frames: int) -> Tensor:
+    """Inverse of `patchify`: (B, h, w, 3*n*p*p) -> (B, 3, n, h*p, w*p)."""
+    b, h, w, _ = x.shape
+    x = x.reshape(b, h, w, 3, frames, patch, patch)
+    return x.permute(0, 3, 4, 1, 5, 2, 6).reshape(b, 3, frames, h * patch, w * patch)
+
+
+class Encoder(nn.Module):
+    """Pixels of one step -> pre-quantization features, through spatial then temporal blocks."""
+
+    def __init__(self, config: TokenizerConfig, out_dim: int) -> None:
+        super().__init__()
+        c, p, t, d = config, config.patch, config.tubelet, config.dim
+        self.embed_image = nn.Linear(3 * p * p, d)
+        self.embed_tube = nn.Linear(3 * t * p * p, d)
+        self.spatial = nn.ModuleList(
+            SpatialBlock(d, c.heads, c.window, c.mlp_ratio, shifted=i % 2 == 1) for i in range(c.spatial_layers)
+        )
+        self.temporal = nn.ModuleList(
+            TemporalBlock(d, c.heads, c.temporal_window, c.mlp_ratio) for _ in range(c.temporal_layers)
+        )
+        self.norm = nn.LayerNorm(d)
+        self.to_latent = nn.Linear(d, out_dim)
+        self.patch = p
+
+    def step(self, pixels: Tensor, cache: TemporalCache) -> tuple[Tensor, TemporalCache]:
+        """pixels: (B, 3, 1, H, W) at a segment start, else (B, 3, t, H, W) -> ((B, h, w, out_dim), cache)."""
+        embed = self.embed_image if cache.step == 0 else self.embed_tube
+        x = embed(patchify(pixels, self.patch))
+        for block in self.spatial:
+            x = block(x)
+        x, cache = run_temporal(self.temporal, x, cache)
+        return self.to_latent(self.norm(x)), cache
+
+
+class Decoder(nn.Module):
+    """Codes of one step -> pixels, through temporal then spatial blocks (the encoder mirrored)."""
+
+    def __init__(self, config: TokenizerConfig, in_dim: int) -> None:
+        super().__init__()
+        c, p, t, d = config, config.patch, config.tubelet, config.dim
+        self.from_latent = nn.Linear(in_dim, d)
+        self.temporal = nn.ModuleList(
+            TemporalBlock(d, c.heads, c.temporal_window, c.mlp_ratio) for _ in range(c.temporal_layers)
+        )
+        self.spatial = nn.ModuleList(
+            SpatialBlock(d, c.heads, c.window, c.mlp_ratio, shifted=i % 2 == 1) for i in range(c.spatial_layers)
+        )
+        self.norm = nn.LayerNorm(d)
+        self.head_image = nn.Linear(d, 3 * p * p)
+        self.head_tube = nn.Linear(d, 3 * t * p * p)
+        self.patch, self.tubelet = p, t
+
+    def step(self, codes: Tensor, cache: TemporalCache) -> tuple[Tensor, TemporalCache]:
+        """codes: (B, h, w, in_dim) -> ((B, 3, 1 or t, H, W), cache)."""
+        image = cache.step == 0
+        x, cache = run_temporal(self.temporal, self.from_latent(codes), cache)
+        for block in self.spatial:
+            x = block(x)
+        x = self.norm(x)
+        if image:
+            return unpatchify(self.head_image(x), self.patch, 1), cache
+        return unpatchify(self.head_tube(x), self.patch, self.tubelet), cache
+
+
+def run_temporal(blocks: nn.ModuleList, x: Tensor, cache: TemporalCache) -> tuple[Tensor, TemporalCache]:
+    keys, values = [], []
+    for block, k, v in zip(blocks, cache.keys, cache.values):
+        x, k, v = block(x, k, v, cache.valid)
+        keys.append(k)
+        values.append(v)
+    return x, cache.advanced(keys, values)
+
+
+@dataclass
+class TokenizerOutput:
+    """What the training forward pass returns."""
+
+    reconstruction: Tensor  # (B, 3, T, H, W), same shape as the input
+    quantizer_loss: Tensor  # scalar, already weighted
+    latents: list[Tensor]  # per step (B, h, w, in_dim): encoder features before quantization
+    stats: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Tokenizer(nn.Module):
+    """Video <-> token grids. Build with `otok.codec.load`; see the package docstring for the API."""
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.quantizer = build_quantizer(config)
+        self.encoder = Encoder(config, self.quantizer.in_dim)
+        self.decoder = Decoder(config, self.quantizer.code_dim)
+        self.apply(init_weights)
+
+    # ----- geometry -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.head_image.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.head_image.weight.dtype
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """Frames are padded (edge-replicated) to these pixels before coding and cropped after."""
+        m = self.config.pad_multiple
+        return -(-height // m) * m, -(-width // m) * m
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of the token grid for frames of height x width."""
+        ph, pw = self.padded_size(height, width)
+        return ph // self.config.patch, pw // self.config.patch
+
+    def new_cache(self, batch: int, height: int, width: int) -> TemporalCache:
+        """An empty cache (segment start) for one encoder or decoder stream."""
+        c = self.config
+        h, w = self.grid_size(height, width)
+        return TemporalCache.empty(
+            c.temporal_layers, batch * h * w, c.heads, c.dim // c.heads, c.temporal_window, self.device, self.dtype
+        )
+
+    # ----- one step ------------------------------------------------------------------------------
+    def encode_step(self, pixels: Tensor, cache: TemporalCache) -> tuple[QuantizerOutput, TemporalCache]:
+        """Padded pixels of one step (B, 3, 1|t, Hp, Wp) -> quantized step (codes (B, h, w, C), indices)."""
+        features, cache = self.encoder.step(pixels.to(self.dtype), cache)
+        return self.quantizer(features), cache
+
+    def decode_step(self, codes: Tensor, cache: TemporalCache) -> tuple[Tensor, TemporalCache]:
+        """Codes (B, h, w, C) -> padded pixels (B, 3, 1|t, Hp, Wp)."""
+        return self.decoder.step(codes.to(self.dtype), cache)
+
+    def codes_from_tokens(self, tokens: Tensor) -> Tensor:
+        """A token grid (B, h, w) int64, or KL latents (B, C, h, w) -> decoder codes (B, h, w, C)."""
+        if self.config.discrete:
+            return self.quantizer.codes_from_indices(tokens)
+        return tokens.permute(0, 2, 3, 1)
+
+    # ----- whole clips ---------------------------------------------------------------------------
+    def stream_encoder(self, batch: int = 1, height: int = 256, width: int = 256, gop: int | None = None):
+        from .streaming import StreamEncoder
+
+        return StreamEncoder(self, batch, height, width, gop or self.config.gop)
+
+    def stream_decoder(self, batch: int = 1, height: int = 256, width: int = 256, gop: int | None = None):
+        from .streaming import StreamDecoder
+
+        return StreamDecoder(self, batch, height, width, gop or self.config.gop)
+
+    @torch.no_grad()
+    def encode(self, video: Tensor, gop: int | None = None) -> Tensor:
+        """video (B, 3, T, H, W) float in [-1, 1] -> tokens (B, S, h, w) int64 (KL: latents (B, S, C, h, w)).
+
+        S = num_steps(T): 1 + ceil((T-1)/4) per segment of `gop` steps.
+        """
+        check_video(video, self.config.patch)
+        b, _, _, height, width = video.shape
+        stream = self.stream_encoder(b, height, width, gop)
+        return torch.stack(stream.push(video) + stream.flush(), dim=1)
+
+    @torch.no_grad()
+    def decode(
+        self, tokens: Tensor, frames: int | None = None, height: int | None = None, width: int | None = None,
+        gop: int | None = None,
+    ) -> Tensor:
+        """tokens (B, S, h, w) (KL: (B, S, C, h, w)) -> video (B, 3, T, H, W) in about [-1, 1].
+
+        frames: the true frame count (drops the padding of a short last group); default: every decoded
+        frame. height, width: the source size to crop to; default: the padded size h*p x w*p.
+        """
+        gop = gop or self.config.gop
+        expected = 4 if self.config.discrete else 5
+        if tokens.dim() != expected:
+            raise ValueError(f"expected tokens of rank {expected}, got shape {tuple(tokens.shape)}")
+        b, steps = tokens.shape[:2]
+        h, w = tokens.shape[-2:]
+        p = self.config.patch
+        height, width = height or h * p, width or w * p
+        if self.grid_size(height, width) != (h, w):
+            raise ValueError(f"a {h}x{w} token grid does not code {width}x{height} frames")
+        total = padded_frames(steps, self.config.tubelet, gop)
+        frames = total if frames is None else frames
+        if steps == 0 or num_steps(frames, self.config.tubelet, gop) != steps:
+            raise ValueError(f"{steps} token steps cannot hold {frames} frames (gop {gop})")
+        stream = self.stream_decoder(b, height, width, gop)
+        video = torch.cat([stream.push(tokens[:, s]) for s in range(steps)], dim=2)
+        return video[:, :, :frames]
+
+    def forward(self, video: Tensor, gop: int | None = None) -> TokenizerOutput:
+        """Training pass: encode, quantize (straight-through) and decode a clip (B, 3, T, H, W)."""
+        check_video(video, self.config.patch)
+        b, _, frames, height, width = video.shape
+        encoder = self.stream_encoder(b, height, width, gop)
+        decoder = self.stream_decoder(b, height, width, gop)
+        outputs = encoder.push_quantized(video) + encoder.flush_quantized()
+        recon = torch.cat([decoder.push_codes(out.codes) for out in outputs], dim=2)[:, :, :frames]
+        loss = torch.stack([out.loss for out in outputs]).mean()
+        stats = {k: torch.stack([o.stats[k] for o in outputs]).mean() for k in outputs[0].stats}
+        return TokenizerOutput(recon, loss, encoder.last_features, stats)
+
+    # ----- identity ------------------------------------------------------------------------------
+    def weights_sha256(self) -> str:
+        """SHA-256 over every persistent tensor (sorted names, dtype, shape, little-endian bytes).
+
+        Independent of the file format, so a model loaded from any file or trained in memory has one
+        identity; the `.otok` header records it.
+        """
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return digest.hexdigest()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def check_video(video: Tensor, patch: int, allow_empty: bool = False) -> None:
+    """Raise ValueError naming what was expected unless video is float (B, 3, T, H, W) in [-1, 1]."""
+    if not isinstance(video, Tensor):
+        raise ValueError(f"expected a torch.Tensor video (B, 3, T, H, W), got {type(video).__name__}")
+    if video.dim() != 5:
+        raise ValueError(f"expected a video of shape (B, 3, T, H, W), got shape {tuple(video.shape)}")
+    if not video.is_floating_point():
+        raise ValueError(f"expected a floating-point video with values in [-1, 1], got dtype {video.dtype}")
+    b, c, t, height, width = video.shape
+    if c != 3:
+        raise ValueError(f"expected 3 (RGB) channels in dim 1, got {c}")
+    if b < 1:
+        raise ValueError("expected a batch of at least one video, got B = 0")
+    if t == 0 and not allow_empty:
+        raise ValueError("expected at least one frame, got T = 0")
+    if height < patch or width < patch:
+        raise ValueError(f"frames of {width}x{height} are smaller than one {patch}x{patch} patch")
+    if video.numel():
+        low, high = torch.aminmax(video.detach())
+        if not torch.isfinite(low) or not torch.isfinite(high) or low < -1.0 - 1e-5 or high > 1.0 + 1e-5:
+            raise ValueError(
+                f"expected values in [-1, 1], got min {low.item():.4g} max {high.item():.4g} "
+                "(scale uint8 frames as x / 127.5 - 1)"
+            )
+
+
+def pad_frames(video: Tensor, padded_height: int, padded_width: int) -> Tensor:
+    """Edge-replicate (B, 3, n, H, W) to (B, 3, n, padded_height, padded_width)."""
+    ph, pw = padded_height - video.shape[-2], padded_width - video.shape[-1]
+    if ph == 0 and pw == 0:
+        return video
+    return F.pad(video, (0, pw, 0, ph, 0, 0), mode="replicate")

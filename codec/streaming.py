@@ -1,0 +1,139 @@
+"""Frame-level streaming on top of the step functions: constant memory for a video of any length.
+
+`StreamEncoder.push` takes any number of frames, buffers at most one group, and returns the token grids
+of the steps it completed; `flush` pads a short last group by repeating its last frame. `StreamDecoder`
+turns one grid at a time back into 1 (segment start) or `tubelet` frames. Every `gop` steps both reset
+their temporal cache, so a segment decodes on its own.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .model import Tokenizer, check_video, pad_frames
+from .quantizers import QuantizerOutput
+from .timeline import frames_in_step
+
+
+class _Stream:
+    def __init__(self, tokenizer: Tokenizer, batch: int, height: int, width: int, gop: int) -> None:
+        if batch < 1 or gop < 1:
+            raise ValueError(f"batch and gop must be >= 1, got batch {batch}, gop {gop}")
+        p = tokenizer.config.patch
+        if height < p or width < p:
+            raise ValueError(f"frames of {width}x{height} are smaller than one {p}x{p} patch")
+        self.tokenizer = tokenizer
+        self.batch, self.height, self.width, self.gop = batch, height, width, gop
+        self.padded_height, self.padded_width = tokenizer.padded_size(height, width)
+        self.grid = tokenizer.grid_size(height, width)
+        self.cache = tokenizer.new_cache(batch, height, width)
+        self.steps = 0  # steps coded so far, all segments
+
+    def _advance(self, cache) -> None:
+        self.steps += 1
+        self.cache = cache if cache.step < self.gop else self.tokenizer.new_cache(self.batch, self.height, self.width)
+
+    def state_nbytes(self) -> int:
+        return self.cache.nbytes()
+
+
+class StreamEncoder(_Stream):
+    """Frames in, token grids out. Build with `Tokenizer.stream_encoder(batch, height, width)`."""
+
+    def __init__(self, tokenizer: Tokenizer, batch: int, height: int, width: int, gop: int) -> None:
+        super().__init__(tokenizer, batch, height, width, gop)
+        self._pending: list[Tensor] = []  # padded frames (B, 3, 1, Hp, Wp) of the group being filled
+        self.frames = 0  # frames pushed so far
+        self.last_features: list[Tensor] = []  # pre-quantization features of the last push (training)
+
+    def push(self, frames: Tensor) -> list[Tensor]:
+        """frames (B, 3, n, H, W), n >= 0 -> the grids of the steps completed: (B, h, w) int64 each
+        (KL models: latents (B, C, h, w))."""
+        return [self._tokens(out) for out in self.push_quantized(frames)]
+
+    def flush(self) -> list[Tensor]:
+        """Pad and code a short last group; the next push starts a new segment."""
+        return [self._tokens(out) for out in self.flush_quantized()]
+
+    def push_quantized(self, frames: Tensor) -> list[QuantizerOutput]:
+        """Like `push`, but returns the quantizer outputs (codes keep their gradient)."""
+        check_video(frames, self.tokenizer.config.patch, allow_empty=True)
+        b, _, n, height, width = frames.shape
+        if (b, height, width) != (self.batch, self.height, self.width):
+            raise ValueError(
+                f"this stream takes frames of batch {self.batch} and size {self.width}x{self.height}, "
+                f"got batch {b} and size {width}x{height}"
+            )
+        self.last_features = []
+        if n == 0:
+            return []
+        frames = pad_frames(frames.to(self.tokenizer.device), self.padded_height, self.padded_width)
+        outputs = []
+        for i in range(n):
+            self._pending.append(frames[:, :, i : i + 1])
+            self.frames += 1
+            if len(self._pending) == frames_in_step(self.cache.step, self.tokenizer.config.tubelet):
+                outputs.append(self._code_pending())
+        return outputs
+
+    def flush_quantized(self) -> list[QuantizerOutput]:
+        outputs = []
+        if self._pending:
+            missing = self.tokenizer.config.tubelet - len(self._pending)
+            self._pending.extend([self._pending[-1]] * missing)
+            outputs.append(self._code_pending())
+        self.cache = self.tokenizer.new_cache(self.batch, self.height, self.width)
+        return outputs
+
+    def _code_pending(self) -> QuantizerOutput:
+        pixels = torch.cat(self._pending, dim=2)
+        self._pending = []
+        features, cache = self.tokenizer.encoder.step(pixels.to(self.tokenizer.dtype), self.cache)
+        self.last_features.append(features)
+        self._advance(cache)
+        return self.tokenizer.quantizer(features)
+
+    def _tokens(self, out: QuantizerOutput) -> Tensor:
+        if out.indices is not None:
+            return out.indices
+        return out.codes.permute(0, 3, 1, 2)  # KL latents (B, C, h, w)
+
+    def state_nbytes(self) -> int:
+        return super().state_nbytes() + sum(f.numel() * f.element_size() for f in self._pending)
+
+
+class StreamDecoder(_Stream):
+    """Token grids in, frames out. Build with `Tokenizer.stream_decoder(batch, height, width)`."""
+
+    def push(self, grid: Tensor, frames: int | None = None) -> Tensor:
+        """grid (B, h, w) int64 (KL: (B, C, h, w) float) -> frames (B, 3, 1 or t, H, W).
+
+        frames: keep only the first `frames` frames of this step (the true count of a padded last group).
+        """
+        self._check_grid(grid)
+        out = self.push_codes(self.tokenizer.codes_from_tokens(grid.to(self.tokenizer.device)))
+        return out if frames is None else out[:, :, :frames]
+
+    def push_codes(self, codes: Tensor) -> Tensor:
+        """Decoder codes (B, h, w, C) -> frames cropped to the stream's size (gradient kept)."""
+        pixels, cache = self.tokenizer.decode_step(codes, self.cache)
+        self._advance(cache)
+        return pixels[..., : self.height, : self.width]
+
+    def _check_grid(self, grid: Tensor) -> None:
+        config = self.tokenizer.config
+        h, w = self.grid
+        if config.discrete:
+            expected = (self.batch, h, w)
+            if grid.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+                raise ValueError(f"expected an integer token grid, got dtype {grid.dtype}")
+            if tuple(grid.shape) != expected:
+                raise ValueError(f"expected a token grid of shape {expected}, got {tuple(grid.shape)}")
+            if grid.numel() and (grid.min() < 0 or grid.max() >= config.codebook_size):
+                raise ValueError(f"token values must lie in [0, {config.codebook_size}), got "
+                                 f"[{int(grid.min())}, {int(grid.max())}]")
+        else:
+            expected = (self.batch, self.tokenizer.quantizer.code_dim, h, w)
+            if tuple(grid.shape) != expected or not grid.is_floating_point():
+                raise ValueError(f"expected float latents of shape {expected}, got {tuple(grid.shape)} {grid.dtype}")

@@ -1,0 +1,85 @@
+"""Weights files: safetensors + JSON config round trip, identity hash, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from codec_helpers import random_video, tiny
+from otok.codec import WeightsError, load, save
+from otok.codec.weights import read_config
+
+
+def test_round_trip_keeps_outputs_and_hash(tmp_path):
+    tok = tiny("fsq", gop=3)
+    path = save(tok, tmp_path / "m.safetensors")
+    again = load(path)
+    assert again.config == tok.config and not again.training
+    assert again.weights_sha256() == tok.weights_sha256()
+    video = random_video(1, 9, 32, 32)
+    assert torch.equal(again.encode(video), tok.encode(video))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_hash_identifies_weights():
+    a, b = tiny(seed=0), tiny(seed=1)
+    assert a.weights_sha256() != b.weights_sha256()
+    assert len(a.weights_sha256()) == 64
+    with torch.no_grad():
+        a.decoder.head_image.bias[0] += 1e-3
+    assert a.weights_sha256() != tiny(seed=0).weights_sha256()
+
+
+def test_seeded_init_is_reproducible_and_leaves_global_rng_alone():
+    torch.manual_seed(7)
+    expected = torch.rand(1)
+    torch.manual_seed(7)
+    a = load("otok-tiny", pretrained=False, seed=3)
+    assert torch.equal(torch.rand(1), expected)
+    assert a.weights_sha256() == load("otok-tiny", pretrained=False, seed=3).weights_sha256()
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        load(tmp_path / "nope.safetensors")
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    with pytest.raises(WeightsError, match="not a valid safetensors"):
+        load(path)
+
+
+def test_file_without_otok_config(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    save_file({"x": torch.zeros(2)}, str(path))
+    with pytest.raises(WeightsError, match="no otok config"):
+        load(path)
+
+
+def test_weights_that_do_not_fit_the_config(tmp_path):
+    path = save(tiny(), tmp_path / "m.safetensors")
+    tensors = load_file(str(path))
+    config = read_config(path).replace(dim=64).to_dict()
+    save_file(tensors, str(path), metadata={"otok_format": "1", "config": json.dumps(config)})
+    with pytest.raises(WeightsError, match="does not fit the otok-tiny config"):
+        load(path)
+
+
+def test_newer_format_is_refused(tmp_path):
+    path = save(tiny(), tmp_path / "m.safetensors")
+    tensors = load_file(str(path))
+    save_file(tensors, str(path), metadata={"otok_format": "99", "config": json.dumps(tiny().config.to_dict())})
+    with pytest.raises(WeightsError, match="format 99"):
+        load(path)
+
+
+def test_unknown_name_and_unshipped_weights():
+    with pytest.raises(WeightsError, match="unknown model 'otok-zz'"):
+        load("otok-zz")
+    with pytest.raises(WeightsError, match="no trained weights ship for 'otok-b'"):
+        load("otok-b")
