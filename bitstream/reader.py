@@ -1,0 +1,378 @@
+"""The reader: header, step iteration, seeking through the index and keyframes, verification."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from . import container as ct
+from . import limits, timeline
+from .coders import coder_by_name
+from .errors import CorruptError, OtokError, TruncatedError, UnsupportedError, UsageError
+from .header import Header
+from .prior import Prior
+
+
+class OtokWarning(UserWarning):
+    """Issued when iteration stops early at a truncated or damaged chunk (message: where and why)."""
+
+
+@dataclass(frozen=True)
+class Trailer:
+    frames: int
+    steps: int
+    index_offset: int
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What `OtokReader.verify()` checked: every chunk's CRC, every step decoded, index and trailer."""
+
+    steps: int
+    frames: int
+    chunks: int
+    bytes: int
+    indexed: bool
+
+
+class OtokReader:
+    """Read an `.otok` file from a path or a readable binary file object (a pipe works for one forward pass).
+
+    reader.header             # Header
+    for step in reader: ...   # (h, w) int64 grids, or (C, h, w) float16 latents, from the current position
+    reader.seek(frame)        # -> the step holding `frame`; the next iteration starts there
+    reader.frames, reader.steps
+    reader.damage             # None, or where and why the last iteration stopped early
+    reader.verify()           # VerifyReport, or raises OtokError
+
+    `prior`: the ctx prior table when the file references one without embedding it.
+    """
+
+    def __init__(self, src: str | os.PathLike | BinaryIO, *, prior: Prior | None = None) -> None:
+        self._own = isinstance(src, (str, os.PathLike))
+        self._f: BinaryIO = open(src, "rb") if self._own else src  # type: ignore[assignment]
+        try:
+            self._open(prior)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, prior: Prior | None) -> None:
+        self._seekable = _seekable(self._f)
+        self._base = self._f.tell() if self._seekable else 0
+        self._size = self._f.seek(0, os.SEEK_END) - self._base if self._seekable else None
+        if self._seekable:
+            self._f.seek(self._base)
+        ct.read_preamble(self._f)
+        self._chunks = ct.ChunkReader(self._f, len(ct.PREAMBLE), self._size)
+        first = self._chunks.next()
+        if first is None or first.ctype != ct.HEAD:
+            raise (TruncatedError("file truncated after the preamble: no header") if first is None
+                   else CorruptError(f"the first chunk is {first.ctype!r}, not the header"))
+        self.header = Header.unpack(first.payload)
+        self._setup_error: OtokError | None = None
+        self._pending, embedded = self._read_setup_chunks()
+        self.prior = self._pick_prior(embedded, prior)
+        self._data_start = self._pending.offset if self._pending else self._chunks.offset
+        self._trailer, self._index = self._load_tail() if self._seekable else (None, None)
+        self._position = 0
+        self._started = False
+        self.damage: str | None = None
+
+    def _read_setup_chunks(self) -> tuple[ct.Chunk | None, Prior | None]:
+        """Chunks between HEAD and the first STEP/indx/TAIL: PRIO, ancillary chunks (skipped)."""
+        prior = None
+        while True:
+            try:
+                chunk = self._chunks.next()
+            except (CorruptError, UnsupportedError) as e:  # reported when iteration reaches it
+                self._setup_error = e
+                return None, prior
+            if chunk is None or chunk.ctype in (ct.STEP, ct.INDX, ct.TAIL):
+                return chunk, prior
+            if chunk.ctype == ct.PRIO:
+                prior = Prior.from_bytes(chunk.payload)
+            elif ct.is_critical(chunk.ctype):
+                raise UnsupportedError(f"unknown critical chunk {chunk.ctype!r} at byte {chunk.offset}: "
+                                       "the file needs a newer otok")
+
+    def _pick_prior(self, embedded: Prior | None, given: Prior | None) -> Prior | None:
+        if self.header.coder != "ctx":
+            return None
+        want = self.header.coder_params.prior_sha256
+        if want == bytes(32):
+            return None
+        for p in (embedded, given):
+            if p is not None and p.sha256 == want:
+                return p
+        if embedded is not None:
+            raise CorruptError("the embedded prior table does not match the SHA-256 in the header")
+        if self._setup_error is not None:
+            raise self._setup_error
+        raise UsageError(f"this file references the prior table {want.hex()} without embedding it: pass prior=")
+
+    # -- trailer and index ----------------------------------------------------------------------------
+    def _load_tail(self) -> tuple[Trailer | None, list[ct.StepInfo] | None]:
+        """Trailer and index when both are present and consistent; (None, None) otherwise."""
+        try:
+            trailer = self._read_trailer()
+            return trailer, self._read_index(trailer)
+        except OtokError:
+            return None, None
+
+    def _read_trailer(self) -> Trailer:
+        size = self._size or 0
+        if size < self._data_start + ct.TAIL_SIZE:
+            raise TruncatedError("no trailer")
+        chunk = self._chunk_at(size - ct.TAIL_SIZE)
+        if chunk.ctype != ct.TAIL or len(chunk.payload) != ct.TAIL_PAYLOAD.size:
+            raise TruncatedError("the file does not end with a trailer")
+        trailer = Trailer(*ct.TAIL_PAYLOAD.unpack(chunk.payload))
+        gop, t = self.header.gop, self.header.temporal
+        if not (self._data_start <= trailer.index_offset <= size - ct.TAIL_SIZE - ct.CHUNK_OVERHEAD - 4):
+            raise CorruptError(f"trailer index offset {trailer.index_offset} lies outside the file")
+        if not (timeline.frames_in_steps(trailer.steps - 1, gop, t) < trailer.frames
+                <= timeline.frames_in_steps(trailer.steps, gop, t)) and (trailer.steps or trailer.frames):
+            raise CorruptError(f"trailer frame count {trailer.frames} does not fit {trailer.steps} steps")
+        return trailer
+
+    def _read_index(self, trailer: Trailer) -> list[ct.StepInfo]:
+        chunk = self._chunk_at(trailer.index_offset)
+        if chunk.ctype != ct.INDX or chunk.end != (self._size or 0) - ct.TAIL_SIZE:
+            raise CorruptError("the trailer does not point at an index right before it")
+        entries = ct.parse_index(chunk)
+        _check_entries(entries, self.header, self._data_start, trailer.index_offset)
+        if sum(e.n_steps for e in entries) != trailer.steps:
+            raise CorruptError(f"index covers {sum(e.n_steps for e in entries)} steps, trailer says {trailer.steps}")
+        return entries
+
+    def _chunk_at(self, offset: int) -> ct.Chunk:
+        self._f.seek(self._base + offset)
+        chunk = ct.ChunkReader(self._f, offset, self._size).next()
+        if chunk is None:
+            raise TruncatedError(f"no chunk at byte {offset}")
+        return chunk
+
+    def _scan(self) -> list[ct.StepInfo]:
+        """Walk the chunks (CRC-checked, not decoded) to list the STEP chunks of the intact prefix."""
+        entries: list[ct.StepInfo] = []
+        try:
+            for chunk in self._chunks_from(self._data_start):
+                if chunk.ctype == ct.TAIL:
+                    break
+                entries.append(ct.parse_step(chunk)[0])
+                _check_entries(entries[-1:], self.header, self._data_start, None,
+                               sum(e.n_steps for e in entries[:-1]))
+        except OtokError:
+            pass
+        return entries
+
+    @property
+    def index(self) -> list[ct.StepInfo]:
+        """STEP chunks: from the file's index when valid, else from a scan of its intact prefix."""
+        if self._index is None:
+            self._need_seekable("list chunks")
+            self._index = self._scan()
+        return self._index
+
+    @property
+    def steps(self) -> int:
+        """Step count: from the trailer, else the steps of the intact chunks."""
+        return self._trailer.steps if self._trailer else sum(e.n_steps for e in self.index)
+
+    @property
+    def frames(self) -> int:
+        """Frame count: from the trailer, else every frame covered by the intact steps."""
+        if self._trailer:
+            return self._trailer.frames
+        return timeline.frames_in_steps(self.steps, self.header.gop, self.header.temporal)
+
+    @property
+    def complete(self) -> bool:
+        """True when the file has a valid trailer and index."""
+        return self._trailer is not None
+
+    # -- iteration ------------------------------------------------------------------------------------
+    def seek(self, frame: int) -> int:
+        """Position at the step that holds `frame` (0-based); returns that step's index."""
+        self._need_seekable("seek")
+        if not 0 <= frame < self.frames:
+            raise UsageError(f"frame {frame} is outside the video's {self.frames} frames")
+        self._position = timeline.step_of_frame(frame, self.header.gop, self.header.temporal)
+        return self._position
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """Yield steps from the current position: (h, w) int64 or (C, h, w) float16 each."""
+        start = self._position
+        for step, values in self._decoded(start):
+            self._position = step + 1
+            yield values
+
+    def _decoded(self, start: int) -> Iterator[tuple[int, np.ndarray]]:
+        self.damage, self._damage_type = None, None
+        coder = coder_by_name(self.header.coder)(self.header, self.prior)
+        done = 0
+        try:
+            for info, data in self._step_chunks(start):
+                values = coder.decode(data, info.first_step, info.n_steps)
+                if not self.header.is_latent:
+                    values = values.astype(np.int64, copy=False)
+                for i, v in enumerate(values):
+                    if info.first_step + i >= start:
+                        yield info.first_step + i, v
+                done = info.first_step + info.n_steps
+        except OtokError as e:
+            self.damage = f"{e}; stopped after step {done - 1}" if done else f"{e}; no step could be read"
+            self._damage_type = type(e)
+            warnings.warn(self.damage, OtokWarning, stacklevel=3)
+
+    def _step_chunks(self, start: int) -> Iterator[tuple[ct.StepInfo, bytes]]:
+        """STEP chunks from the keyframe chunk at or before step `start`, checked as they come."""
+        offset, expect = self._data_start, 0
+        if start > 0:
+            keys = [e for e in self.index if e.keyframe and e.first_step <= start]
+            if not keys:
+                raise CorruptError(f"no keyframe chunk at or before step {start}")
+            offset, expect = keys[-1].offset, keys[-1].first_step
+        for chunk in self._chunks_from(offset):
+            if chunk.ctype == ct.TAIL:
+                return
+            info, data = ct.parse_step(chunk)
+            _check_entries([info], self.header, self._data_start, None, expect)
+            expect += info.n_steps
+            yield info, data
+        if not self._complete_read:
+            raise TruncatedError(f"file ends at byte {self._chunks.offset} without a trailer")
+
+    def _chunks_from(self, offset: int) -> Iterator[ct.Chunk]:
+        """STEP (and TAIL) chunks from byte `offset`; skips the index and ancillary chunks."""
+        self._complete_read = False
+        if self._seekable:
+            self._f.seek(self._base + offset)
+            self._chunks = ct.ChunkReader(self._f, offset, self._size)
+            self._pending = None
+        elif self._started:
+            raise UsageError("a non-seekable input can be iterated only once")
+        self._started = True
+        while True:
+            if self._setup_error is not None and not self._seekable:
+                raise self._setup_error
+            chunk, self._pending = self._pending or self._chunks.next(), None
+            if chunk is None:
+                return
+            if chunk.ctype in (ct.STEP, ct.TAIL):
+                if chunk.ctype == ct.TAIL:
+                    self._complete_read = True
+                yield chunk
+            elif ct.is_critical(chunk.ctype) and chunk.ctype != ct.PRIO:
+                raise UnsupportedError(f"unknown critical chunk {chunk.ctype!r} at byte {chunk.offset}: "
+                                       "the file needs a newer otok")
+
+    # -- verification ---------------------------------------------------------------------------------
+    def verify(self) -> VerifyReport:
+        """Read the whole file: every CRC, every step decoded, index and trailer consistent. Raises OtokError."""
+        self._need_seekable("verify")
+        coder = coder_by_name(self.header.coder)(self.header, self.prior)
+        entries, trailer, index_entries, chunks = [], None, None, 0
+        for chunk in self._chunks_from_all():
+            chunks += 1
+            if trailer is not None:
+                raise CorruptError(f"chunk {chunk.ctype!r} at byte {chunk.offset} follows the trailer")
+            if chunk.ctype == ct.STEP:
+                info, data = ct.parse_step(chunk)
+                _check_entries([info], self.header, self._data_start, None, sum(e.n_steps for e in entries))
+                coder.decode(data, info.first_step, info.n_steps)
+                entries.append(info)
+            elif chunk.ctype == ct.INDX:
+                index_entries = (chunk.offset, ct.parse_index(chunk))
+            elif chunk.ctype == ct.TAIL:
+                trailer = chunk
+        if trailer is None:
+            raise TruncatedError(f"file ends at byte {self._size} without a trailer")
+        tail = self._read_trailer()
+        if index_entries is None or index_entries[0] != tail.index_offset:
+            raise CorruptError("the trailer does not point at the index")
+        if self._read_index(tail) != entries:
+            raise CorruptError("the index does not match the chunks in the file")
+        return VerifyReport(tail.steps, tail.frames, chunks, self._size or 0, True)
+
+    def _chunks_from_all(self) -> Iterator[ct.Chunk]:
+        self._f.seek(self._base + self._data_start)
+        reader = ct.ChunkReader(self._f, self._data_start, self._size)
+        while (chunk := reader.next()) is not None:
+            if ct.is_critical(chunk.ctype) and chunk.ctype not in ct.KNOWN_CRITICAL:
+                raise UnsupportedError(f"unknown critical chunk {chunk.ctype!r} at byte {chunk.offset}")
+            yield chunk
+
+    # -- misc -----------------------------------------------------------------------------------------
+    def _need_seekable(self, what: str) -> None:
+        if not self._seekable:
+            raise UsageError(f"cannot {what} on a non-seekable input")
+
+    def close(self) -> None:
+        if self._own:
+            self._f.close()
+
+    def __enter__(self) -> OtokReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _check_entries(entries: list[ct.StepInfo], header: Header, data_start: int, end: int | None,
+                   first: int = 0) -> None:
+    """Steps contiguous from `first`, keyframe flags on segment starts, no chunk across a segment boundary,
+    values per chunk under the cap, offsets increasing inside [data_start, end)."""
+    per_step = int(np.prod(header.step_shape))
+    last_offset = data_start - 1
+    for e in entries:
+        if e.first_step != first:
+            raise CorruptError(f"chunk at byte {e.offset} starts at step {e.first_step}, expected {first}")
+        if e.n_steps * per_step > limits.MAX_VALUES_PER_CHUNK:
+            raise CorruptError(f"chunk at byte {e.offset} holds {e.n_steps} steps, over the cap")
+        if e.keyframe != timeline.is_segment_start(e.first_step, header.gop):
+            raise CorruptError(f"chunk at byte {e.offset}: keyframe flag does not match step {e.first_step}")
+        last = e.first_step + e.n_steps - 1
+        if header.gop and last // header.gop != e.first_step // header.gop:
+            raise CorruptError(f"chunk at byte {e.offset} crosses a segment boundary")
+        if end is not None and not last_offset < e.offset < end:
+            raise CorruptError(f"index entry offset {e.offset} is out of order or outside the data")
+        last_offset, first = e.offset, last + 1
+
+
+def _seekable(f: BinaryIO) -> bool:
+    try:
+        return bool(f.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def read_tokens(path: str | os.PathLike | BinaryIO, *, prior: Prior | None = None,
+                allow_truncated: bool = False) -> np.ndarray:
+    """All steps of a file: int64 (S, h, w) tokens, or float16 (S, C, h, w) latents.
+
+    A truncated or damaged file raises TruncatedError/CorruptError, unless `allow_truncated`: then the
+    intact prefix is returned and an OtokWarning says where it stopped.
+    """
+    with OtokReader(path, prior=prior) as reader:
+        dtype = np.float16 if reader.header.is_latent else np.int64
+        out = np.empty((reader.steps if reader.complete else 0,) + reader.header.step_shape, dtype=dtype)
+        extra = []  # steps beyond the trailer's count (never for a consistent file)
+        n = 0
+        with warnings.catch_warnings(record=not allow_truncated):
+            for n, step in enumerate(reader, 1):
+                if n <= len(out):
+                    out[n - 1] = step
+                else:
+                    extra.append(step)
+        if reader.damage and not allow_truncated:
+            error = reader._damage_type if issubclass(reader._damage_type, TruncatedError) else CorruptError
+            raise error(reader.damage)
+        return np.concatenate([out[:n], np.array(extra, dtype=dtype).reshape((-1,) + out.shape[1:])]) if extra \
+            else out[:n]

@@ -1,0 +1,69 @@
+"""Header fields, chunk layout constants and the step/frame timeline."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from otok.bitstream import CorruptError, CtxParams, Header, LevelParams, UsageError
+from otok.bitstream import container as ct
+from otok.bitstream.timeline import frames_in_steps, is_segment_start, step_of_frame, step_start_frame
+
+BASE = dict(model="otok-s", weights_sha256=bytes(range(32)), patch=8, temporal=4, gop=5, grid=(45, 80),
+            width=640, height=360, fps=(30000, 1001), codebook_size=8192, coder="ctx")
+
+
+def test_header_round_trip_every_field():
+    h = Header(**BASE, coder_params=CtxParams(bytes([7]) * 32, 1000, 2000))
+    back = Header.unpack(h.pack())
+    assert back == h
+    for field in dataclasses.fields(Header):
+        assert getattr(back, field.name) == getattr(h, field.name), field.name
+    assert (back.padded_width, back.padded_height, back.step_shape) == (640, 360, (45, 80))
+    latent = Header(**{**BASE, "codebook_size": 0, "coder": "f16z"}, latent_channels=16)
+    assert Header.unpack(latent.pack()) == latent and latent.step_shape == (16, 45, 80)
+    assert latent.coder_params == LevelParams(3)
+
+
+def test_header_byte_layout():
+    payload = Header(**BASE).pack()
+    assert payload[:32] == bytes(range(32))
+    assert payload[32:36] == (8).to_bytes(2, "little") + (4).to_bytes(2, "little")
+    assert payload[74] == 2 and payload[75] == len("otok-s") and payload[78:84] == b"otok-s"
+    assert len(payload) == 78 + 6 + 40
+
+
+@pytest.mark.parametrize("change", [
+    {"grid": (0, 80)}, {"grid": (4097, 80)}, {"width": 641}, {"fps": (30, 0)}, {"codebook_size": 1},
+    {"codebook_size": (1 << 24) + 1}, {"weights_sha256": b"short"}, {"coder": "lzma"}, {"model": "x" * 256},
+    {"coder": "f16z"}, {"patch": 0},
+])
+def test_header_rejects(change):
+    with pytest.raises(UsageError):
+        Header(**{**BASE, **change})
+
+
+def test_header_unpack_rejects_lengths():
+    payload = Header(**BASE).pack()
+    for bad in (payload[:50], payload + b"x", payload[:-1]):
+        with pytest.raises(CorruptError):
+            Header.unpack(bad)
+
+
+def test_chunk_type_classes():
+    assert all(ct.is_critical(t) for t in (ct.HEAD, ct.PRIO, ct.STEP, ct.TAIL))
+    assert not ct.is_critical(ct.INDX) and not ct.is_critical(b"meta")
+    assert len(ct.PREAMBLE) == 12 and ct.TAIL_SIZE == 36
+
+
+def test_timeline():
+    # gop 5: a segment covers 1 + 4 * 4 = 17 frames
+    assert [step_start_frame(s, 5, 4) for s in range(7)] == [0, 1, 5, 9, 13, 17, 18]
+    assert [frames_in_steps(s, 5, 4) for s in range(7)] == [0, 1, 5, 9, 13, 17, 18]
+    assert [is_segment_start(s, 5) for s in range(6)] == [True, False, False, False, False, True]
+    for gop in (0, 1, 2, 5):
+        for frame in range(60):
+            s = step_of_frame(frame, gop, 4)
+            assert step_start_frame(s, gop, 4) <= frame < step_start_frame(s + 1, gop, 4)
+    assert frames_in_steps(3, 0, 4) == 9 and step_of_frame(9, 0, 4) == 3

@@ -1,0 +1,220 @@
+"""Round trips of every coder through the container: random shapes, codebooks 2..2**18, repetition 0..1."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from otok.bitstream import (
+    Header,
+    OtokReader,
+    OtokWriter,
+    Prior,
+    UsageError,
+    read_tokens,
+)
+from otok.bitstream.coders import ctx_model
+from otok.bitstream.synthetic import entropy_bound, repetition_grids
+
+SHA = bytes(range(32))
+
+
+def make_header(grid=(3, 5), k=16, coder="ctx", gop=5, t=4, p=8, **kw) -> Header:
+    h, w = grid
+    return Header("otok-test", SHA, p, t, gop, grid, w * p, h * p, (30000, 1001), codebook_size=k, coder=coder, **kw)
+
+
+def encode(header: Header, tokens: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    with OtokWriter(buf, header, **kw) as w:
+        w.write(tokens)
+    return buf.getvalue()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    coder=st.sampled_from(["raw", "zstd", "ctx"]),
+    log_k=st.integers(1, 18),
+    k_offset=st.integers(0, 3),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    steps=st.integers(0, 12),
+    gop=st.sampled_from([0, 1, 2, 5]),
+    repeat=st.floats(0.0, 1.0),
+    per_chunk=st.sampled_from([None, 1, 3]),
+    seed=st.integers(0, 2**16),
+)
+def test_round_trip(coder, log_k, k_offset, h, w, steps, gop, repeat, per_chunk, seed):
+    k = max(2, (1 << log_k) - k_offset)
+    tokens = repetition_grids(steps, (h, w), k, repeat, gop, seed)
+    header = make_header((h, w), k, coder, gop)
+    data = encode(header, tokens, steps_per_chunk=per_chunk)
+    out = read_tokens(io.BytesIO(data))
+    assert out.dtype == np.int64 and out.shape == (steps, h, w)
+    np.testing.assert_array_equal(out, tokens)
+    report = OtokReader(io.BytesIO(data)).verify()
+    assert report.steps == steps and report.bytes == len(data)
+
+
+@pytest.mark.parametrize("k", [2, 3, 1000, 1 << 14, (1 << 14) + 1, 64000, 1 << 18])
+def test_extreme_codebooks_ctx(k):
+    tokens = repetition_grids(7, (6, 7), k, 0.5, 5, seed=k)
+    tokens[1, 0, :] = k - 1  # the largest index must survive the sub-symbol split
+    np.testing.assert_array_equal(read_tokens(io.BytesIO(encode(make_header((6, 7), k), tokens))), tokens)
+
+
+def test_part_layout_bounds_alphabets():
+    for k in [2, 5, 1 << 14, (1 << 14) + 1, 1 << 18, (1 << 18) - 3]:
+        layout = ctx_model.part_layout(k)
+        assert max(layout.alphabets) <= 1 << ctx_model.MAX_PART_BITS
+        assert ((k - 1) >> layout.shifts[0]) + 1 == layout.alphabets[0]
+    assert ctx_model.part_layout(1 << 18).alphabets == (512, 512)
+    assert ctx_model.part_layout(1000).alphabets == (1000,)
+
+
+def test_step_by_step_equals_bulk():
+    tokens = repetition_grids(13, (4, 6), 300, 0.7, 5, seed=3)
+    header = make_header((4, 6), 300)
+    bulk = encode(header, tokens)
+    buf = io.BytesIO()
+    with OtokWriter(buf, header) as w:
+        for grid in tokens:
+            w.write(grid)
+    assert buf.getvalue() == bulk
+    assert encode(header, tokens[None]) == bulk  # (1, S, h, w): a batch of one video
+
+
+@pytest.mark.parametrize("coder", ["raw", "zstd", "ctx"])
+def test_pipe_in_and_out(coder, tmp_path):
+    """The writer never seeks and the reader can read a non-seekable stream in one pass."""
+    tokens = repetition_grids(9, (5, 5), 77, 0.6, 4, seed=1)
+
+    class Pipe(io.RawIOBase):
+        def __init__(self, data=b""):
+            self.buf, self.data = [], io.BytesIO(data)
+
+        def writable(self):
+            return True
+
+        def readable(self):
+            return True
+
+        def seekable(self):
+            return False
+
+        def write(self, b):
+            self.buf.append(bytes(b))
+            return len(b)
+
+        def readinto(self, b):
+            chunk = self.data.read(len(b))
+            b[: len(chunk)] = chunk
+            return len(chunk)
+
+    out = Pipe()
+    with OtokWriter(out, make_header((5, 5), 77, coder, gop=4)) as w:
+        w.write(tokens)
+    data = b"".join(out.buf)
+    reader = OtokReader(Pipe(data))
+    np.testing.assert_array_equal(np.stack(list(reader)), tokens)
+    assert reader.damage is None
+    with pytest.raises(UsageError):
+        reader.seek(1)
+
+
+def test_latents_round_trip():
+    rng = np.random.default_rng(0)
+    lat = rng.normal(size=(6, 4, 3, 5)).astype(np.float32)
+    header = Header("otok-kl", SHA, 8, 4, 5, (3, 5), 40, 24, (25, 1), latent_channels=4, coder="f16z")
+    out = read_tokens(io.BytesIO(encode(header, lat)))
+    assert out.dtype == np.float16 and out.shape == lat.shape
+    np.testing.assert_array_equal(out, lat.astype(np.float16))
+    special = np.array([np.inf, -np.inf, 0.0, -0.0, 65504, 6e-8], dtype=np.float16)
+    lat16 = np.resize(special, (1, 4, 3, 5)).astype(np.float16)
+    back = read_tokens(io.BytesIO(encode(header, lat16)))
+    assert back.tobytes() == lat16.tobytes()  # bit-exact, signed zeros included
+
+
+def test_seek_and_frames():
+    tokens = repetition_grids(12, (3, 4), 50, 0.5, 5, seed=2)  # segments of 5 steps = 17 frames
+    data = encode(make_header((3, 4), 50, gop=5), tokens, steps_per_chunk=2)
+    reader = OtokReader(io.BytesIO(data))
+    assert reader.steps == 12 and reader.frames == 17 + 17 + 1 + 4
+    for frame, step in [(0, 0), (1, 1), (4, 1), (5, 2), (16, 4), (17, 5), (18, 6), (34, 10), (38, 11)]:
+        assert reader.seek(frame) == step
+        np.testing.assert_array_equal(next(iter(reader)), tokens[step])
+    reader.seek(20)
+    np.testing.assert_array_equal(np.stack(list(reader)), tokens[6:])
+    with pytest.raises(UsageError):
+        reader.seek(39)
+
+
+def test_true_frame_count_in_trailer():
+    tokens = repetition_grids(3, (2, 2), 10, 0.5, 5)
+    buf = io.BytesIO()
+    w = OtokWriter(buf, make_header((2, 2), 10))
+    w.write(tokens)
+    w.close(frames=7)  # 3 steps cover 9 frames; the last group is padded
+    assert OtokReader(io.BytesIO(buf.getvalue())).frames == 7
+    w = OtokWriter(io.BytesIO(), make_header((2, 2), 10))
+    w.write(tokens)
+    with pytest.raises(UsageError):
+        w.close(frames=5)  # 5 frames would need only 2 steps
+
+
+def test_writer_rejects_bad_input():
+    w = OtokWriter(io.BytesIO(), make_header((2, 3), 10))
+    for bad in [np.zeros((3, 2), np.int64), np.full((2, 3), 10), np.full((2, 3), -1), np.zeros((2, 3))]:
+        with pytest.raises(UsageError):
+            w.write(bad)
+    w.close()
+    with pytest.raises(UsageError):
+        w.write(np.zeros((2, 3), np.int64))
+
+
+def test_prior_serialization_and_use():
+    tokens = repetition_grids(10, (6, 8), 5000, 0.8, 5, seed=4)
+    prior = Prior.from_tokens([tokens[:5], tokens[5:]], 5000)
+    assert Prior.from_bytes(prior.to_bytes()) == prior
+    assert prior.flag_counts.shape == (ctx_model.NUM_FLAG_CTX, 2)
+    header = make_header((6, 8), 5000)
+    with_prior = encode(header, tokens, prior=prior)
+    reader = OtokReader(io.BytesIO(with_prior))
+    assert reader.header.coder_params.prior_sha256 == prior.sha256
+    np.testing.assert_array_equal(np.stack(list(reader)), tokens)
+    referenced = encode(header, tokens, prior=prior, embed_prior=False)
+    with pytest.raises(UsageError, match="prior"):
+        OtokReader(io.BytesIO(referenced))
+    np.testing.assert_array_equal(read_tokens(io.BytesIO(referenced), prior=prior), tokens)
+
+
+def test_prior_file(tmp_path):
+    prior = Prior.from_tokens([repetition_grids(5, (4, 4), 70000, 0.5, 5)], 70000)
+    prior.save(tmp_path / "p.otkprior")
+    assert Prior.load(tmp_path / "p.otkprior").sha256 == prior.sha256
+    assert [len(t) for t in prior.part_counts] == list(ctx_model.part_layout(70000).alphabets)
+
+
+def test_ctx_near_entropy_bound():
+    """On a long repetition stream, ctx (with a prior of the source) costs little above the entropy."""
+    k, gop, steps = 1024, 5, 40
+    tokens = repetition_grids(steps, (24, 32), k, 0.8, gop, seed=5)
+    prior = Prior.from_tokens([repetition_grids(10, (24, 32), k, 0.8, gop, seed=6)[i:i + gop]
+                               for i in range(0, 10, gop)], k)
+    data = encode(make_header((24, 32), k, gop=gop), tokens, prior=prior, embed_prior=False)
+    bits = 8 * len(data) / tokens.size
+    assert bits < entropy_bound(steps, k, 0.8, gop) + 0.2
+
+
+def test_path_io(tmp_path):
+    tokens = repetition_grids(4, (3, 3), 9, 0.5, 5)
+    path = tmp_path / "a.otok"
+    with OtokWriter(path, make_header((3, 3), 9)) as w:
+        w.write(tokens)
+    np.testing.assert_array_equal(read_tokens(path), tokens)
+    with OtokReader(str(path)) as r:
+        assert r.header.model == "otok-test" and r.verify().steps == 4
