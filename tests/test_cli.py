@@ -1,0 +1,249 @@
+"""The `otok` CLI, in-process: round trips keep frame count, size and rate; every bad input gives one line,
+a non-zero exit, no traceback and no output file."""
+
+from __future__ import annotations
+
+import errno
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codec_helpers import tiny
+from otok.codec import save
+from otok.tools import pipeline
+from otok.tools.cli import main
+from otok.tools.video_io import VideoReader, VideoWriter
+
+SAMPLE = Path(__file__).parents[1] / "tools" / "samples" / "bigbuckbunny_2s.mp4"
+
+
+def write_clip(path: Path, frames: int, width: int, height: int, fps=Fraction(30000, 1001), codec="h264"):
+    """A moving colour gradient, so consecutive frames differ but correlate."""
+    writer = VideoWriter(path, width, height, fps, codec=codec)
+    yy, xx = np.mgrid[0:height, 0:width]
+    for t in range(frames):
+        r = (xx * 255 // max(width - 1, 1) + 7 * t) % 256
+        g = (yy * 255 // max(height - 1, 1) + 3 * t) % 256
+        b = ((xx + yy + 5 * t) * 2) % 256
+        writer.write(np.stack([r, g, b], -1).astype(np.uint8))
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    return save(tiny(), tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return write_clip(tmp_path_factory.mktemp("clip") / "odd.mp4", frames=10, width=70, height=46)
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def files_in(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_round_trip_of_a_real_clip(tmp_path, capsys, model_path):
+    coded, back = tmp_path / "bbb.otok", tmp_path / "bbb.mp4"
+    status, out, err = run(capsys, "encode", SAMPLE, coded, "--model", model_path, "--quiet")
+    assert status == 0, err
+    status, out, err = run(capsys, "decode", coded, back, "--model", model_path)
+    assert status == 0, err
+    assert "49 frames 256x144" in out
+    source, decoded = VideoReader(SAMPLE), VideoReader(back)
+    assert (decoded.info.width, decoded.info.height, decoded.info.fps) == (256, 144, Fraction(25))
+    assert sum(1 for _ in decoded) == sum(1 for _ in source) == 49
+    assert files_in(tmp_path) == {"bbb.otok", "bbb.mp4"}
+
+
+@pytest.mark.parametrize("coder", ["ctx", "zstd", "raw"])
+def test_odd_size_and_ntsc_rate_survive(tmp_path, capsys, model_path, clip, coder):
+    coded, back = tmp_path / "c.otok", tmp_path / "c.mkv"
+    assert run(capsys, "encode", clip, coded, "--model", model_path, "--coder", coder, "--gop", "2")[0] == 0
+    assert run(capsys, "decode", coded, back, "--model", model_path, "--codec", "ffv1")[0] == 0
+    reader = VideoReader(back)
+    assert (reader.info.width, reader.info.height, reader.info.fps) == (70, 46, Fraction(30000, 1001))
+    assert sum(1 for _ in reader) == 10
+    info = pipeline.file_info(coded)
+    assert (info["coder"], info["gop"], info["segments"], info["steps"]) == (coder, 2, 2, 4)  # 10 frames = 2 segments of 1 + 4
+
+
+def test_image_in_image_out(tmp_path, capsys, model_path):
+    png = tmp_path / "still.png"
+    writer = VideoWriter(png, 40, 30, Fraction(1))
+    writer.write(np.full((30, 40, 3), 90, np.uint8))
+    writer.close()
+    assert run(capsys, "encode", png, tmp_path / "s.otok", "--model", model_path)[0] == 0
+    assert pipeline.file_info(tmp_path / "s.otok")["frames"] == 1
+    assert run(capsys, "decode", tmp_path / "s.otok", tmp_path / "back.png", "--model", model_path)[0] == 0
+    frames = list(VideoReader(tmp_path / "back.png"))
+    assert len(frames) == 1 and frames[0].shape == (30, 40, 3)
+
+
+def test_info_json_has_the_promised_fields(tmp_path, capsys, model_path, clip):
+    coded = tmp_path / "c.otok"
+    run(capsys, "encode", clip, coded, "--model", model_path, "--frames", "9")
+    status, out, _ = run(capsys, "info", coded, "--json")
+    info = json.loads(out)
+    assert status == 0
+    for key in ("model", "weights_sha256", "codebook_size", "width", "height", "frames", "fps", "steps",
+                "segments", "coder", "bytes", "bits_per_token", "bpp", "duration_s"):
+        assert key in info, key
+    assert info["frames"] == 9 and info["steps"] == 3 and info["bytes"] == coded.stat().st_size
+    assert info["weights_sha256"] == tiny().weights_sha256()
+    assert info["grid"] == [8, 12]  # 46x70 pads to 64x96 (a multiple of patch 8 x window 4)
+    assert info["bits_per_token"] == pytest.approx(8 * info["bytes"] / (3 * 8 * 12))
+    assert info["bpp"] == pytest.approx(8 * info["bytes"] / (9 * 70 * 46))
+    status, out, _ = run(capsys, "info", coded)
+    assert status == 0 and "70x46" in out and "9 frames" in out
+
+
+def test_eval_reports_quality_and_rate(capsys, model_path, clip):
+    status, out, err = run(capsys, "eval", clip, "--model", model_path, "--json")
+    assert status == 0, err
+    r = json.loads(out)
+    for key in ("psnr", "ssim", "bpp", "bits_per_token", "encode_fps", "decode_fps", "frames", "width", "height"):
+        assert key in r, key
+    assert (r["frames"], r["width"], r["height"]) == (10, 70, 46)
+    assert len(r["psnr_per_frame"]) == 10 and r["psnr"] == pytest.approx(np.mean(r["psnr_per_frame"]))
+    assert 0 < r["psnr"] < 60 and -1 <= r["ssim"] <= 1
+
+
+def test_several_inputs_into_a_folder(tmp_path, capsys, model_path, clip):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    assert run(capsys, "encode", clip, SAMPLE, out_dir, "--model", model_path, "--frames", "5")[0] == 0
+    assert files_in(out_dir) == {"odd.otok", "bigbuckbunny_2s.otok"}
+
+
+def test_torchrun_ranks_share_inputs(tmp_path, capsys, model_path, clip, monkeypatch):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert run(capsys, "encode", clip, SAMPLE, out_dir, "--model", model_path, "--frames", "5")[0] == 0
+    assert files_in(out_dir) == {"bigbuckbunny_2s.otok"}
+
+
+# ----- bad input: one line, non-zero, no traceback, no output -------------------------------------------
+def assert_clean_failure(status, err, folder, expected_status=2, message=""):
+    assert status == expected_status
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("otok: error: "), err
+    assert message in lines[0]
+    assert "Traceback" not in err
+    leftovers = [n for n in files_in(folder) if n.endswith(".partial") or n.startswith("out")]
+    assert not leftovers, leftovers
+
+
+def test_missing_input(tmp_path, capsys, model_path):
+    status, _, err = run(capsys, "encode", tmp_path / "none.mp4", tmp_path / "out.otok", "--model", model_path)
+    assert_clean_failure(status, err, tmp_path, message="no such file")
+
+
+def test_not_a_video(tmp_path, capsys, model_path):
+    bogus = tmp_path / "notes.mp4"
+    bogus.write_text("hello, not a video\n" * 50)
+    status, _, err = run(capsys, "encode", bogus, tmp_path / "out.otok", "--model", model_path)
+    assert_clean_failure(status, err, tmp_path, message="notes.mp4")
+
+
+def test_not_an_otok(tmp_path, capsys, model_path, clip):
+    status, _, err = run(capsys, "decode", clip, tmp_path / "out.mp4", "--model", model_path)
+    assert_clean_failure(status, err, tmp_path, message="not an .otok file")
+    status, _, err = run(capsys, "info", clip)
+    assert_clean_failure(status, err, tmp_path, message="not an .otok file")
+
+
+def test_zero_frame_video(tmp_path, capsys, model_path):
+    empty = write_clip(tmp_path / "empty.mp4", frames=0, width=32, height=32)
+    status, _, err = run(capsys, "encode", empty, tmp_path / "out.otok", "--model", model_path)
+    assert status == 2 and "Traceback" not in err
+    assert not (tmp_path / "out.otok").exists()
+    assert [n for n in files_in(tmp_path) if "partial" in n] == []
+
+
+def test_unknown_model(tmp_path, capsys, clip):
+    status, _, err = run(capsys, "encode", clip, tmp_path / "out.otok", "--model", "otok-nope")
+    assert_clean_failure(status, err, tmp_path, message="unknown model 'otok-nope'")
+
+
+def test_weights_that_do_not_match_the_file(tmp_path, capsys, model_path, clip):
+    coded = tmp_path / "c.otok"
+    run(capsys, "encode", clip, coded, "--model", model_path)
+    other = save(tiny(seed=5), tmp_path / "other.safetensors")
+    status, _, err = run(capsys, "decode", coded, tmp_path / "out.mp4", "--model", other)
+    assert_clean_failure(status, err, tmp_path, message="pass --model with the weights that made it")
+
+
+def test_output_folder_missing(tmp_path, capsys, model_path, clip):
+    status, _, err = run(capsys, "encode", clip, tmp_path / "nowhere" / "out.otok", "--model", model_path)
+    assert_clean_failure(status, err, tmp_path, message="does not exist")
+
+
+def test_output_is_the_input(tmp_path, capsys, model_path, clip):
+    coded = tmp_path / "c.otok"
+    run(capsys, "encode", clip, coded, "--model", model_path)
+    before = coded.read_bytes()
+    status, _, err = run(capsys, "decode", coded, coded, "--model", model_path)
+    assert status == 2 and "is the input file" in err
+    assert coded.read_bytes() == before
+
+
+def test_full_disk(tmp_path, capsys, model_path, clip, monkeypatch):
+    from otok.bitstream import writer as writer_module
+
+    def no_space(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer_module.OtokWriter, "_put", no_space)
+    status, _, err = run(capsys, "encode", clip, tmp_path / "out.otok", "--model", model_path)
+    assert_clean_failure(status, err, tmp_path, expected_status=1, message="no space left")
+
+
+def test_ctrl_c(tmp_path, capsys, model_path, clip, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "frames_to_video", interrupt)
+    status, _, err = run(capsys, "encode", clip, tmp_path / "out.otok", "--model", model_path)
+    assert_clean_failure(status, err, tmp_path, expected_status=130, message="interrupted")
+
+
+def test_image_output_for_a_video(tmp_path, capsys, model_path, clip):
+    coded = tmp_path / "c.otok"
+    run(capsys, "encode", clip, coded, "--model", model_path)
+    status, _, err = run(capsys, "decode", coded, tmp_path / "out.png", "--model", model_path)
+    assert_clean_failure(status, err, tmp_path, message="an image output holds one")
+
+
+def test_bad_flags(tmp_path, capsys, model_path, clip):
+    status, _, err = run(capsys, "encode", clip, tmp_path / "out.otok", "--coder", "lzma")
+    assert_clean_failure(status, err, tmp_path, message="invalid choice")
+    status, _, err = run(capsys, "encode", clip, tmp_path / "out.otok", "--model", model_path, "--gop", "0")
+    assert_clean_failure(status, err, tmp_path, message="--gop must be positive")
+    status, _, err = run(capsys, "decode", tmp_path / "x.otok", tmp_path / "out.mp4", "--backend", "onnx")
+    assert_clean_failure(status, err, tmp_path, message="--engine-dir")
+
+
+def test_truncated_file_decodes_its_intact_prefix(tmp_path, capsys, model_path):
+    coded = tmp_path / "c.otok"
+    run(capsys, "encode", SAMPLE, coded, "--model", model_path, "--frames", "34")  # 2 segments of 17
+    data = coded.read_bytes()
+    cut = tmp_path / "cut.otok"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    status, out, err = run(capsys, "decode", cut, tmp_path / "cut.mp4", "--model", model_path)
+    assert status == 0
+    assert err.startswith("otok: warning: ")
+    frames = sum(1 for _ in VideoReader(tmp_path / "cut.mp4"))
+    assert 1 <= frames < 34

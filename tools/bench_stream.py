@@ -1,0 +1,114 @@
+"""Streaming speed and memory of the tokenizer on this machine.
+
+    python tools/bench_stream.py                       # otok-s and otok-b at 256x256
+    python tools/bench_stream.py --models otok-tiny --size 128 --steps 60
+
+For each model: encode and decode frames/s (median video step), the stream's state bytes, and the median
+step time over steps 5-25 against steps 140-160 (the temporal window slides over the whole run: the
+segment length is set past the run, so a flat ratio shows that per-step cost does not grow). The two
+windows are timed interleaved, a step of each in turn, so that noise from other work on the machine
+falls on both alike.
+Random-init weights: speed does not depend on their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from otok.codec import load
+
+
+def median_ms(times: list[float]) -> float:
+    return 1e3 * statistics.median(times)
+
+
+class _Pair:
+    """An encoder stream and a decoder stream of one model, stepped together."""
+
+    def __init__(self, tok, size: int, group: torch.Tensor) -> None:
+        self.encoder = tok.stream_encoder(1, size, size, gop=10**9)
+        self.decoder = tok.stream_decoder(1, size, size, gop=10**9)
+        self.group = group
+        self.decoder.push(self.encoder.push(group[:, :, :1])[0])  # the image step
+        self.step = 0
+
+    def advance(self) -> tuple[float, float]:
+        """One video step; returns (encode seconds, decode seconds)."""
+        start = time.perf_counter()
+        (grid,) = self.encoder.push(self.group)
+        mid = time.perf_counter()
+        self.decoder.push(grid)
+        self.step += 1
+        return mid - start, time.perf_counter() - mid
+
+    def state_nbytes(self) -> int:
+        return self.encoder.state_nbytes() + self.decoder.state_nbytes()
+
+
+def bench(name: str, size: int, late: int, threads: int) -> dict:
+    """Times steps 5-25 of a young stream interleaved with steps late-20..late of an old one, so that
+    machine noise hits both windows alike."""
+    torch.set_num_threads(threads)
+    tok = load(name, pretrained=False, seed=0)
+    t = tok.config.tubelet
+    group = torch.rand(1, 3, t, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    times = {"young": ([], []), "old": ([], [])}
+    with torch.inference_mode():
+        old = _Pair(tok, size, group)
+        while old.step < 10:
+            old.advance()
+        state_10 = old.state_nbytes()
+        while old.step < late - 21:
+            old.advance()
+        young = _Pair(tok, size, group)
+        for _ in range(4):
+            young.advance()
+        for _ in range(21):  # young steps 5..25, old steps late-20..late
+            for label, pair in (("young", young), ("old", old)):
+                enc, dec = pair.advance()
+                times[label][0].append(enc)
+                times[label][1].append(dec)
+    result = {
+        "model": name,
+        "params_M": tok.num_parameters() / 1e6,
+        "encode_fps": t / statistics.median(times["young"][0] + times["old"][0]),
+        "decode_fps": t / statistics.median(times["young"][1] + times["old"][1]),
+        "state_bytes": old.state_nbytes(),
+        "state_bytes_step10": state_10,
+    }
+    for i, kind in enumerate(("encode", "decode")):
+        early, late_ms = median_ms(times["young"][i]), median_ms(times["old"][i])
+        result[f"{kind}_early_ms"], result[f"{kind}_late_ms"], result[f"{kind}_ratio"] = early, late_ms, late_ms / early
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["otok-s", "otok-b"])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=160, help="last step of the late window")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args(argv)
+    print(f"# {args.size}x{args.size}, {args.steps} video steps after an image step, {args.threads} threads, "
+          f"torch {torch.__version__}")
+    header = (f"{'model':<10} {'params':>7} {'enc f/s':>8} {'dec f/s':>8} {'state B':>10} "
+              f"{'enc ms early/late':>18} {'ratio':>6} {'dec ms early/late':>18} {'ratio':>6}")
+    print(header)
+    for name in args.models:
+        r = bench(name, args.size, max(args.steps, 47), args.threads)
+        assert r["state_bytes"] == r["state_bytes_step10"], "stream state grew"
+        print(f"{r['model']:<10} {r['params_M']:>6.1f}M {r['encode_fps']:>8.1f} {r['decode_fps']:>8.1f} "
+              f"{r['state_bytes']:>10,} {r['encode_early_ms']:>8.1f}/{r['encode_late_ms']:<9.1f} "
+              f"{r['encode_ratio']:>6.3f} {r['decode_early_ms']:>8.1f}/{r['decode_late_ms']:<9.1f} "
+              f"{r['decode_ratio']:>6.3f}", flush=True)
+    print(f"# early = steps 5-25 of a fresh stream, late = steps {args.steps - 20}-{args.steps} of an old one, "
+          "timed interleaved; medians; state bytes equal at step 10 and at the end")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

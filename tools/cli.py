@@ -1,0 +1,238 @@
+"""The `otok` command line: encode, decode, info, eval.
+
+`main(argv) -> int` is the whole program; it is tested in-process. A user's error prints one line
+`otok: error: ...` on stderr and returns 2; an internal error returns 1 (with a traceback under --debug);
+Ctrl-C returns 130. No output file is left behind by a failed command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+from otok.bitstream import OtokError
+from otok.codec import WeightsError
+
+from . import pipeline
+from .pipeline import UserError
+from .video_io import MediaError
+
+BACKENDS = ("torch", "onnx", "trt")
+CODERS = ("ctx", "zstd", "raw")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit status 2, like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def _runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch", help="inference backend (default: torch)")
+    p.add_argument("--engine-dir", type=Path, help="folder of exported ONNX/TensorRT engines (onnx, trt)")
+
+
+def _input_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=pipeline.DEFAULT_MODEL, help="registry name or .safetensors path")
+    p.add_argument("--max-side", type=int, metavar="PX", help="scale frames down so the longer side is at most PX")
+    p.add_argument("--frames", type=int, metavar="N", help="code only the first N frames")
+
+
+def _common_flags(p: argparse.ArgumentParser, default) -> None:
+    """--quiet and --debug, accepted before or after the command (the command's copy only overrides)."""
+    p.add_argument("--quiet", "-q", action="store_true", default=default, help="no progress bar or summary")
+    p.add_argument("--debug", action="store_true", default=default, help="show tracebacks of internal errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="otok", description="A streaming video tokenizer that works like a codec.")
+    _common_flags(parser, False)
+    common = argparse.ArgumentParser(add_help=False)
+    _common_flags(common, argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    enc = sub.add_parser("encode", parents=[common], help="video or image -> .otok (several inputs: OUT is a folder)")
+    enc.add_argument("inputs", nargs="+", type=Path, metavar="IN")
+    enc.add_argument("output", type=Path, metavar="OUT")
+    _input_flags(enc)
+    enc.add_argument("--coder", choices=CODERS, default="ctx", help="entropy coder (default: ctx)")
+    enc.add_argument("--gop", type=int, metavar="STEPS", help="segment length in token steps (default: the model's)")
+    _runtime_flags(enc)
+
+    dec = sub.add_parser("decode", parents=[common], help=".otok -> video (.mp4/.mkv/.mov/.webm) or image (.png/.jpg)")
+    dec.add_argument("input", type=Path, metavar="IN")
+    dec.add_argument("output", type=Path, metavar="OUT")
+    dec.add_argument("--model", help="weights that made the file (default: the registry model it names)")
+    dec.add_argument("--codec", choices=("h264", "h265", "ffv1", "vp9"), help="default: h264 (.webm: vp9)")
+    dec.add_argument("--crf", type=int, metavar="N", help="quality of the output video codec")
+    _runtime_flags(dec)
+
+    info = sub.add_parser("info", parents=[common], help="describe an .otok file")
+    info.add_argument("input", type=Path, metavar="IN")
+    info.add_argument("--json", action="store_true", help="one JSON object")
+
+    ev = sub.add_parser("eval", parents=[common], help="encode + decode a video and report quality and rate")
+    ev.add_argument("input", type=Path, metavar="VIDEO")
+    _input_flags(ev)
+    ev.add_argument("--coder", choices=CODERS, default="ctx")
+    ev.add_argument("--gop", type=int, metavar="STEPS")
+    _runtime_flags(ev)
+    ev.add_argument("--json", action="store_true", help="one JSON object, per-frame figures included")
+    return parser
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int | None, label: str) -> Iterator[pipeline.Progress | None]:
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="frame", desc=label, dynamic_ncols=True, leave=False) as bar:
+        yield bar.update
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    if getattr(args, "backend", "torch") != "torch" and args.engine_dir is None:
+        raise UserError(f"--backend {args.backend} needs --engine-dir DIR (made by `otok export`)")
+    for flag in ("max_side", "frames", "gop", "crf"):
+        value = getattr(args, flag, None)
+        if value is not None and value < (0 if flag == "crf" else 1):
+            raise UserError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+
+
+def _shard(items: list[Path]) -> list[Path]:
+    """Under torchrun, rank r of w takes items r, r+w, ...; alone, all of them."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    return items[rank::world]
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    _check_common(args)
+    if len(args.inputs) > 1 or args.output.is_dir():
+        if not args.output.is_dir():
+            raise UserError(f"with several inputs, OUT must be an existing folder; {args.output} is not")
+        jobs = [(src, args.output / f"{src.stem}.otok") for src in _shard(args.inputs)]
+    else:
+        jobs = [(args.inputs[0], args.output)]
+    for src, dst in jobs:
+        pipeline.check_input(src)
+        pipeline.check_output(dst, [src])
+    tok = pipeline.load_model(args.model, args.device, args.backend)
+    for src, dst in jobs:
+        with _progress(_show_progress(args), None, f"encode {src.name}") as progress:
+            r = pipeline.encode_file(src, dst, coder=args.coder, gop=args.gop, max_side=args.max_side,
+                                     frames=args.frames, progress=progress, tokenizer=tok)
+        if not args.quiet:
+            kbps = 8 * r.bytes / 1000 / (r.frames / float(r.fps))
+            print(f"{dst}: {r.frames} frames {r.width}x{r.height}, {r.steps} steps, {r.bytes:,} bytes "
+                  f"({kbps:.1f} kbit/s), {r.frames / r.seconds:.1f} frames/s")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    _check_common(args)
+    with _progress(_show_progress(args), None, f"decode {args.input.name}") as progress:
+        r = pipeline.decode_file(args.input, args.output, model=args.model, device=args.device,
+                                 backend=args.backend, codec=args.codec, crf=args.crf, progress=progress)
+    if r.damage:
+        print(f"otok: warning: {r.damage}; decoded the {r.frames} frames before it", file=sys.stderr)
+    if not args.quiet:
+        print(f"{r.path}: {r.frames} frames {r.width}x{r.height}, {r.frames / r.seconds:.1f} frames/s")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = pipeline.file_info(args.input)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    rows = [
+        ("model", f"{info['model']} (weights {info['weights_sha256'][:16]}...)"),
+        ("video", f"{info['width']}x{info['height']} (padded {info['padded_width']}x{info['padded_height']}), "
+                  f"{info['frames']} frames at {info['fps']} fps, {info['duration_s']:.2f} s"),
+        ("tokens", f"{info['steps']} steps of {info['grid'][0]}x{info['grid'][1]}, {info['segments']} segments "
+                   f"(gop {info['gop']}), " + (f"codebook {info['codebook_size']}" if info["codebook_size"]
+                                                else f"{info['latent_channels']} latent channels")),
+        ("coding", f"{info['coder']}, {info['bytes']:,} bytes, "
+                   + (f"{info['bits_per_token']:.3f} bits/token, " if info["bits_per_token"] else "")
+                   + (f"{info['bpp']:.4f} bpp" if info["bpp"] else "")),
+    ]
+    if not info["complete"]:
+        rows.append(("warning", "no valid index/trailer: the file is truncated or damaged"))
+    for key, value in rows:
+        print(f"{key:>8}: {value}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    _check_common(args)
+    with _progress(_show_progress(args), None, f"eval {args.input.name}") as progress:
+        r = pipeline.eval_file(args.input, model=args.model, coder=args.coder, gop=args.gop,
+                               max_side=args.max_side, frames=args.frames, device=args.device,
+                               backend=args.backend, progress=progress)
+    record = {
+        "model": r.model, "coder": r.coder, "frames": r.frames, "width": r.width, "height": r.height,
+        "bytes": r.bytes, "psnr": r.psnr, "ssim": r.ssim, "bpp": r.bpp, "bits_per_token": r.bits_per_token,
+        "encode_fps": r.encode_fps, "decode_fps": r.decode_fps,
+    }
+    if args.json:
+        print(json.dumps({**record, "psnr_per_frame": r.psnr_per_frame, "ssim_per_frame": r.ssim_per_frame}))
+    else:
+        print(f"{args.input}: {r.frames} frames {r.width}x{r.height}  PSNR {r.psnr:.2f} dB  SSIM {r.ssim:.4f}  "
+              f"{r.bpp:.4f} bpp  {r.bits_per_token:.3f} bits/token  "
+              f"encode {r.encode_fps:.1f} f/s  decode {r.decode_fps:.1f} f/s")
+    return 0
+
+
+COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "eval": cmd_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except SystemExit as exc:  # --help, --version
+        return int(exc.code or 0)
+    except (UserError, MediaError, OtokError, WeightsError) as exc:
+        return _fail(str(exc), 2)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            return _fail(f"no space left on the device{_where(exc)}", 1)
+        if debug:
+            traceback.print_exc()
+        return _fail(f"{exc.strerror or exc}{_where(exc)}", 2 if exc.errno in (errno.EACCES, errno.ENOENT) else 1)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if debug:
+            traceback.print_exc()
+        return _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", 1)
+
+
+def _where(exc: OSError) -> str:
+    return f" ({exc.filename})" if exc.filename else ""
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"otok: error: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,366 @@
+"""The work behind the CLI, callable from Python: `encode_file`, `decode_file`, `eval_file`, `file_info`.
+
+Everything streams: frames are read, coded and written one group at a time, so memory stays flat for a
+video of any length. Outputs are written under a temporary name in the destination folder and renamed
+when complete, so a failure never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from otok.bitstream import Header, OtokError, OtokReader, OtokWriter
+from otok.codec import Tokenizer, WeightsError, load
+
+from .metrics import psnr, ssim
+from .video_io import MediaError, VideoReader, VideoWriter
+
+DEFAULT_MODEL = "otok-s"
+ONE_SEGMENT = 10**9  # a header gop of 0 means the whole video is one segment
+
+
+class UserError(Exception):
+    """A problem with what the user asked for (exit status 2); the message is one line."""
+
+
+Progress = Callable[[int], None]  # called with the number of frames just finished
+
+
+@dataclass
+class EncodeResult:
+    path: Path
+    frames: int
+    steps: int
+    width: int
+    height: int
+    fps: Fraction
+    bytes: int
+    seconds: float
+
+
+@dataclass
+class DecodeResult:
+    path: Path
+    frames: int
+    width: int
+    height: int
+    seconds: float
+    damage: str | None = None  # where a truncated or damaged file stopped
+
+
+# ----- models -------------------------------------------------------------------------------------------
+def load_model(spec: str | os.PathLike, device: str = "cpu", backend: str = "torch") -> Tokenizer:
+    """A tokenizer from a registry name or a weights path, with user errors as UserError."""
+    if backend != "torch":
+        raise UserError(f"backend {backend!r} is not available in this build yet; use --backend torch")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but PyTorch sees no CUDA device")
+    try:
+        return load(spec, device=device)
+    except WeightsError as exc:
+        raise UserError(str(exc)) from None
+
+
+def model_for_file(header: Header, spec: str | os.PathLike | None, device: str, backend: str) -> Tokenizer:
+    """The model that wrote `header`: `spec` if given, else the registry model it names; hashes must match."""
+    tok = load_model(spec or header.model, device, backend)
+    if tok.weights_sha256() != header.weights_sha256.hex():
+        source = f"--model {spec}" if spec else f"the installed {header.model!r}"
+        raise UserError(
+            f"the file was made with {header.model} weights {header.weights_sha256.hex()[:12]}, but {source} "
+            f"has weights {tok.weights_sha256()[:12]}; pass --model with the weights that made it"
+        )
+    return tok
+
+
+# ----- frames <-> tensors -------------------------------------------------------------------------------
+def frames_to_video(frames: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """n frames (H, W, 3) uint8 -> (1, 3, n, H, W) float in [-1, 1]."""
+    x = torch.from_numpy(np.stack(frames)).to(device)
+    return x.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+
+
+def video_to_frames(video: torch.Tensor) -> np.ndarray:
+    """(1, 3, n, H, W) float -> (n, H, W, 3) uint8."""
+    pixels = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def groups(frames: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    batch: list[np.ndarray] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ----- files --------------------------------------------------------------------------------------------
+def check_output(dst: Path, sources: Iterable[Path] = ()) -> None:
+    if not dst.parent.is_dir():
+        raise UserError(f"output folder {dst.parent} does not exist")
+    if dst.is_dir():
+        raise UserError(f"{dst} is a folder; give a file name")
+    for src in sources:
+        if dst.exists() and src.exists() and os.path.samefile(src, dst):
+            raise UserError(f"output {dst} is the input file; choose another name")
+
+
+@contextlib.contextmanager
+def atomic_output(dst: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `dst`; rename it to `dst` on success, delete it on any failure."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
+    try:
+        yield tmp
+        os.replace(tmp, dst)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def check_input(src: Path) -> None:
+    if not src.exists():
+        raise UserError(f"{src}: no such file")
+    if src.is_dir():
+        raise UserError(f"{src}: is a folder, not a file")
+    if not os.access(src, os.R_OK):
+        raise UserError(f"{src}: permission denied")
+
+
+def open_video(src: Path, max_side: int | None = None, frames: int | None = None) -> VideoReader:
+    try:
+        return VideoReader(src, max_side=max_side, max_frames=frames)
+    except MediaError as exc:
+        raise UserError(str(exc)) from None
+
+
+def open_otok(src: Path) -> OtokReader:
+    check_input(src)
+    try:
+        return OtokReader(src)
+    except OtokError as exc:
+        raise UserError(f"{src}: {exc}") from None
+
+
+def make_header(tok: Tokenizer, width: int, height: int, fps: Fraction, coder: str, gop: int) -> Header:
+    c = tok.config
+    if not c.discrete and coder != "f16z":
+        coder = "f16z"  # KL latents are stored as fp16 + zstd, whatever token coder was asked for
+    if c.discrete and coder == "f16z":
+        raise UserError("the f16z coder stores KL latents; this model makes tokens (use ctx, zstd or raw)")
+    fps = Fraction(fps).limit_denominator(1 << 20) if fps > 0 else Fraction(25)
+    return Header(
+        model=c.name, weights_sha256=bytes.fromhex(tok.weights_sha256()), patch=c.patch, temporal=c.tubelet,
+        gop=gop, grid=tok.grid_size(height, width), width=width, height=height,
+        fps=(fps.numerator, fps.denominator), codebook_size=c.codebook_size if c.discrete else 0,
+        latent_channels=0 if c.discrete else tok.quantizer.code_dim, coder=coder,
+    )
+
+
+def _grid_to_numpy(grid: torch.Tensor) -> np.ndarray:
+    return grid[0].cpu().numpy()
+
+
+# ----- encode -------------------------------------------------------------------------------------------
+def encode_file(
+    src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike = DEFAULT_MODEL,
+    coder: str = "ctx", gop: int | None = None, max_side: int | None = None, frames: int | None = None,
+    device: str = "cpu", backend: str = "torch", progress: Progress | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> EncodeResult:
+    """Encode a video or image file into an `.otok` file, streaming."""
+    src, dst = Path(src), Path(dst)
+    check_output(dst, [src])
+    tok = tokenizer or load_model(model, device, backend)
+    gop = gop or tok.config.gop
+    if gop < 1:
+        raise UserError(f"--gop must be at least 1 step, got {gop}")
+    start = time.perf_counter()
+    with open_video(src, max_side, frames) as reader, atomic_output(dst) as tmp:
+        info = reader.info
+        header = make_header(tok, info.width, info.height, info.fps, coder, gop)
+        stream = tok.stream_encoder(1, info.height, info.width, gop)
+        count = 0
+        with OtokWriter(tmp, header) as writer, torch.inference_mode():
+            for batch in groups(reader, tok.config.tubelet):
+                for grid in stream.push(frames_to_video(batch, tok.device)):
+                    writer.write(_grid_to_numpy(grid))
+                count += len(batch)
+                if progress:
+                    progress(len(batch))
+            if count == 0:
+                raise UserError(f"{src}: has no frames")
+            for grid in stream.flush():
+                writer.write(_grid_to_numpy(grid))
+            writer.close(frames=count)
+            steps = writer.steps
+        size = tmp.stat().st_size
+    fps = Fraction(*header.fps)
+    return EncodeResult(dst, count, steps, info.width, info.height, fps, size, time.perf_counter() - start)
+
+
+# ----- decode -------------------------------------------------------------------------------------------
+def decode_file(
+    src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
+    device: str = "cpu", backend: str = "torch", codec: str | None = None, crf: int | None = None,
+    progress: Progress | None = None,
+) -> DecodeResult:
+    """Decode an `.otok` file to a video (or, for one frame, an image) of the source's size and rate."""
+    src, dst = Path(src), Path(dst)
+    check_output(dst, [src])
+    start = time.perf_counter()
+    with contextlib.closing(open_otok(src)) as reader:
+        header = reader.header
+        total = reader.frames
+        tok = model_for_file(header, model, device, backend)
+        if dst.suffix.lower() in (".png", ".jpg", ".jpeg") and total != 1:
+            raise UserError(f"{src} holds {total} frames; an image output holds one (write .mp4, .mkv, ...)")
+        try:
+            writer_args = (header.width, header.height, Fraction(*header.fps), codec, crf)
+            with atomic_output(dst) as tmp:
+                writer = VideoWriter(tmp, *writer_args, suffix=dst.suffix)
+                written = _decode_into(reader, tok, header, total, writer, progress)
+                writer.close()
+        except MediaError as exc:
+            raise UserError(str(exc)) from None
+        except OtokError as exc:
+            raise UserError(f"{src}: {exc}") from None
+        damage = reader.damage
+    return DecodeResult(dst, written, header.width, header.height, time.perf_counter() - start, damage)
+
+
+def _decode_into(reader: OtokReader, tok: Tokenizer, header: Header, total: int, writer: VideoWriter,
+                 progress: Progress | None) -> int:
+    stream = tok.stream_decoder(1, header.height, header.width, header.gop or ONE_SEGMENT)
+    written = 0
+    with torch.inference_mode():
+        for grid in reader:
+            if written >= total:
+                break
+            frames = video_to_frames(stream.push(torch.from_numpy(grid.astype(_grid_dtype(grid)))[None]))
+            for frame in frames[: total - written]:
+                writer.write(frame)
+            done = min(len(frames), total - written)
+            written += done
+            if progress:
+                progress(done)
+    if written == 0:
+        raise UserError("the file holds no intact step to decode")
+    return written
+
+
+def _grid_dtype(grid: np.ndarray) -> type:
+    return np.int64 if np.issubdtype(grid.dtype, np.integer) else np.float32
+
+
+# ----- info ---------------------------------------------------------------------------------------------
+def file_info(src: str | os.PathLike) -> dict:
+    """The `otok info --json` record of an `.otok` file."""
+    src = Path(src)
+    with contextlib.closing(open_otok(src)) as reader:
+        h = reader.header
+        try:
+            index = reader.index
+        except OtokError as exc:
+            raise UserError(f"{src}: {exc}") from None
+        steps, frames = reader.steps, reader.frames
+        size = src.stat().st_size
+        fps = Fraction(*h.fps)
+        tokens = steps * h.grid[0] * h.grid[1]
+        return {
+            "file": str(src),
+            "model": h.model,
+            "weights_sha256": h.weights_sha256.hex(),
+            "codebook_size": h.codebook_size or None,
+            "latent_channels": h.latent_channels or None,
+            "patch": h.patch,
+            "temporal_patch": h.temporal,
+            "gop": h.gop,
+            "grid": list(h.grid),
+            "width": h.width,
+            "height": h.height,
+            "padded_width": h.padded_width,
+            "padded_height": h.padded_height,
+            "frames": frames,
+            "fps": f"{fps.numerator}/{fps.denominator}",
+            "fps_float": float(fps),
+            "steps": steps,
+            "segments": sum(1 for e in index if e.keyframe),
+            "coder": h.coder,
+            "bytes": size,
+            "bits_per_token": 8 * size / tokens if tokens else None,
+            "bpp": 8 * size / (frames * h.width * h.height) if frames else None,
+            "duration_s": frames / float(fps),
+            "complete": reader.complete,
+        }
+
+
+# ----- eval ---------------------------------------------------------------------------------------------
+@dataclass
+class EvalResult:
+    frames: int
+    width: int
+    height: int
+    bytes: int
+    psnr: float
+    ssim: float
+    bpp: float
+    bits_per_token: float | None
+    encode_fps: float
+    decode_fps: float
+    coder: str
+    model: str
+    psnr_per_frame: list[float] = field(default_factory=list)
+    ssim_per_frame: list[float] = field(default_factory=list)
+
+
+def eval_file(
+    src: str | os.PathLike, *, model: str | os.PathLike = DEFAULT_MODEL, coder: str = "ctx",
+    gop: int | None = None, max_side: int | None = None, frames: int | None = None, device: str = "cpu",
+    backend: str = "torch", progress: Progress | None = None, tokenizer: Tokenizer | None = None,
+) -> EvalResult:
+    """Encode `src` to a real `.otok` file (in a temporary folder), decode it, and measure quality and rate."""
+    import tempfile
+
+    src = Path(src)
+    tok = tokenizer or load_model(model, device, backend)
+    with tempfile.TemporaryDirectory(prefix="otok-eval-") as tmp:
+        coded = Path(tmp) / "eval.otok"
+        enc = encode_file(src, coded, coder=coder, gop=gop, max_side=max_side, frames=frames,
+                          progress=progress, tokenizer=tok)
+        info = file_info(coded)
+        psnrs, ssims = [], []
+        decoded = 0
+        with contextlib.closing(open_otok(coded)) as reader, open_video(src, max_side, frames) as original:
+            stream = tok.stream_decoder(1, enc.height, enc.width, reader.header.gop or ONE_SEGMENT)
+            references = iter(original)
+            decode_seconds = 0.0
+            with torch.inference_mode():
+                for grid in reader:
+                    tick = time.perf_counter()
+                    out = video_to_frames(stream.push(torch.from_numpy(grid.astype(_grid_dtype(grid)))[None]))
+                    decode_seconds += time.perf_counter() - tick
+                    for frame in out[: enc.frames - decoded]:
+                        reference = next(references)
+                        psnrs.append(psnr(reference, frame))
+                        ssims.append(ssim(reference, frame))
+                    decoded = len(psnrs)
+    finite = [p for p in psnrs if np.isfinite(p)]
+    return EvalResult(
+        frames=enc.frames, width=enc.width, height=enc.height, bytes=enc.bytes,
+        psnr=float(np.mean(finite)) if finite else float("inf"), ssim=float(np.mean(ssims)),
+        bpp=info["bpp"], bits_per_token=info["bits_per_token"], encode_fps=enc.frames / enc.seconds,
+        decode_fps=enc.frames / decode_seconds if decode_seconds else float("inf"), coder=info["coder"],
+        model=tok.config.name, psnr_per_frame=psnrs, ssim_per_frame=ssims,
+    )

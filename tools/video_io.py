@@ -1,0 +1,169 @@
+"""Streaming video and image I/O with PyAV: frames in and out one at a time, constant memory.
+
+What is done to inputs (documented in the README):
+- any pixel format, 10-bit included, is converted to 8-bit RGB (`rgb24`);
+- `max_side` scales the frame down (area filter) so its longer side fits, keeping the aspect ratio;
+- variable frame rate is treated at its average rate: frames are taken in order, none dropped or repeated;
+- an image (png, jpg, ...) is a 1-frame video.
+Outputs: h264/h265 in yuv420p when width and height are even, yuv444p when either is odd (so the size
+stays exactly that of the source); ffv1 stores RGB losslessly; vp9 for .webm; png/jpg for one frame.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_CONTAINERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm"}
+VIDEO_CODECS = {"h264": "libx264", "h265": "libx265", "ffv1": "ffv1", "vp9": "libvpx-vp9"}
+DEFAULT_CRF = {"h264": 18, "h265": 20, "vp9": 24}
+DEFAULT_FPS = Fraction(25)
+
+
+class MediaError(ValueError):
+    """A file that cannot be read or written as video; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int  # after max_side scaling
+    height: int
+    source_width: int
+    source_height: int
+    fps: Fraction
+    frames: int | None  # the container's count, when it states one (an estimate)
+    is_image: bool
+
+
+class VideoReader:
+    """Frames of a video or image file as (H, W, 3) uint8 RGB arrays, decoded lazily."""
+
+    def __init__(self, path: str | os.PathLike, max_side: int | None = None, max_frames: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise MediaError(f"{self.path}: no such file")
+        if self.path.is_dir():
+            raise MediaError(f"{self.path}: is a folder, not a video")
+        try:
+            self._container = av.open(str(self.path))
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            raise MediaError(f"{self.path}: not a video or image that PyAV can read ({_reason(exc)})") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise MediaError(f"{self.path}: has no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"
+        ctx = self._stream.codec_context
+        if not ctx.width or not ctx.height:
+            self._container.close()
+            raise MediaError(f"{self.path}: video stream has no frame size")
+        width, height = scaled_size(ctx.width, ctx.height, max_side)
+        is_image = self.path.suffix.lower() in IMAGE_SUFFIXES or self._container.format.name.endswith("_pipe")
+        rate = self._stream.average_rate or self._stream.guessed_rate or DEFAULT_FPS
+        self.info = VideoInfo(width, height, ctx.width, ctx.height, Fraction(rate), self._stream.frames or None, is_image)
+        self.max_frames = max_frames
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        count = 0
+        if self.max_frames is not None and self.max_frames <= 0:
+            return
+        try:
+            for frame in self._container.decode(self._stream):
+                yield frame.reformat(
+                    width=self.info.width, height=self.info.height, format="rgb24", interpolation="AREA"
+                ).to_ndarray()
+                count += 1
+                if self.max_frames is not None and count >= self.max_frames:
+                    return
+        except av.FFmpegError as exc:
+            if count == 0:
+                raise MediaError(f"{self.path}: cannot decode its video ({_reason(exc)})") from None
+            # A damaged tail: keep what decoded, as players do.
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+class VideoWriter:
+    """Writes (H, W, 3) uint8 RGB frames to a video (mp4/mkv/mov/webm) or to one image (png/jpg).
+
+    `path` may carry any name (a temporary one, say); `suffix` picks the format, default path's suffix.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, width: int, height: int, fps: Fraction, codec: str | None = None,
+        crf: int | None = None, suffix: str | None = None,
+    ) -> None:
+        suffix = (suffix or Path(path).suffix).lower()
+        self.width, self.height, self.frames = width, height, 0
+        self.is_image = suffix in IMAGE_SUFFIXES
+        if self.is_image:
+            # update=1: one file, not a numbered sequence.
+            self._container = av.open(str(path), "w", format="image2", options={"update": "1"})
+            codec_name, pix_fmt = ("png", "rgb24") if suffix == ".png" else ("mjpeg", "yuvj444p")
+            self._stream = self._container.add_stream(codec_name, rate=1)
+        elif suffix in VIDEO_CONTAINERS:
+            codec = codec or ("vp9" if suffix == ".webm" else "h264")
+            if codec not in VIDEO_CODECS:
+                raise MediaError(f"unknown codec {codec!r}; choose one of {', '.join(VIDEO_CODECS)}")
+            if (suffix == ".webm") != (codec == "vp9"):
+                raise MediaError(f"codec {codec} does not go in a {suffix} file (webm holds vp9 only)")
+            if codec == "ffv1" and suffix == ".mp4":
+                raise MediaError("ffv1 does not go in .mp4; use .mkv or .mov")
+            self._container = av.open(str(path), "w", format=VIDEO_CONTAINERS[suffix])
+            self._stream = self._container.add_stream(VIDEO_CODECS[codec], rate=fps)
+            even = width % 2 == 0 and height % 2 == 0
+            pix_fmt = "bgr0" if codec == "ffv1" else ("yuv420p" if even else "yuv444p")
+            if codec != "ffv1":
+                options = {"crf": str(DEFAULT_CRF[codec] if crf is None else crf)}
+                if codec == "vp9":
+                    options["b"] = "0"
+                if codec == "h265":
+                    options["x265-params"] = "log-level=error"
+                self._stream.options = options
+        else:
+            raise MediaError(
+                f"cannot write {suffix or 'a file without extension'}: use "
+                f"{', '.join(VIDEO_CONTAINERS)} for video or .png/.jpg for one frame"
+            )
+        self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, pix_fmt
+
+    def write(self, frame: np.ndarray) -> None:
+        """frame: (H, W, 3) uint8 RGB."""
+        if self.is_image and self.frames:
+            raise MediaError("an image output holds one frame; write a video (.mp4, .mkv, ...) instead")
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        video_frame.pts = self.frames
+        for packet in self._stream.encode(video_frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
