@@ -20,7 +20,7 @@ from .errors import (
 )
 from .header import Header
 from .prior import Prior
-from .reader import OtokReader, OtokWarning, VerifyReport, read_tokens
+from .reader import OtokReader, OtokWarning, VerifyReport, read_header, read_tokens
 from .writer import OtokWriter
 
 CODERS = ("raw", "zstd", "ctx", "f16z")
@@ -28,5 +28,5 @@ CODERS = ("raw", "zstd", "ctx", "f16z")
 __all__ = [
     "CODERS", "CorruptError", "CtxParams", "Header", "LevelParams", "LimitError", "NoParams", "NotOtokError",
     "OtokError", "OtokReader", "OtokWarning", "OtokWriter", "Prior", "TruncatedError", "UnsupportedError",
-    "UsageError", "VERSION_MAJOR", "VERSION_MINOR", "VerifyReport", "read_tokens",
+    "UsageError", "VERSION_MAJOR", "VERSION_MINOR", "VerifyReport", "read_header", "read_tokens",
 ]

@@ -68,16 +68,15 @@ class OtokReader:
         self._size = self._f.seek(0, os.SEEK_END) - self._base if self._seekable else None
         if self._seekable:
             self._f.seek(self._base)
-        ct.read_preamble(self._f)
-        self._chunks = ct.ChunkReader(self._f, len(ct.PREAMBLE), self._size)
-        first = self._chunks.next()
-        if first is None or first.ctype != ct.HEAD:
-            raise (TruncatedError("file truncated after the preamble: no header") if first is None
-                   else CorruptError(f"the first chunk is {first.ctype!r}, not the header"))
-        self.header = Header.unpack(first.payload)
+        self.header, self._chunks = _read_head(self._f, self._size)
         self._setup_error: OtokError | None = None
         self._pending, embedded = self._read_setup_chunks()
-        self.prior = self._pick_prior(embedded, prior)
+        # A missing prior only matters for decoding steps: header, index and trailer stay readable.
+        self._prior_error: UsageError | None = None
+        try:
+            self.prior = self._pick_prior(embedded, prior)
+        except UsageError as exc:
+            self.prior, self._prior_error = None, exc
         self._data_start = self._pending.offset if self._pending else self._chunks.offset
         self._trailer, self._index = self._load_tail() if self._seekable else (None, None)
         self._position = 0
@@ -100,6 +99,11 @@ class OtokReader:
             elif ct.is_critical(chunk.ctype):
                 raise UnsupportedError(f"unknown critical chunk {chunk.ctype!r} at byte {chunk.offset}: "
                                        "the file needs a newer otok")
+
+    def _coder(self):
+        if self._prior_error is not None:
+            raise self._prior_error
+        return coder_by_name(self.header.coder)(self.header, self.prior)
 
     def _pick_prior(self, embedded: Prior | None, given: Prior | None) -> Prior | None:
         if self.header.coder != "ctx":
@@ -215,7 +219,7 @@ class OtokReader:
 
     def _decoded(self, start: int) -> Iterator[tuple[int, np.ndarray]]:
         self.damage, self._damage_type = None, None
-        coder = coder_by_name(self.header.coder)(self.header, self.prior)
+        coder = self._coder()
         done = 0
         try:
             for info, data in self._step_chunks(start):
@@ -277,7 +281,7 @@ class OtokReader:
     def verify(self) -> VerifyReport:
         """Read the whole file: every CRC, every step decoded, index and trailer consistent. Raises OtokError."""
         self._need_seekable("verify")
-        coder = coder_by_name(self.header.coder)(self.header, self.prior)
+        coder = self._coder()
         entries, trailer, index_entries, chunks = [], None, None, 0
         for chunk in self._chunks_from_all():
             chunks += 1
@@ -344,6 +348,23 @@ def _check_entries(entries: list[ct.StepInfo], header: Header, data_start: int, 
         if end is not None and not last_offset < e.offset < end:
             raise CorruptError(f"index entry offset {e.offset} is out of order or outside the data")
         last_offset, first = e.offset, last + 1
+
+
+def _read_head(f: BinaryIO, size: int | None) -> tuple[Header, ct.ChunkReader]:
+    """Preamble and HEAD chunk; returns the header and a chunk reader positioned after it."""
+    ct.read_preamble(f)
+    chunks = ct.ChunkReader(f, len(ct.PREAMBLE), size)
+    first = chunks.next()
+    if first is None or first.ctype != ct.HEAD:
+        raise (TruncatedError("file truncated after the preamble: no header") if first is None
+               else CorruptError(f"the first chunk is {first.ctype!r}, not the header"))
+    return Header.unpack(first.payload), chunks
+
+
+def read_header(path: str | os.PathLike) -> Header:
+    """Only the header of an `.otok` file: enough to find the model (and its prior table) before reading."""
+    with open(path, "rb") as f:
+        return _read_head(f, os.fstat(f.fileno()).st_size)[0]
 
 
 def _seekable(f: BinaryIO) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -122,6 +123,7 @@ class Tokenizer(nn.Module):
         self.quantizer = build_quantizer(config)
         self.encoder = Encoder(config, self.quantizer.in_dim)
         self.decoder = Decoder(config, self.quantizer.code_dim)
+        self.weights_path: Path | None = None  # set by `load` for a model read from a file
         self.apply(init_weights)
 
     # ----- geometry -------------------------------------------------------------------------------

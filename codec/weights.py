@@ -74,6 +74,7 @@ def load_file(path: str | os.PathLike, device: torch.device | str = "cpu") -> To
     except RuntimeError as exc:
         first = str(exc).splitlines()
         raise WeightsError(f"{path} does not fit the {config.name} config: {' '.join(first[1:3]).strip()}") from None
+    model.weights_path = Path(path)  # where it came from: files that ship beside it (a prior table) are found here
     return model.eval()
 
 

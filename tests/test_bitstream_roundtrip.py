@@ -187,8 +187,10 @@ def test_prior_serialization_and_use():
     assert reader.header.coder_params.prior_sha256 == prior.sha256
     np.testing.assert_array_equal(np.stack(list(reader)), tokens)
     referenced = encode(header, tokens, prior=prior, embed_prior=False)
+    without = OtokReader(io.BytesIO(referenced))  # header, index and trailer read without the prior
+    assert without.steps == len(tokens)
     with pytest.raises(UsageError, match="prior"):
-        OtokReader(io.BytesIO(referenced))
+        list(without)
     np.testing.assert_array_equal(read_tokens(io.BytesIO(referenced), prior=prior), tokens)
 
 

@@ -247,3 +247,20 @@ def test_truncated_file_decodes_its_intact_prefix(tmp_path, capsys, model_path):
     assert err.startswith("otok: warning: ")
     frames = sum(1 for _ in VideoReader(tmp_path / "cut.mp4"))
     assert 1 <= frames < 34
+
+
+def test_prior_that_ships_beside_the_model_is_referenced(tmp_path, capsys, clip):
+    from otok.bitstream import Prior, read_header
+
+    model = save(tiny(), tmp_path / "m.safetensors")
+    tokens = tiny().encode(pipeline.frames_to_video(list(VideoReader(clip)), "cpu"))[0].numpy()
+    prior = Prior.from_tokens([tokens[:5], tokens[5:]], 256)
+    prior.save(tmp_path / "m.prior")
+    coded = tmp_path / "c.otok"
+    assert run(capsys, "encode", clip, coded, "--model", model)[0] == 0
+    assert read_header(coded).coder_params.prior_sha256 == prior.sha256
+    assert run(capsys, "info", coded)[0] == 0  # no model needed to describe a file
+    assert run(capsys, "decode", coded, tmp_path / "back.mp4", "--model", model)[0] == 0
+    (tmp_path / "m.prior").unlink()
+    status, _, err = run(capsys, "decode", coded, tmp_path / "out.mp4", "--model", model)
+    assert_clean_failure(status, err, tmp_path, message="prior")

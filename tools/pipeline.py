@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from otok.bitstream import Header, OtokError, OtokReader, OtokWriter
+from otok.bitstream import Header, OtokError, OtokReader, OtokWarning, OtokWriter, Prior, read_header
 from otok.codec import Tokenizer, WeightsError, load
 
 from .metrics import psnr, ssim
@@ -70,16 +71,31 @@ def load_model(spec: str | os.PathLike, device: str = "cpu", backend: str = "tor
         raise UserError(str(exc)) from None
 
 
-def model_for_file(header: Header, spec: str | os.PathLike | None, device: str, backend: str) -> Tokenizer:
-    """The model that wrote `header`: `spec` if given, else the registry model it names; hashes must match."""
-    tok = load_model(spec or header.model, device, backend)
+def model_for_file(
+    header: Header, spec: str | os.PathLike | None, device: str, backend: str, tokenizer: Tokenizer | None = None,
+) -> Tokenizer:
+    """The model that wrote `header`: `tokenizer` or `spec` if given, else the registry model it names;
+    its weights hash must match the header's."""
+    tok = tokenizer or load_model(spec or header.model, device, backend)
     if tok.weights_sha256() != header.weights_sha256.hex():
-        source = f"--model {spec}" if spec else f"the installed {header.model!r}"
+        source = "the given tokenizer" if tokenizer else f"--model {spec}" if spec else f"the installed {header.model!r}"
         raise UserError(
             f"the file was made with {header.model} weights {header.weights_sha256.hex()[:12]}, but {source} "
             f"has weights {tok.weights_sha256()[:12]}; pass --model with the weights that made it"
         )
     return tok
+
+
+def model_prior(tok: Tokenizer) -> Prior | None:
+    """The ctx coder's prior table that ships beside the model's weights (NAME.prior), if any."""
+    path = getattr(tok, "weights_path", None)
+    prior_path = path.with_suffix(".prior") if path is not None else None
+    if prior_path is None or not prior_path.is_file():
+        return None
+    try:
+        return Prior.load(prior_path)
+    except OtokError as exc:
+        raise UserError(f"{prior_path}: {exc}") from None
 
 
 # ----- frames <-> tensors -------------------------------------------------------------------------------
@@ -145,10 +161,28 @@ def open_video(src: Path, max_side: int | None = None, frames: int | None = None
         raise UserError(str(exc)) from None
 
 
-def open_otok(src: Path) -> OtokReader:
+@contextlib.contextmanager
+def damage_reported_by_caller() -> Iterator[None]:
+    """Silence the reader's OtokWarning: where a file stops early, `reader.damage` says why and the caller
+    reports it once."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OtokWarning)
+        yield
+
+
+def open_otok(src: Path, tok: Tokenizer | None = None) -> OtokReader:
+    """A reader; `tok` supplies the prior table that a ctx file may reference without embedding."""
     check_input(src)
     try:
-        return OtokReader(src)
+        return OtokReader(src, prior=model_prior(tok) if tok is not None else None)
+    except OtokError as exc:
+        raise UserError(f"{src}: {exc}") from None
+
+
+def header_of(src: Path) -> Header:
+    check_input(src)
+    try:
+        return read_header(src)
     except OtokError as exc:
         raise UserError(f"{src}: {exc}") from None
 
@@ -192,7 +226,9 @@ def encode_file(
         header = make_header(tok, info.width, info.height, info.fps, coder, gop)
         stream = tok.stream_encoder(1, info.height, info.width, gop)
         count = 0
-        with OtokWriter(tmp, header) as writer, torch.inference_mode():
+        # A prior that ships with the model is referenced by its hash, not embedded: the decoder has it too.
+        prior = model_prior(tok) if coder == "ctx" else None
+        with OtokWriter(tmp, header, prior=prior, embed_prior=False) as writer, torch.inference_mode():
             for batch in groups(reader, tok.config.tubelet):
                 for grid in stream.push(frames_to_video(batch, tok.device)):
                     writer.write(_grid_to_numpy(grid))
@@ -214,16 +250,16 @@ def encode_file(
 def decode_file(
     src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
     device: str = "cpu", backend: str = "torch", codec: str | None = None, crf: int | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, tokenizer: Tokenizer | None = None,
 ) -> DecodeResult:
     """Decode an `.otok` file to a video (or, for one frame, an image) of the source's size and rate."""
     src, dst = Path(src), Path(dst)
     check_output(dst, [src])
     start = time.perf_counter()
-    with contextlib.closing(open_otok(src)) as reader:
+    tok = model_for_file(header_of(src), model, device, backend, tokenizer)
+    with contextlib.closing(open_otok(src, tok)) as reader:
         header = reader.header
         total = reader.frames
-        tok = model_for_file(header, model, device, backend)
         if dst.suffix.lower() in (".png", ".jpg", ".jpeg") and total != 1:
             raise UserError(f"{src} holds {total} frames; an image output holds one (write .mp4, .mkv, ...)")
         try:
@@ -244,7 +280,7 @@ def _decode_into(reader: OtokReader, tok: Tokenizer, header: Header, total: int,
                  progress: Progress | None) -> int:
     stream = tok.stream_decoder(1, header.height, header.width, header.gop or ONE_SEGMENT)
     written = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), damage_reported_by_caller():
         for grid in reader:
             if written >= total:
                 break
@@ -342,11 +378,11 @@ def eval_file(
         info = file_info(coded)
         psnrs, ssims = [], []
         decoded = 0
-        with contextlib.closing(open_otok(coded)) as reader, open_video(src, max_side, frames) as original:
+        with contextlib.closing(open_otok(coded, tok)) as reader, open_video(src, max_side, frames) as original:
             stream = tok.stream_decoder(1, enc.height, enc.width, reader.header.gop or ONE_SEGMENT)
             references = iter(original)
             decode_seconds = 0.0
-            with torch.inference_mode():
+            with torch.inference_mode(), damage_reported_by_caller():
                 for grid in reader:
                     tick = time.perf_counter()
                     out = video_to_frames(stream.push(torch.from_numpy(grid.astype(_grid_dtype(grid)))[None]))

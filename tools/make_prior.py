@@ -1,0 +1,59 @@
+"""Build the `ctx` coder's prior table for a model from sample footage, and save it beside the weights.
+
+    python tools/make_prior.py --model codec/weights/otok-s.safetensors --data DIR [--data DIR ...]
+
+Every video and image under the folders is encoded (scaled so the longer side is at most --max-side, at
+most --frames frames each); the token grids, cut into segments, give the flag-context and literal counts
+(`otok.bitstream.Prior.from_tokens`). The table is written to WEIGHTS.prior, where `otok encode` finds it:
+files then reference it by hash instead of carrying it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from otok.bitstream import Prior
+from otok.codec import load
+from otok.tools.pipeline import frames_to_video
+from otok.tools.video_io import IMAGE_SUFFIXES, VideoReader
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
+
+
+def token_segments(tok, path: Path, max_side: int, frames: int) -> list:
+    with VideoReader(path, max_side=max_side, max_frames=frames) as reader:
+        clip = list(reader)
+    if not clip:
+        return []
+    with torch.inference_mode():
+        tokens = tok.encode(frames_to_video(clip, tok.device))[0].numpy()  # (S, h, w)
+    gop = tok.config.gop
+    return [tokens[i : i + gop] for i in range(0, len(tokens), gop)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="weights path (the prior is written beside it)")
+    parser.add_argument("--data", action="append", type=Path, required=True)
+    parser.add_argument("--max-side", type=int, default=256)
+    parser.add_argument("--frames", type=int, default=85)
+    args = parser.parse_args(argv)
+    tok = load(args.model)
+    files = sorted(p for d in args.data for p in d.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+    segments = []
+    for path in files:
+        segments += token_segments(tok, path, args.max_side, args.frames)
+        print(f"{path.name}: {len(segments)} segments so far", flush=True)
+    prior = Prior.from_tokens(segments, tok.config.codebook_size)
+    out = Path(args.model).with_suffix(".prior")
+    prior.save(out)
+    print(f"wrote {out} ({out.stat().st_size:,} bytes, sha256 {prior.sha256.hex()[:16]}...) from "
+          f"{len(files)} files, {len(segments)} segments")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
