@@ -41,9 +41,7 @@ def window_merge(x: Tensor, window: int, b: int, h: int, w: int) -> Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, d)
 
 
-def shifted_window_mask(
-    h: int, w: int, window: int, shift_h: int, shift_w: int, device: torch.device
-) -> Tensor:
+def shifted_window_mask(h, w, window: int, shift_h, shift_w, device: torch.device) -> Tensor:
     """Additive mask (nW, window*window, window*window) for cyclically shifted windows.
 
     After rolling the grid by (-shift_h, -shift_w), a window at the bottom/right edge holds tokens from
@@ -54,7 +52,7 @@ def shifted_window_mask(
     region_r = (rows >= h - window).long() + (rows >= h - shift_h).long()
     region_c = (cols >= w - window).long() + (cols >= w - shift_w).long()
     region = (region_r[:, None] * 3 + region_c[None, :]).to(torch.float32)  # (h, w)
-    region = window_partition(region[None, :, :, None], window).squeeze(-1)  # (nW, window*window)
+    region = window_partition(region[None, :, :, None], window)[..., 0]  # (nW, window*window)
     differs = region[:, :, None] != region[:, None, :]
     return differs.to(torch.float32) * MASKED
 

@@ -86,18 +86,25 @@ class StreamEncoder(_Stream):
         self.cache = self.tokenizer.new_cache(self.batch, self.height, self.width)
         return outputs
 
-    def _code_pending(self) -> QuantizerOutput:
+    def _code_pending(self):
         pixels = torch.cat(self._pending, dim=2)
         self._pending = []
-        features, cache = self.tokenizer.encoder.step(pixels.to(self.tokenizer.dtype), self.cache)
-        self.last_features.append(features)
+        out, cache = self._step(pixels, self.cache)
         self._advance(cache)
-        return self.tokenizer.quantizer(features)
+        return out
+
+    # Backends (otok.export) override these two hooks; buffering, padding and segments stay here.
+    def _step(self, pixels: Tensor, cache) -> tuple[QuantizerOutput, object]:
+        """Code one step of padded pixels (B, 3, 1|t, Hp, Wp) from `cache`; returns (output, new cache)."""
+        features, cache = self.tokenizer.encoder.step(pixels.to(self.tokenizer.dtype), cache)
+        self.last_features.append(features)
+        return self.tokenizer.quantizer(features), cache
 
     def _tokens(self, out: QuantizerOutput) -> Tensor:
+        """A step's output -> its grid (B, h, w) int64, or KL latents (B, C, h, w)."""
         if out.indices is not None:
             return out.indices
-        return out.codes.permute(0, 3, 1, 2)  # KL latents (B, C, h, w)
+        return out.codes.permute(0, 3, 1, 2)
 
     def state_nbytes(self) -> int:
         return super().state_nbytes() + sum(f.numel() * f.element_size() for f in self._pending)
@@ -112,12 +119,20 @@ class StreamDecoder(_Stream):
         frames: keep only the first `frames` frames of this step (the true count of a padded last group).
         """
         self._check_grid(grid)
-        out = self.push_codes(self.tokenizer.codes_from_tokens(grid.to(self.tokenizer.device)))
+        out = self._decode(self._step(grid.to(self.tokenizer.device), self.cache))
         return out if frames is None else out[:, :, :frames]
 
     def push_codes(self, codes: Tensor) -> Tensor:
         """Decoder codes (B, h, w, C) -> frames cropped to the stream's size (gradient kept)."""
-        pixels, cache = self.tokenizer.decode_step(codes, self.cache)
+        return self._decode(self.tokenizer.decode_step(codes, self.cache))
+
+    def _step(self, grid: Tensor, cache) -> tuple[Tensor, object]:
+        """Decode one checked grid from `cache` -> (padded pixels (B, 3, 1|t, Hp, Wp), new cache).
+        Backends (otok.export) override this hook."""
+        return self.tokenizer.decode_step(self.tokenizer.codes_from_tokens(grid), cache)
+
+    def _decode(self, result: tuple[Tensor, object]) -> Tensor:
+        pixels, cache = result
         self._advance(cache)
         return pixels[..., : self.height, : self.width]
 

@@ -264,3 +264,38 @@ def test_prior_that_ships_beside_the_model_is_referenced(tmp_path, capsys, clip)
     (tmp_path / "m.prior").unlink()
     status, _, err = run(capsys, "decode", coded, tmp_path / "out.mp4", "--model", model)
     assert_clean_failure(status, err, tmp_path, message="prior")
+
+
+def test_export_onnx_and_run_the_onnx_backend(tmp_path, capsys, model_path, clip):
+    pytest.importorskip("onnxruntime")
+    from otok.bitstream import read_tokens
+
+    engines = tmp_path / "engines"
+    status, out, err = run(capsys, "export", "onnx", "--model", model_path, "--out", engines)
+    assert status == 0, err
+    assert (engines / "manifest.json").is_file()
+    by_torch, by_onnx = tmp_path / "t.otok", tmp_path / "o.otok"
+    assert run(capsys, "encode", clip, by_torch, "--model", model_path)[0] == 0
+    status, _, err = run(capsys, "encode", clip, by_onnx, "--backend", "onnx", "--engine-dir", engines)
+    assert status == 0, err
+    same = (read_tokens(by_torch) == read_tokens(by_onnx)).mean()
+    assert same >= 0.999
+    status, _, err = run(capsys, "decode", by_torch, tmp_path / "back.mp4", "--backend", "onnx", "--engine-dir", engines)
+    assert status == 0, err
+    assert sum(1 for _ in VideoReader(tmp_path / "back.mp4")) == 10
+    # An engine from other weights is refused, naming both.
+    other = save(tiny(seed=9), tmp_path / "other.safetensors")
+    status, _, err = run(capsys, "encode", clip, tmp_path / "x.otok", "--model", other, "--backend", "onnx",
+                         "--engine-dir", engines)
+    assert status == 2 and "re-export" in err
+
+
+def test_export_trt_without_tensorrt_says_how_to_install(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("tensorrt is installed")
+    except ImportError:
+        pass
+    status, _, err = run(capsys, "export", "trt", "--onnx-dir", tmp_path, "--out", tmp_path / "trt", "--fp16")
+    assert status == 2 and "pip install" in err and "Traceback" not in err

@@ -38,11 +38,14 @@ class _Parser(argparse.ArgumentParser):
 def _runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="inference backend (default: torch)")
-    p.add_argument("--engine-dir", type=Path, help="folder of exported ONNX/TensorRT engines (onnx, trt)")
+    p.add_argument("--engine-dir", type=Path, help="folder made by `otok export` (backends onnx, trt)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="torch backend: auto = bf16 autocast on CUDA, fp32 on the CPU")
+    p.add_argument("--compile", action="store_true", help="torch backend: torch.compile the step functions")
 
 
 def _input_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=pipeline.DEFAULT_MODEL, help="registry name or .safetensors path")
+    p.add_argument("--model", help=f"registry name or .safetensors path (default: {pipeline.DEFAULT_MODEL})")
     p.add_argument("--max-side", type=int, metavar="PX", help="scale frames down so the longer side is at most PX")
     p.add_argument("--frames", type=int, metavar="N", help="code only the first N frames")
 
@@ -87,6 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--gop", type=int, metavar="STEPS")
     _runtime_flags(ev)
     ev.add_argument("--json", action="store_true", help="one JSON object, per-frame figures included")
+
+    ex = sub.add_parser("export", parents=[common], help="ONNX graphs or TensorRT engines for a backend")
+    targets = ex.add_subparsers(dest="target", required=True, parser_class=_Parser)
+    onnx = targets.add_parser("onnx", parents=[common], help="the step graphs of a model, for --backend onnx")
+    onnx.add_argument("--model", help=f"registry name or .safetensors path (default: {pipeline.DEFAULT_MODEL})")
+    onnx.add_argument("--out", type=Path, required=True, metavar="DIR")
+    onnx.add_argument("--opset", type=int, default=17, choices=range(17, 21), metavar="17..20")
+    trt = targets.add_parser("trt", parents=[common], help="TensorRT engines from an ONNX folder (GPU)")
+    trt.add_argument("--onnx-dir", type=Path, required=True, metavar="DIR")
+    trt.add_argument("--out", type=Path, required=True, metavar="DIR")
+    precision = trt.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_const", dest="precision", const="fp16")
+    precision.add_argument("--bf16", action="store_const", dest="precision", const="bf16")
+    for which, default in (("min", "1,64,64"), ("opt", "1,256,256"), ("max", "4,1088,1920")):
+        trt.add_argument(f"--{which}-shape", default=default, metavar="B,H,W", help=f"default {default}")
     return parser
 
 
@@ -108,6 +126,8 @@ def _show_progress(args: argparse.Namespace) -> bool:
 def _check_common(args: argparse.Namespace) -> None:
     if getattr(args, "backend", "torch") != "torch" and args.engine_dir is None:
         raise UserError(f"--backend {args.backend} needs --engine-dir DIR (made by `otok export`)")
+    if getattr(args, "backend", "torch") != "torch" and (args.compile or args.precision != "auto"):
+        raise UserError("--precision and --compile apply to --backend torch (engines fix theirs at export)")
     for flag in ("max_side", "frames", "gop", "crf"):
         value = getattr(args, flag, None)
         if value is not None and value < (0 if flag == "crf" else 1):
@@ -131,7 +151,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     for src, dst in jobs:
         pipeline.check_input(src)
         pipeline.check_output(dst, [src])
-    tok = pipeline.load_model(args.model, args.device, args.backend)
+    tok = _model(args)
     for src, dst in jobs:
         with _progress(_show_progress(args), None, f"encode {src.name}") as progress:
             r = pipeline.encode_file(src, dst, coder=args.coder, gop=args.gop, max_side=args.max_side,
@@ -143,11 +163,20 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(args: argparse.Namespace):
+    return pipeline.load_model(args.model, args.device, args.backend, args.engine_dir, args.precision, args.compile)
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     _check_common(args)
+    tok = None
+    if args.backend == "torch" and (args.compile or args.precision != "auto" or args.device != "cpu"):
+        header = pipeline.header_of(args.input)
+        tok = pipeline.load_model(args.model or header.model, args.device, "torch", None, args.precision, args.compile)
     with _progress(_show_progress(args), None, f"decode {args.input.name}") as progress:
         r = pipeline.decode_file(args.input, args.output, model=args.model, device=args.device,
-                                 backend=args.backend, codec=args.codec, crf=args.crf, progress=progress)
+                                 backend=args.backend, codec=args.codec, crf=args.crf, progress=progress,
+                                 tokenizer=tok, engine_dir=args.engine_dir)
     if r.damage:
         print(f"otok: warning: {r.damage}; decoded the {r.frames} frames before it", file=sys.stderr)
     if not args.quiet:
@@ -181,9 +210,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     _check_common(args)
     with _progress(_show_progress(args), None, f"eval {args.input.name}") as progress:
-        r = pipeline.eval_file(args.input, model=args.model, coder=args.coder, gop=args.gop,
-                               max_side=args.max_side, frames=args.frames, device=args.device,
-                               backend=args.backend, progress=progress)
+        r = pipeline.eval_file(args.input, coder=args.coder, gop=args.gop, max_side=args.max_side,
+                               frames=args.frames, progress=progress, tokenizer=_model(args))
     record = {
         "model": r.model, "coder": r.coder, "frames": r.frames, "width": r.width, "height": r.height,
         "bytes": r.bytes, "psnr": r.psnr, "ssim": r.ssim, "bpp": r.bpp, "bits_per_token": r.bits_per_token,
@@ -198,7 +226,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "eval": cmd_eval}
+def cmd_export(args: argparse.Namespace) -> int:
+    from otok.export import EngineError, UnsupportedOpError, build_trt_engines
+
+    try:
+        if args.target == "onnx":
+            if args.out.exists() and not args.out.is_dir():
+                raise UserError(f"{args.out} exists and is not a folder")
+            manifest = pipeline.export_engine(args.model, args.out, args.opset)
+            what = f"{len(manifest['graphs'])} ONNX graphs of {manifest['model']}"
+        else:
+            shapes = {f"{k}_shape": _shape(getattr(args, f"{k}_shape")) for k in ("min", "opt", "max")}
+            build_trt_engines(args.onnx_dir, args.out, args.precision or "fp32", **shapes)
+            what = f"TensorRT engines ({args.precision or 'fp32'})"
+    except (EngineError, UnsupportedOpError) as exc:
+        raise UserError(str(exc)) from None
+    except ImportError as exc:
+        extra = "onnx" if args.target == "onnx" else "gpu"
+        raise UserError(f"otok export {args.target} needs {exc.name or 'its runtime'}: "
+                        f"pip install 'otok-codec[{extra}]'") from None
+    if not args.quiet:
+        print(f"{args.out}: {what}")
+    return 0
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        b, h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"a shape is B,H,W (three integers), got {text!r}") from None
+    return b, h, w
+
+
+COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "eval": cmd_eval, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,8 @@ from .metrics import psnr, ssim
 from .video_io import MediaError, VideoReader, VideoWriter
 
 DEFAULT_MODEL = "otok-s"
-ONE_SEGMENT = 10**9  # a header gop of 0 means the whole video is one segment
+ONE_SEGMENT = 10**9
+ENGINE_PRIOR = "model.prior"  # an engine folder carries its model's prior table under this name  # a header gop of 0 means the whole video is one segment
 
 
 class UserError(Exception):
@@ -59,43 +60,108 @@ class DecodeResult:
 
 
 # ----- models -------------------------------------------------------------------------------------------
-def load_model(spec: str | os.PathLike, device: str = "cpu", backend: str = "torch") -> Tokenizer:
-    """A tokenizer from a registry name or a weights path, with user errors as UserError."""
-    if backend != "torch":
-        raise UserError(f"backend {backend!r} is not available in this build yet; use --backend torch")
+def load_model(
+    spec: str | os.PathLike | None = None, device: str = "cpu", backend: str = "torch",
+    engine_dir: str | os.PathLike | None = None, precision: str = "auto", compile: bool = False,
+) -> Tokenizer:
+    """A tokenizer from a registry name or weights path (backend torch), or an exported engine folder
+    (backend onnx/trt; `spec`, when given, must be the weights it was exported from). User errors raise
+    UserError."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for, but PyTorch sees no CUDA device")
+    if backend != "torch":
+        return _load_engine(spec, device, backend, engine_dir)
     try:
-        return load(spec, device=device)
+        tok = load(spec or DEFAULT_MODEL, device=device)
     except WeightsError as exc:
         raise UserError(str(exc)) from None
+    return accelerate(tok, precision, compile)
+
+
+def _load_engine(spec, device: str, backend: str, engine_dir) -> Tokenizer:
+    from otok.export import EngineError, load_engine
+
+    if engine_dir is None:
+        raise UserError(f"--backend {backend} needs --engine-dir DIR (made by `otok export`)")
+    try:
+        expect = load(spec, device="cpu").weights_sha256() if spec else None
+        return load_engine(engine_dir, backend, device, expect_sha256=expect, expect_source=f"--model {spec}")
+    except (EngineError, WeightsError) as exc:
+        raise UserError(str(exc)) from None
+    except ImportError as exc:
+        extra = "onnx" if backend == "onnx" else "gpu"
+        raise UserError(f"--backend {backend} needs {exc.name or 'its runtime'}: pip install 'otok-codec[{extra}]'") from None
+
+
+def accelerate(tok: Tokenizer, precision: str = "auto", compile: bool = False) -> Tokenizer:
+    """PyTorch speed-ups: bf16 autocast on CUDA (precision auto or bf16) and torch.compile of the step
+    functions. On the CPU, auto means fp32, so files are bit-exact across machines."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise UserError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
+    bf16 = precision == "bf16" or (precision == "auto" and tok.device.type == "cuda")
+    if compile:
+        tok.encoder.step = torch.compile(tok.encoder.step, dynamic=True)
+        tok.decoder.step = torch.compile(tok.decoder.step, dynamic=True)
+    if bf16:
+        for module in (tok.encoder, tok.decoder):
+            module.step = _autocast(module.step, tok.device.type)
+    return tok
+
+
+def _autocast(step: Callable, device_type: str) -> Callable:
+    def step_in_bf16(*args):
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            out, cache = step(*args)
+        return out.float(), cache
+
+    return step_in_bf16
 
 
 def model_for_file(
     header: Header, spec: str | os.PathLike | None, device: str, backend: str, tokenizer: Tokenizer | None = None,
+    engine_dir: str | os.PathLike | None = None,
 ) -> Tokenizer:
-    """The model that wrote `header`: `tokenizer` or `spec` if given, else the registry model it names;
-    its weights hash must match the header's."""
+    """The model that wrote `header`: `tokenizer` or `spec` if given, else the registry model it names (or
+    the engine in `engine_dir`); its weights hash must match the header's."""
+    if tokenizer is None and backend != "torch":
+        tokenizer = _load_engine(spec, device, backend, engine_dir)
     tok = tokenizer or load_model(spec or header.model, device, backend)
     if tok.weights_sha256() != header.weights_sha256.hex():
-        source = "the given tokenizer" if tokenizer else f"--model {spec}" if spec else f"the installed {header.model!r}"
+        source = (f"the engine in {engine_dir}" if backend != "torch" else "the given tokenizer" if tokenizer
+                  else f"--model {spec}" if spec else f"the installed {header.model!r}")
         raise UserError(
             f"the file was made with {header.model} weights {header.weights_sha256.hex()[:12]}, but {source} "
             f"has weights {tok.weights_sha256()[:12]}; pass --model with the weights that made it"
+            + (" (and export an engine from them)" if backend != "torch" else "")
         )
     return tok
 
 
 def model_prior(tok: Tokenizer) -> Prior | None:
-    """The ctx coder's prior table that ships beside the model's weights (NAME.prior), if any."""
-    path = getattr(tok, "weights_path", None)
-    prior_path = path.with_suffix(".prior") if path is not None else None
+    """The ctx coder's prior table that ships beside the model's weights (NAME.prior) or in its engine
+    folder, if any."""
+    path, engine_dir = getattr(tok, "weights_path", None), getattr(tok, "engine_dir", None)
+    prior_path = (path.with_suffix(".prior") if path is not None
+                  else Path(engine_dir) / ENGINE_PRIOR if engine_dir is not None else None)
     if prior_path is None or not prior_path.is_file():
         return None
     try:
         return Prior.load(prior_path)
     except OtokError as exc:
         raise UserError(f"{prior_path}: {exc}") from None
+
+
+def export_engine(spec: str | os.PathLike | None, out_dir: Path, opset: int = 17) -> dict:
+    """`otok export onnx`: the four step graphs, their manifest, and the model's prior table."""
+    from otok.export import export_onnx
+
+    tok = load_model(spec)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = export_onnx(tok, out_dir, opset=opset)
+    prior = model_prior(tok)
+    if prior is not None:
+        prior.save(out_dir / ENGINE_PRIOR)
+    return manifest
 
 
 # ----- frames <-> tensors -------------------------------------------------------------------------------
@@ -208,15 +274,15 @@ def _grid_to_numpy(grid: torch.Tensor) -> np.ndarray:
 
 # ----- encode -------------------------------------------------------------------------------------------
 def encode_file(
-    src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike = DEFAULT_MODEL,
+    src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
     coder: str = "ctx", gop: int | None = None, max_side: int | None = None, frames: int | None = None,
-    device: str = "cpu", backend: str = "torch", progress: Progress | None = None,
-    tokenizer: Tokenizer | None = None,
+    device: str = "cpu", backend: str = "torch", engine_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None, tokenizer: Tokenizer | None = None,
 ) -> EncodeResult:
     """Encode a video or image file into an `.otok` file, streaming."""
     src, dst = Path(src), Path(dst)
     check_output(dst, [src])
-    tok = tokenizer or load_model(model, device, backend)
+    tok = tokenizer or load_model(model, device, backend, engine_dir)
     gop = gop or tok.config.gop
     if gop < 1:
         raise UserError(f"--gop must be at least 1 step, got {gop}")
@@ -250,13 +316,13 @@ def encode_file(
 def decode_file(
     src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
     device: str = "cpu", backend: str = "torch", codec: str | None = None, crf: int | None = None,
-    progress: Progress | None = None, tokenizer: Tokenizer | None = None,
+    progress: Progress | None = None, tokenizer: Tokenizer | None = None, engine_dir: str | os.PathLike | None = None,
 ) -> DecodeResult:
     """Decode an `.otok` file to a video (or, for one frame, an image) of the source's size and rate."""
     src, dst = Path(src), Path(dst)
     check_output(dst, [src])
     start = time.perf_counter()
-    tok = model_for_file(header_of(src), model, device, backend, tokenizer)
+    tok = model_for_file(header_of(src), model, device, backend, tokenizer, engine_dir)
     with contextlib.closing(open_otok(src, tok)) as reader:
         header = reader.header
         total = reader.frames
@@ -362,15 +428,16 @@ class EvalResult:
 
 
 def eval_file(
-    src: str | os.PathLike, *, model: str | os.PathLike = DEFAULT_MODEL, coder: str = "ctx",
+    src: str | os.PathLike, *, model: str | os.PathLike | None = None, coder: str = "ctx",
     gop: int | None = None, max_side: int | None = None, frames: int | None = None, device: str = "cpu",
-    backend: str = "torch", progress: Progress | None = None, tokenizer: Tokenizer | None = None,
+    backend: str = "torch", engine_dir: str | os.PathLike | None = None, progress: Progress | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> EvalResult:
     """Encode `src` to a real `.otok` file (in a temporary folder), decode it, and measure quality and rate."""
     import tempfile
 
     src = Path(src)
-    tok = tokenizer or load_model(model, device, backend)
+    tok = tokenizer or load_model(model, device, backend, engine_dir)
     with tempfile.TemporaryDirectory(prefix="otok-eval-") as tmp:
         coded = Path(tmp) / "eval.otok"
         enc = encode_file(src, coded, coder=coder, gop=gop, max_side=max_side, frames=frames,

@@ -1,0 +1,234 @@
+"""Exported engines behind the PyTorch tokenizer's streaming interface.
+
+    from otok.export import load_engine
+    tok = load_engine("engines/otok-s", backend="onnx")          # or backend="trt", device="cuda"
+    enc = tok.stream_encoder(batch=1, height=H, width=W)
+    grids = enc.push(frames) + enc.flush()                       # (B, h, w) int64 grids, as in PyTorch
+    dec = tok.stream_decoder(batch=1, height=H, width=W)
+    video = dec.push(grids[0])                                   # (B, 3, 1, H, W)
+
+`EngineTokenizer` is a duck-typed stand-in for `otok.codec.Tokenizer` (config, weights_sha256, grid_size,
+device, quantizer.code_dim, stream_encoder/stream_decoder, encode/decode); the streams subclass
+`codec.streaming`'s, so frame buffering, padding, segments and input checks are the PyTorch ones. A
+backend only runs graphs: `runner.run(graph, {input name: tensor}) -> {output name: tensor}`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from otok.codec import StreamDecoder, StreamEncoder, Tokenizer, TokenizerConfig
+
+from .onnx_export import GRAPHS, MANIFEST
+from .wrappers import STATE_IN, STATE_OUT, TOKEN_DTYPE
+
+
+class EngineError(RuntimeError):
+    """An engine folder that is missing, incomplete, or does not match the weights it is used with."""
+
+
+class Runner(Protocol):
+    device: torch.device
+
+    def run(self, graph: str, feeds: dict[str, Tensor]) -> dict[str, Tensor]: ...
+
+
+@dataclass
+class EngineState:
+    """The engine twin of `TemporalCache`: stacked state tensors (None before a segment's first step)."""
+
+    keys: Tensor | None  # (L, B, h, w, heads, W-1, hd)
+    values: Tensor | None
+    valid: Tensor | None  # (W-1,)
+    step: int = 0
+
+    def nbytes(self) -> int:
+        tensors = [t for t in (self.keys, self.values, self.valid) if t is not None]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def io_shapes(config: TokenizerConfig, graph: str, batch: int, h: int, w: int) -> dict[str, tuple]:
+    """Shapes of every input and output of `graph` for a (batch, h x w grid) step."""
+    c = config
+    frames = 1 if graph.endswith("image") else c.tubelet
+    state = (c.temporal_layers, batch, h, w, c.heads, c.temporal_window - 1, c.dim // c.heads)
+    code_dim = len(c.fsq_levels) if c.quantizer == "fsq" else c.latent_dim
+    shapes = {
+        "pixels": (batch, 3, frames, h * c.patch, w * c.patch),
+        "tokens": (batch, h, w),
+        "latents": (batch, code_dim, h, w),
+        "valid": (c.temporal_window - 1,),
+    }
+    shapes.update({name: state for name in ("keys", "values", "keys_out", "values_out")})
+    shapes["valid_out"] = shapes["valid"]
+    return shapes
+
+
+def step_geometry(config: TokenizerConfig, feeds: dict[str, Tensor]) -> tuple[int, int, int]:
+    """(batch, grid h, grid w) of a step from its first input."""
+    if "pixels" in feeds:
+        b, _, _, height, width = feeds["pixels"].shape
+        return b, height // config.patch, width // config.patch
+    grid = feeds["tokens"] if "tokens" in feeds else feeds["latents"]
+    return grid.shape[0], grid.shape[-2], grid.shape[-1]
+
+
+def allocate_outputs(config: TokenizerConfig, graph: str, feeds: dict[str, Tensor], names: list[str],
+                     device: torch.device) -> dict[str, Tensor]:
+    """Empty output tensors of `graph` for the step `feeds` describe."""
+    shapes = io_shapes(config, graph, *step_geometry(config, feeds))
+    dtypes = {"tokens": TOKEN_DTYPE}
+    return {n: torch.empty(shapes[n], dtype=dtypes.get(n, torch.float32), device=device) for n in names}
+
+
+class EngineStreamEncoder(StreamEncoder):
+    """`StreamEncoder` whose step runs an engine; the engine returns tokens (quantization is in-graph)."""
+
+    def _step(self, pixels: Tensor, cache: EngineState) -> tuple[Tensor, EngineState]:
+        return self.tokenizer.encode_step(pixels, cache)
+
+    def _tokens(self, out: Tensor) -> Tensor:
+        return out  # already a grid: push_quantized/flush_quantized return grids on an engine stream
+
+
+class EngineStreamDecoder(StreamDecoder):
+    """`StreamDecoder` whose step runs an engine on the token grid (the code lookup is in-graph)."""
+
+    def _step(self, grid: Tensor, cache: EngineState) -> tuple[Tensor, EngineState]:
+        return self.tokenizer.decode_step(grid, cache)
+
+    def push_codes(self, codes: Tensor) -> Tensor:
+        raise TypeError("an engine decodes token grids (push), not decoder codes")
+
+
+class EngineTokenizer:
+    """A Tokenizer stand-in that runs exported graphs. Build with `load_engine`."""
+
+    dtype = torch.float32
+
+    def __init__(self, manifest: dict, runner: Runner, engine_dir: Path, backend: str) -> None:
+        self.manifest = manifest
+        self.config = TokenizerConfig.from_dict(manifest["config"])
+        self.runner = runner
+        self.engine_dir = engine_dir
+        self.backend = backend
+        c = self.config
+        code_dim = len(c.fsq_levels) if c.quantizer == "fsq" else c.latent_dim
+        self.quantizer = SimpleNamespace(code_dim=code_dim, codebook_size=c.codebook_size)
+        self._code = "tokens" if c.discrete else "latents"
+
+    def __repr__(self) -> str:
+        return f"EngineTokenizer({self.config.name}, backend={self.backend}, dir={self.engine_dir})"
+
+    @property
+    def device(self) -> torch.device:
+        return self.runner.device
+
+    def weights_sha256(self) -> str:
+        """The SHA-256 of the weights the graphs were exported from (as `Tokenizer.weights_sha256`)."""
+        return self.manifest["weights_sha256"]
+
+    def check_weights(self, sha256: str, source: str) -> None:
+        """Raise EngineError unless `sha256` (of a file's or a model's weights) is this engine's."""
+        if sha256 != self.weights_sha256():
+            raise EngineError(
+                f"engine {self.engine_dir} was exported from {self.config.name} weights "
+                f"{self.weights_sha256()[:12]}, but {source} has weights {sha256[:12]}; "
+                f"re-export it with `otok export onnx --model <those weights>`"
+            )
+
+    padded_size = Tokenizer.padded_size
+    grid_size = Tokenizer.grid_size
+    encode = Tokenizer.encode
+    decode = Tokenizer.decode
+
+    def new_cache(self, batch: int, height: int, width: int) -> EngineState:  # noqa: ARG002
+        return EngineState(None, None, None, 0)
+
+    def stream_encoder(self, batch: int = 1, height: int = 256, width: int = 256, gop: int | None = None):
+        return EngineStreamEncoder(self, batch, height, width, gop or self.config.gop)
+
+    def stream_decoder(self, batch: int = 1, height: int = 256, width: int = 256, gop: int | None = None):
+        return EngineStreamDecoder(self, batch, height, width, gop or self.config.gop)
+
+    # ----- one step ------------------------------------------------------------------------------
+    def encode_step(self, pixels: Tensor, cache: EngineState) -> tuple[Tensor, EngineState]:
+        """Padded pixels (B, 3, 1|t, Hp, Wp) -> (tokens (B, h, w) int64 | latents (B, C, h, w), state)."""
+        graph = "encoder_image" if cache.step == 0 else "encoder_video"
+        feeds = {"pixels": pixels.to(self.device, torch.float32).contiguous(), **self._state_feeds(cache)}
+        out = self.runner.run(graph, feeds)
+        grid = out[self._code]
+        return (grid.long() if self.config.discrete else grid), self._next_state(out, cache)
+
+    def decode_step(self, grid: Tensor, cache: EngineState) -> tuple[Tensor, EngineState]:
+        """Tokens (B, h, w) (KL: latents (B, C, h, w)) -> (padded pixels (B, 3, 1|t, Hp, Wp), state)."""
+        graph = "decoder_image" if cache.step == 0 else "decoder_video"
+        dtype = TOKEN_DTYPE if self.config.discrete else torch.float32
+        feeds = {self._code: grid.to(self.device, dtype).contiguous(), **self._state_feeds(cache)}
+        out = self.runner.run(graph, feeds)
+        return out["pixels"], self._next_state(out, cache)
+
+    def _state_feeds(self, cache: EngineState) -> dict[str, Tensor]:
+        if cache.step == 0:
+            return {}
+        return dict(zip(STATE_IN, (cache.keys, cache.values, cache.valid)))
+
+    @staticmethod
+    def _next_state(out: dict[str, Tensor], cache: EngineState) -> EngineState:
+        keys, values, valid = (out[name] for name in STATE_OUT)
+        return EngineState(keys, values, valid, cache.step + 1)
+
+
+# ----- loading --------------------------------------------------------------------------------------
+def read_manifest(engine_dir: str | os.PathLike) -> dict:
+    path = Path(engine_dir) / MANIFEST
+    if not Path(engine_dir).is_dir():
+        raise EngineError(f"engine folder {engine_dir} does not exist; make one with `otok export onnx`")
+    if not path.is_file():
+        raise EngineError(f"{engine_dir} has no {MANIFEST}; is it an `otok export` folder?")
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["graphs"], manifest["weights_sha256"], manifest["config"]  # noqa: B018 - presence
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EngineError(f"{path} is not a valid otok engine manifest ({exc})") from None
+    missing = [g for g in GRAPHS if g not in manifest["graphs"]]
+    if missing:
+        raise EngineError(f"{path} lists no {', '.join(missing)} graph")
+    return manifest
+
+
+def load_engine(
+    engine_dir: str | os.PathLike, backend: str = "onnx", device: str | torch.device = "cpu",
+    expect_sha256: str | None = None, expect_source: str = "the model",
+) -> EngineTokenizer:
+    """An EngineTokenizer over the graphs in `engine_dir`.
+
+    backend: "onnx" (ONNX Runtime; device cpu, or cuda with onnxruntime-gpu) or "trt" (TensorRT engines
+    from `build_trt_engines`; device cuda). expect_sha256: raise EngineError unless the engine was
+    exported from these weights (`expect_source` names them in the message).
+    """
+    if backend not in ("onnx", "trt", "tensorrt"):
+        raise ValueError(f"backend must be 'onnx' or 'trt', got {backend!r}")
+    engine_dir = Path(engine_dir)
+    manifest = read_manifest(engine_dir)
+    device = torch.device(device)
+    if backend == "onnx":
+        from .ort_backend import OrtRunner
+
+        runner = OrtRunner(engine_dir, manifest, device)
+    else:
+        from .trt import TrtRunner
+
+        runner = TrtRunner(engine_dir, manifest, device)
+    tok = EngineTokenizer(manifest, runner, engine_dir, "trt" if backend == "tensorrt" else backend)
+    if expect_sha256 is not None:
+        tok.check_weights(expect_sha256, expect_source)
+    return tok
