@@ -59,6 +59,7 @@ def _common_flags(p: argparse.ArgumentParser, default) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="otok", description="A streaming video tokenizer that works like a codec.")
     _common_flags(parser, False)
+    parser.add_argument("--version", action="version", version=f"otok {_version()}")
     common = argparse.ArgumentParser(add_help=False)
     _common_flags(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -108,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("otok-codec")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int | None, label: str) -> Iterator[pipeline.Progress | None]:
     if not enabled:
@@ -153,7 +163,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         pipeline.check_output(dst, [src])
     tok = _model(args)
     for src, dst in jobs:
-        with _progress(_show_progress(args), None, f"encode {src.name}") as progress:
+        with _progress(_show_progress(args), _frames_of(src, args.frames), f"encode {src.name}") as progress:
             r = pipeline.encode_file(src, dst, coder=args.coder, gop=args.gop, max_side=args.max_side,
                                      frames=args.frames, progress=progress, tokenizer=tok)
         if not args.quiet:
@@ -161,6 +171,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
             print(f"{dst}: {r.frames} frames {r.width}x{r.height}, {r.steps} steps, {r.bytes:,} bytes "
                   f"({kbps:.1f} kbit/s), {r.frames / r.seconds:.1f} frames/s")
     return 0
+
+
+def _frames_of(src: Path, limit: int | None) -> int | None:
+    """The container's frame count (an estimate, for the progress bar's ETA), capped by --frames."""
+    with pipeline.open_video(src) as reader:
+        count = reader.info.frames
+    return min(count, limit) if count and limit else count or limit
 
 
 def _model(args: argparse.Namespace):
@@ -173,7 +190,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if args.backend == "torch" and (args.compile or args.precision != "auto" or args.device != "cpu"):
         header = pipeline.header_of(args.input)
         tok = pipeline.load_model(args.model or header.model, args.device, "torch", None, args.precision, args.compile)
-    with _progress(_show_progress(args), None, f"decode {args.input.name}") as progress:
+    total = pipeline.file_info(args.input)["frames"] if _show_progress(args) else None
+    with _progress(_show_progress(args), total, f"decode {args.input.name}") as progress:
         r = pipeline.decode_file(args.input, args.output, model=args.model, device=args.device,
                                  backend=args.backend, codec=args.codec, crf=args.crf, progress=progress,
                                  tokenizer=tok, engine_dir=args.engine_dir)
@@ -209,7 +227,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     _check_common(args)
-    with _progress(_show_progress(args), None, f"eval {args.input.name}") as progress:
+    with _progress(_show_progress(args), _frames_of(args.input, args.frames), f"eval {args.input.name}") as progress:
         r = pipeline.eval_file(args.input, coder=args.coder, gop=args.gop, max_side=args.max_side,
                                frames=args.frames, progress=progress, tokenizer=_model(args))
     record = {
