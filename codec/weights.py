@@ -23,16 +23,27 @@ class WeightsError(ValueError):
     """A weights file that is missing, corrupt, from a newer otok, or does not fit its config."""
 
 
-def save(tokenizer: Tokenizer, path: str | os.PathLike) -> Path:
-    """Write `tokenizer` to `path` (.safetensors) atomically: a crash never leaves a broken file."""
+def save(tokenizer: Tokenizer, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    """Write `tokenizer` to `path` (.safetensors) atomically: a crash never leaves a broken file.
+
+    dtype: store floating-point tensors in this type (torch.float16 halves a shipped file); `load`
+    casts them back to the model's float32, and the weights hash is taken after that cast.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
     metadata = {"otok_format": str(FORMAT_VERSION), "config": json.dumps(tokenizer.config.to_dict())}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tokenizer.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    tensors = {}
+    for name, value in tokenizer.state_dict().items():
+        value = value.detach().cpu()
+        tensors[name] = (value.to(dtype) if dtype is not None and value.is_floating_point() else value).contiguous()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -24,6 +24,16 @@ def test_round_trip_keeps_outputs_and_hash(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_half_precision_file_loads_into_float32(tmp_path):
+    tok = tiny()
+    path = save(tok, tmp_path / "half.safetensors", dtype=torch.float16)
+    assert path.stat().st_size < save(tok, tmp_path / "full.safetensors").stat().st_size * 0.6
+    again = load(path)
+    assert again.decoder.head_image.weight.dtype == torch.float32
+    assert torch.allclose(again.decoder.head_image.weight, tok.decoder.head_image.weight, atol=1e-3)
+    assert again.weights_sha256() == load(path).weights_sha256()
+
+
 def test_hash_identifies_weights():
     a, b = tiny(seed=0), tiny(seed=1)
     assert a.weights_sha256() != b.weights_sha256()

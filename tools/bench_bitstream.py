@@ -6,7 +6,7 @@
 Synthetic streams: uniform tokens, and 70/80/90 % "same token as the previous step" (segments of 5 steps,
 codebook 8192 by default); the entropy bound of each stream is printed beside the ctx rows. `ctx+prior`
 starts from a prior table built from a separate sample of the same source (referenced by hash, as a model
-would ship it; not counted in the file size). Timings are the best of `--repeat` runs through the full
+would ship it; not counted in the file size). Timings are the median of `--repeat` runs through the full
 writer and reader on an in-memory file.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import statistics
 import sys
 import time
 
@@ -26,13 +27,13 @@ GRIDS = {"360p": (45, 80), "1080p": (135, 240)}
 STREAMS = {"uniform": 0.0, "rep70": 0.7, "rep80": 0.8, "rep90": 0.9}
 
 
-def _best(fn, repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
+def _median_time(fn, repeat: int) -> tuple[float, object]:
+    times, out = [], None
     for _ in range(repeat):
         t0 = time.perf_counter()
         out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
 
 
 def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None, repeat: int) -> tuple[float, float, float]:
@@ -46,8 +47,8 @@ def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None,
             writer.write(tokens)
         return buf.getvalue()
 
-    t_enc, data = _best(encode, repeat)
-    t_dec, out = _best(lambda: read_tokens(io.BytesIO(data), prior=prior), repeat)
+    t_enc, data = _median_time(encode, repeat)
+    t_dec, out = _median_time(lambda: read_tokens(io.BytesIO(data), prior=prior), repeat)
     if not np.array_equal(out, tokens):
         raise SystemExit(f"{coder}: round trip failed")
     return 8 * len(data) / tokens.size, tokens.size / t_enc / 1e6, tokens.size / t_dec / 1e6
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--codebook", type=int, default=8192, help="codebook size K (default 8192; --tokens: max + 1)")
     ap.add_argument("--gop", type=int, default=5, help="segment length in steps")
     ap.add_argument("--steps", type=int, default=50, help="synthetic steps per stream")
-    ap.add_argument("--repeat", type=int, default=3, help="timing runs (best is kept)")
+    ap.add_argument("--repeat", type=int, default=3, help="timing runs (the median is kept)")
     args = ap.parse_args(argv)
     print(f"{'stream':<16} {'coder':<10} {'bits/tok':>8} {'enc Mt/s':>9} {'dec Mt/s':>9}   {'bound':>8} {'gap':>7}")
     if args.tokens:

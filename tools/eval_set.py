@@ -1,0 +1,71 @@
+"""Quality and rate of a model over a set of files: per file and the mean, through real `.otok` files.
+
+    python tools/eval_set.py --model otok-s --data DIR [--data DIR ...] [--max-side 256] [--frames 33]
+
+Each video and image under the folders is encoded and decoded with `otok.tools.pipeline.eval_file`
+(frames scaled so the longer side is at most --max-side); prints PSNR, SSIM, bits/token and bpp per file
+and their means over files, and bicubic x8 down-up PSNR as a reference point for images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from otok.tools import pipeline
+from otok.tools.metrics import psnr
+from otok.tools.video_io import IMAGE_SUFFIXES, VideoReader
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
+
+
+def bicubic_psnr(path: Path, max_side: int, factor: int = 8) -> float:
+    """PSNR of the first frame downscaled x`factor` and back up (bicubic): a floor to beat."""
+    with VideoReader(path, max_side=max_side, max_frames=1) as reader:
+        frame = next(iter(reader))
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].double()
+    h, w = frame.shape[:2]
+    small = F.interpolate(x, size=(max(1, h // factor), max(1, w // factor)), mode="bicubic", align_corners=False)
+    back = F.interpolate(small, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 255).round()
+    return psnr(frame, back[0].permute(1, 2, 0).to(torch.uint8).numpy())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=pipeline.DEFAULT_MODEL)
+    parser.add_argument("--data", action="append", type=Path, required=True)
+    parser.add_argument("--max-side", type=int, default=256)
+    parser.add_argument("--frames", type=int, default=None, help="at most this many frames per video")
+    parser.add_argument("--coder", default="ctx")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    tok = pipeline.load_model(args.model)
+    files = sorted(p for d in args.data for p in d.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+    rows = []
+    for path in files:
+        r = pipeline.eval_file(path, coder=args.coder, max_side=args.max_side, frames=args.frames, tokenizer=tok)
+        row = {"file": path.name, "frames": r.frames, "size": f"{r.width}x{r.height}", "psnr": r.psnr,
+               "ssim": r.ssim, "bits_per_token": r.bits_per_token, "bpp": r.bpp}
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            row["bicubic_x8_psnr"] = bicubic_psnr(path, args.max_side)
+        rows.append(row)
+        if not args.json:
+            extra = f"  (bicubic x8: {row['bicubic_x8_psnr']:.2f} dB)" if "bicubic_x8_psnr" in row else ""
+            print(f"{path.name:<28} {r.frames:>4} frames {row['size']:>9}  PSNR {r.psnr:6.2f} dB  SSIM {r.ssim:.4f}  "
+                  f"{r.bits_per_token:6.3f} bits/token  {r.bpp:.4f} bpp{extra}", flush=True)
+    means = {k: float(np.mean([row[k] for row in rows])) for k in ("psnr", "ssim", "bits_per_token", "bpp")}
+    if args.json:
+        print(json.dumps({"model": str(args.model), "max_side": args.max_side, "files": rows, "mean": means}))
+    else:
+        print(f"{'mean over ' + str(len(rows)) + ' files':<28} PSNR {means['psnr']:6.2f} dB  SSIM {means['ssim']:.4f}  "
+              f"{means['bits_per_token']:6.3f} bits/token  {means['bpp']:.4f} bpp")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
