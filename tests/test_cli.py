@@ -299,3 +299,23 @@ def test_export_trt_without_tensorrt_says_how_to_install(tmp_path, capsys):
         pass
     status, _, err = run(capsys, "export", "trt", "--onnx-dir", tmp_path, "--out", tmp_path / "trt", "--fp16")
     assert status == 2 and "pip install" in err and "Traceback" not in err
+
+
+def test_ten_bit_input_is_coded_as_8_bit_rgb(tmp_path, capsys, model_path):
+    import av
+
+    src = tmp_path / "tenbit.mkv"
+    with av.open(str(src), "w") as container:
+        stream = container.add_stream("ffv1", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 48, 40, "yuv420p10le"
+        for i in range(6):
+            rgb = np.full((40, 48, 3), 40 * i, np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p10le")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert run(capsys, "encode", src, tmp_path / "t.otok", "--model", model_path)[0] == 0
+    info = pipeline.file_info(tmp_path / "t.otok")
+    assert (info["frames"], info["width"], info["height"], info["fps"]) == (6, 48, 40, "24/1")
