@@ -15,7 +15,7 @@ BASE = dict(model="otok-s", weights_sha256=bytes(range(32)), patch=8, temporal=4
 
 
 def test_header_round_trip_every_field():
-    h = Header(**BASE, coder_params=CtxParams(bytes([7]) * 32, 1000, 2000))
+    h = Header(**BASE, coder_params=CtxParams(bytes([7]) * 32, 1000, 20000))
     back = Header.unpack(h.pack())
     assert back == h
     for field in dataclasses.fields(Header):
@@ -42,6 +42,16 @@ def test_header_byte_layout():
 def test_header_rejects(change):
     with pytest.raises(UsageError):
         Header(**{**BASE, **change})
+
+
+def test_literal_limit_below_the_alphabet_is_refused():
+    """Count halving stops at all-ones tables; a smaller limit could never be met (the coder would hang)."""
+    with pytest.raises(UsageError, match="below the literal alphabet size 8192"):
+        Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 300))
+    good = Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 8192)).pack()
+    forged = good[:-4] + (300).to_bytes(4, "little")  # literal_limit is the payload's last field
+    with pytest.raises(CorruptError, match="literal_limit"):
+        Header.unpack(forged)
 
 
 def test_header_unpack_rejects_lengths():

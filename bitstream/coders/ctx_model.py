@@ -93,7 +93,9 @@ NO_PREV_B = np.array([CTX_A + 3 * n + 2 for n in range(5)])  # pass-B contexts u
 def add_counts(table: np.ndarray, observed: np.ndarray, limit: int) -> None:
     """table += observed, then halve (c + 1) >> 1 every row whose sum exceeds `limit`, until none does.
 
-    table: int64 (rows, n) or (n,), updated in place. Integer-only, so every machine gets the same counts.
+    table: int64, or float64 holding integers (exact below 2**53, as the ctx coder keeps its tables so that
+    constriction gets them without a conversion), (rows, n) or (n,), updated in place. Integer arithmetic
+    only, so every machine gets the same counts.
     """
     table += observed
     rows = table.reshape(-1, table.shape[-1])
@@ -101,7 +103,7 @@ def add_counts(table: np.ndarray, observed: np.ndarray, limit: int) -> None:
         over = rows.sum(axis=1) > limit
         if not over.any():
             return
-        rows[over] = (rows[over] + 1) >> 1
+        rows[over] = (rows[over] + 1) // 2  # == (c + 1) >> 1 on integers, also exact on float64 integers
 
 
 def flag_observations(ctx: np.ndarray, flags: np.ndarray) -> np.ndarray:
@@ -112,3 +114,4 @@ def flag_observations(ctx: np.ndarray, flags: np.ndarray) -> np.ndarray:
 def step_flags(grid: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """(h, w) uint8: 1 where the token equals the previous step's token at the same place."""
     return (grid == ref).view(np.uint8)
+
