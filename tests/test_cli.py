@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from codec_helpers import tiny
+from otok.bitstream import read_tokens
 from otok.codec import save
 from otok.tools import pipeline
 from otok.tools.cli import main
@@ -108,7 +109,7 @@ def test_info_json_has_the_promised_fields(tmp_path, capsys, model_path, clip):
     assert status == 0 and "70x46" in out and "9 frames" in out
 
 
-def test_eval_reports_quality_and_rate(capsys, model_path, clip):
+def test_eval_reports_quality_and_rate(tmp_path, capsys, model_path, clip):
     status, out, err = run(capsys, "eval", clip, "--model", model_path, "--json")
     assert status == 0, err
     r = json.loads(out)
@@ -117,6 +118,9 @@ def test_eval_reports_quality_and_rate(capsys, model_path, clip):
     assert (r["frames"], r["width"], r["height"]) == (10, 70, 46)
     assert len(r["psnr_per_frame"]) == 10 and r["psnr"] == pytest.approx(np.mean(r["psnr_per_frame"]))
     assert 0 < r["psnr"] < 60 and -1 <= r["ssim"] <= 1
+    coded = tmp_path / "raw.otok"
+    assert run(capsys, "encode", clip, coded, "--model", model_path, "--coder", "raw")[0] == 0
+    assert r["codes_used"] == len(np.unique(read_tokens(coded)))
 
 
 def test_several_inputs_into_a_folder(tmp_path, capsys, model_path, clip):

@@ -234,6 +234,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "model": r.model, "coder": r.coder, "frames": r.frames, "width": r.width, "height": r.height,
         "bytes": r.bytes, "psnr": r.psnr, "ssim": r.ssim, "bpp": r.bpp, "bits_per_token": r.bits_per_token,
         "encode_fps": r.encode_fps, "decode_fps": r.decode_fps,
+        "codes_used": None if r.code_counts is None else int((r.code_counts > 0).sum()),
     }
     if args.json:
         print(json.dumps({**record, "psnr_per_frame": r.psnr_per_frame, "ssim_per_frame": r.ssim_per_frame}))

@@ -1,10 +1,11 @@
 """Quality and rate of a model over a set of files: per file and the mean, through real `.otok` files.
 
-    python tools/eval_set.py --model otok-s --data DIR [--data DIR ...] [--max-side 256] [--frames 33]
+    python tools/eval_set.py --model otok-s --data DIR [--data DIR ...] [--short-side 256] [--frames 33]
 
 Each video and image under the folders is encoded and decoded with `otok.tools.pipeline.eval_file`
-(frames scaled so the longer side is at most --max-side); prints PSNR, SSIM, bits/token and bpp per file
-and their means over files, and bicubic x8 down-up PSNR as a reference point for images.
+(frames scaled down so the shorter side is --short-side, or with --max-side so the longer side is at most
+that); prints PSNR, SSIM, bits/token and bpp per file and their means over files, bicubic x8 down-up PSNR
+as a reference point for images, and for VQ models how much of the codebook the files used.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from otok.tools.video_io import IMAGE_SUFFIXES, VideoReader
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
 
 
-def bicubic_psnr(path: Path, max_side: int, factor: int = 8) -> float:
+def bicubic_psnr(path: Path, max_side: int | None, factor: int = 8) -> float:
     """PSNR of the first frame downscaled x`factor` and back up (bicubic): a floor to beat."""
     with VideoReader(path, max_side=max_side, max_frames=1) as reader:
         frame = next(iter(reader))
@@ -35,35 +36,62 @@ def bicubic_psnr(path: Path, max_side: int, factor: int = 8) -> float:
     return psnr(frame, back[0].permute(1, 2, 0).to(torch.uint8).numpy())
 
 
+def max_side_for(path: Path, short_side: int) -> int | None:
+    """The --max-side that scales `path` down so its shorter side is `short_side` (None: already small)."""
+    with VideoReader(path, max_frames=1) as reader:
+        width, height = reader.info.width, reader.info.height
+    if min(width, height) <= short_side:
+        return None
+    return round(max(width, height) * short_side / min(width, height))
+
+
+def codebook_usage(counts: np.ndarray) -> dict:
+    """Codes used at least once, and the perplexity 2**H of the token distribution."""
+    p = counts[counts > 0] / counts.sum()
+    return {"codes_used": int(len(p)), "codebook_size": int(len(counts)),
+            "perplexity": float(2 ** -(p * np.log2(p)).sum()), "tokens": int(counts.sum())}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=pipeline.DEFAULT_MODEL)
     parser.add_argument("--data", action="append", type=Path, required=True)
-    parser.add_argument("--max-side", type=int, default=256)
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--short-side", type=int, default=256, help="scale down so the shorter side is this")
+    scale.add_argument("--max-side", type=int, default=None, help="scale down so the longer side is at most this")
     parser.add_argument("--frames", type=int, default=None, help="at most this many frames per video")
     parser.add_argument("--coder", default="ctx")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     tok = pipeline.load_model(args.model)
     files = sorted(p for d in args.data for p in d.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
-    rows = []
+    rows, counts = [], None
     for path in files:
-        r = pipeline.eval_file(path, coder=args.coder, max_side=args.max_side, frames=args.frames, tokenizer=tok)
+        max_side = args.max_side or max_side_for(path, args.short_side)
+        r = pipeline.eval_file(path, coder=args.coder, max_side=max_side, frames=args.frames, tokenizer=tok)
+        if r.code_counts is not None:
+            counts = r.code_counts if counts is None else counts + r.code_counts
         row = {"file": path.name, "frames": r.frames, "size": f"{r.width}x{r.height}", "psnr": r.psnr,
                "ssim": r.ssim, "bits_per_token": r.bits_per_token, "bpp": r.bpp}
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            row["bicubic_x8_psnr"] = bicubic_psnr(path, args.max_side)
+            row["bicubic_x8_psnr"] = bicubic_psnr(path, max_side)
         rows.append(row)
         if not args.json:
             extra = f"  (bicubic x8: {row['bicubic_x8_psnr']:.2f} dB)" if "bicubic_x8_psnr" in row else ""
             print(f"{path.name:<28} {r.frames:>4} frames {row['size']:>9}  PSNR {r.psnr:6.2f} dB  SSIM {r.ssim:.4f}  "
                   f"{r.bits_per_token:6.3f} bits/token  {r.bpp:.4f} bpp{extra}", flush=True)
     means = {k: float(np.mean([row[k] for row in rows])) for k in ("psnr", "ssim", "bits_per_token", "bpp")}
+    usage = codebook_usage(counts) if counts is not None else None
     if args.json:
-        print(json.dumps({"model": str(args.model), "max_side": args.max_side, "files": rows, "mean": means}))
+        print(json.dumps({"model": str(args.model), "max_side": args.max_side, "short_side": args.short_side,
+                          "files": rows, "mean": means, "codebook": usage}))
     else:
         print(f"{'mean over ' + str(len(rows)) + ' files':<28} PSNR {means['psnr']:6.2f} dB  SSIM {means['ssim']:.4f}  "
               f"{means['bits_per_token']:6.3f} bits/token  {means['bpp']:.4f} bpp")
+        if usage:
+            print(f"codebook: {usage['codes_used']} of {usage['codebook_size']} codes used "
+                  f"({100 * usage['codes_used'] / usage['codebook_size']:.1f} %) over {usage['tokens']:,} tokens, "
+                  f"perplexity {usage['perplexity']:.0f}")
     return 0
 
 

@@ -425,6 +425,7 @@ class EvalResult:
     model: str
     psnr_per_frame: list[float] = field(default_factory=list)
     ssim_per_frame: list[float] = field(default_factory=list)
+    code_counts: np.ndarray | None = None  # how often each codebook entry was used (None for latents)
 
 
 def eval_file(
@@ -445,12 +446,17 @@ def eval_file(
         info = file_info(coded)
         psnrs, ssims = [], []
         decoded = 0
+        code_counts = None
         with contextlib.closing(open_otok(coded, tok)) as reader, open_video(src, max_side, frames) as original:
+            if not reader.header.is_latent:
+                code_counts = np.zeros(reader.header.codebook_size, dtype=np.int64)
             stream = tok.stream_decoder(1, enc.height, enc.width, reader.header.gop or ONE_SEGMENT)
             references = iter(original)
             decode_seconds = 0.0
             with torch.inference_mode(), damage_reported_by_caller():
                 for grid in reader:
+                    if code_counts is not None:
+                        code_counts += np.bincount(grid.ravel(), minlength=len(code_counts))
                     tick = time.perf_counter()
                     out = video_to_frames(stream.push(torch.from_numpy(grid.astype(_grid_dtype(grid)))[None]))
                     decode_seconds += time.perf_counter() - tick
@@ -465,5 +471,5 @@ def eval_file(
         psnr=float(np.mean(finite)) if finite else float("inf"), ssim=float(np.mean(ssims)),
         bpp=info["bpp"], bits_per_token=info["bits_per_token"], encode_fps=enc.frames / enc.seconds,
         decode_fps=enc.frames / decode_seconds if decode_seconds else float("inf"), coder=info["coder"],
-        model=tok.config.name, psnr_per_frame=psnrs, ssim_per_frame=ssims,
+        model=tok.config.name, psnr_per_frame=psnrs, ssim_per_frame=ssims, code_counts=code_counts,
     )
