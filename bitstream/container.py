@@ -13,8 +13,14 @@ from .errors import CorruptError, LimitError, NotOtokError, TruncatedError, Unsu
 
 MAGIC = b"\x89OTK\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1  # the newest minor version this reader knows; a writer puts the lowest that fits its file
 PREAMBLE = MAGIC + struct.pack("<HH", VERSION_MAJOR, VERSION_MINOR)
+
+
+def preamble(minor: int) -> bytes:
+    """The 12 preamble bytes of a file of format version 1.`minor`."""
+    return MAGIC + struct.pack("<HH", VERSION_MAJOR, minor)
+
 
 HEAD, PRIO, STEP, INDX, TAIL = b"HEAD", b"PRIO", b"STEP", b"indx", b"TAIL"
 KNOWN_CRITICAL = {HEAD, PRIO, STEP, TAIL}

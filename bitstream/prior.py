@@ -1,4 +1,4 @@
-"""The model's prior table for the `ctx` coder: initial counts of the flag contexts and of each literal
+"""The model's prior table for the `ctx` coder: initial counts of the mode contexts and of each literal
 sub-symbol (for K <= 2**14, the codebook frequencies). Build one from sample token grids, ship it with the
 model as a small file, embed it in `.otok` files (PRIO chunk). Its identity is `sha256`, which the header
 records (SPEC.md, "Prior table")."""
@@ -15,61 +15,66 @@ import numpy as np
 
 from .coders import ctx_model as cm
 from .coders.zstd import compress, decompress
-from .errors import CorruptError, LimitError, UsageError
+from .errors import CorruptError, LimitError, UnsupportedError, UsageError
 from . import limits
 
 MAGIC = b"OTKPRIOR"
-VERSION = 1
-_HEAD = struct.Struct("<8sHHII")  # magic, version, num_flag_ctx, codebook_size, table_bytes
+VERSION = 2  # version 1 held the flag counts of the pre-release ctx coder (coder id 2)
+_HEAD = struct.Struct("<8sHHII")  # magic, version, num_mode_ctx, codebook_size, table_bytes
 MAX_COUNT = 1 << 30
 
 
 class Prior:
     """Integer initial counts for the `ctx` coder.
 
-    flag_counts: uint32 (26, 2), counts of flag 0 / 1 per context.
+    mode_counts: uint32 (250, 4), counts of modes T / U / L / literal per mode context.
     part_counts: one uint32 array (alphabet_i,) per literal sub-symbol (see `ctx_model.part_layout`).
     """
 
-    def __init__(self, codebook_size: int, flag_counts: np.ndarray, part_counts: Iterable[np.ndarray]) -> None:
+    def __init__(self, codebook_size: int, mode_counts: np.ndarray, part_counts: Iterable[np.ndarray]) -> None:
         layout = cm.part_layout(codebook_size)
         self.codebook_size = codebook_size
-        self.flag_counts = np.asarray(flag_counts, dtype=np.uint32).reshape(cm.NUM_FLAG_CTX, 2)
+        self.mode_counts = np.asarray(mode_counts, dtype=np.uint32).reshape(cm.NUM_MODE_CTX, cm.NUM_MODES)
         self.part_counts = tuple(np.asarray(c, dtype=np.uint32) for c in part_counts)
         if tuple(len(c) for c in self.part_counts) != layout.alphabets:
             raise UsageError(f"prior tables must have lengths {layout.alphabets} for a codebook of {codebook_size}")
-        if any(int(t.max(initial=0)) > MAX_COUNT for t in (self.flag_counts, *self.part_counts)):
+        if any(int(t.max(initial=0)) > MAX_COUNT for t in (self.mode_counts, *self.part_counts)):
             raise UsageError(f"prior counts must be at most {MAX_COUNT}")
 
     @classmethod
     def uniform(cls, codebook_size: int) -> Prior:
         """All-zero counts: the coder starts from uniform (every count 1)."""
         layout = cm.part_layout(codebook_size)
-        return cls(codebook_size, np.zeros((cm.NUM_FLAG_CTX, 2)), [np.zeros(a) for a in layout.alphabets])
+        return cls(codebook_size, np.zeros((cm.NUM_MODE_CTX, cm.NUM_MODES)), [np.zeros(a) for a in layout.alphabets])
 
     @classmethod
     def from_tokens(
-        cls, segments: Iterable[np.ndarray], codebook_size: int, *, flag_weight: int = 1024,
+        cls, segments: Iterable[np.ndarray], codebook_size: int, *, mode_weight: int = 1024,
         literal_weight: int = 1 << 16,
     ) -> Prior:
-        """Count flags and literals the way the coder sees them.
+        """Count modes and literals the way the coder sees them.
 
         segments: int arrays (S, h, w), each starting at a segment start (its step 0 has no reference).
-        Each flag row is scaled to sum at most `flag_weight`, each literal table to at most `literal_weight`
-        (the weight of the prior against what the coder then observes).
+        Each mode row (context) is scaled to sum at most `mode_weight`, each literal table to at most
+        `literal_weight` (the weight of the prior against what the coder then observes).
         """
         layout = cm.part_layout(codebook_size)
-        flags = np.zeros((cm.NUM_FLAG_CTX, 2), dtype=np.int64)
+        modes = np.zeros((cm.NUM_MODE_CTX, cm.NUM_MODES), dtype=np.int64)
         parts = [np.zeros(a, dtype=np.int64) for a in layout.alphabets]
         for seg in segments:
-            for literals, ctx, bits in _walk_segment(np.asarray(seg, dtype=np.int64)):
-                flags += cm.flag_observations(ctx, bits)
-                for table, values in zip(parts, cm.split_parts(literals, layout)):
-                    table += np.bincount(values, minlength=len(table))
-        return cls(codebook_size, _scale(flags, flag_weight), [_scale(t, literal_weight) for t in parts])
+            seg = np.asarray(seg, dtype=np.int64)
+            seg = seg.reshape((-1,) + seg.shape[-2:])
+            if not len(seg):
+                continue
+            seg_modes = cm.step_modes(seg, None)
+            modes += cm.mode_observations(cm.mode_contexts(seg_modes, None), seg_modes)
+            literals = seg[seg_modes == cm.MODE_LIT]
+            for table, values in zip(parts, cm.split_parts(literals, layout)):
+                table += np.bincount(values, minlength=len(table))
+        return cls(codebook_size, _scale(modes, mode_weight), [_scale(t, literal_weight) for t in parts])
 
     def tables_bytes(self) -> bytes:
-        return b"".join(t.astype("<u4").tobytes() for t in (self.flag_counts, *self.part_counts))
+        return b"".join(t.astype("<u4").tobytes() for t in (self.mode_counts, *self.part_counts))
 
     @property
     def sha256(self) -> bytes:
@@ -78,7 +83,7 @@ class Prior:
         return hashlib.sha256(self._head(len(tables)) + tables).digest()
 
     def _head(self, table_bytes: int) -> bytes:
-        return _HEAD.pack(MAGIC, VERSION, cm.NUM_FLAG_CTX, self.codebook_size, table_bytes)
+        return _HEAD.pack(MAGIC, VERSION, cm.NUM_MODE_CTX, self.codebook_size, table_bytes)
 
     def to_bytes(self) -> bytes:
         """Serialized form: header, zstd frame of the tables, CRC-32 of everything before it."""
@@ -94,18 +99,23 @@ class Prior:
         if struct.unpack_from("<I", data, len(data) - 4)[0] != zlib.crc32(data[:-4]):
             raise CorruptError("prior table is damaged (CRC-32 mismatch)")
         _, version, nctx, k, table_bytes = _HEAD.unpack_from(data)
-        if version != VERSION or nctx != cm.NUM_FLAG_CTX:
-            raise CorruptError(f"prior table version {version} with {nctx} flag contexts is not supported")
+        if version == 1:
+            raise UnsupportedError("prior table version 1 belongs to the pre-release ctx coder (coder id 2); "
+                                   "rebuild it with tools/make_prior.py")
+        if version != VERSION:
+            raise UnsupportedError(f"prior table version {version} is not supported (this otok reads version {VERSION})")
+        if nctx != cm.NUM_MODE_CTX:
+            raise CorruptError(f"prior table has {nctx} mode contexts, not {cm.NUM_MODE_CTX}")
         if not 2 <= k <= limits.MAX_CODEBOOK:
             raise LimitError(f"prior codebook size {k} outside 2..{limits.MAX_CODEBOOK}")
         alphabets = cm.part_layout(k).alphabets
-        if table_bytes != 4 * (2 * nctx + sum(alphabets)):
+        if table_bytes != 4 * (cm.NUM_MODES * nctx + sum(alphabets)):
             raise CorruptError("prior table size does not match its codebook size")
         raw = np.frombuffer(decompress(data[_HEAD.size:-4], table_bytes), dtype="<u4")
-        cuts = np.cumsum([2 * nctx, *alphabets])[:-1]
-        flag, *parts = np.split(raw, cuts)
+        cuts = np.cumsum([cm.NUM_MODES * nctx, *alphabets])[:-1]
+        mode, *parts = np.split(raw, cuts)
         try:
-            return cls(k, flag, parts)
+            return cls(k, mode, parts)
         except UsageError as e:
             raise CorruptError(f"invalid prior table: {e}") from None
 
@@ -126,22 +136,6 @@ class Prior:
 
     def __repr__(self) -> str:
         return f"Prior(codebook_size={self.codebook_size}, sha256={self.sha256.hex()[:16]}...)"
-
-
-def _walk_segment(seg: np.ndarray):
-    """Yield (literals (N,), flag contexts (M,), flags (M,)) per step of one segment (S, h, w)."""
-    h, w = seg.shape[-2:]
-    pos_a, pos_b = cm.parity_positions(h, w)
-    prev = None
-    for k, grid in enumerate(seg.reshape(-1, h, w)):
-        if k == 0:
-            yield grid.ravel(), np.zeros(0, np.int16), np.zeros(0, np.int64)
-        else:
-            f = cm.step_flags(grid, seg[k - 1])
-            ctx = np.concatenate([cm.contexts_a(prev, pos_a), cm.contexts_b(f, prev, pos_b)])
-            bits = np.concatenate([f.ravel()[pos_a], f.ravel()[pos_b]]).astype(np.int64)
-            yield grid.ravel()[f.ravel() == 0], ctx, bits
-            prev = f
 
 
 def _scale(counts: np.ndarray, weight: int) -> np.ndarray:

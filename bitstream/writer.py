@@ -49,7 +49,8 @@ class OtokWriter:
         self._index: list[ct.StepInfo] = []
         self.steps = 0
         self.closed = False
-        self._put(ct.PREAMBLE + ct.chunk_bytes(ct.HEAD, header.pack()))
+        # the lowest format version that defines the file's coder (1.0 files stay byte-identical)
+        self._put(ct.preamble(self._coder.format_minor) + ct.chunk_bytes(ct.HEAD, header.pack()))
         if prior is not None and embed_prior:
             self._put(ct.chunk_bytes(ct.PRIO, prior.to_bytes()))
 

@@ -21,11 +21,13 @@ from otok.bitstream import (
     OtokReader,
     OtokWarning,
     OtokWriter,
+    Prior,
     TruncatedError,
     UnsupportedError,
     read_tokens,
 )
 from otok.bitstream import container as ct
+from otok.bitstream.coders.zstd import compress as zstd_compress
 from otok.bitstream.synthetic import repetition_grids
 from otok.bitstream.timeline import frames_in_steps
 
@@ -176,6 +178,38 @@ def test_unknown_coder_and_version():
     np.testing.assert_array_equal(read_tokens(io.BytesIO(data[:8] + struct.pack("<HH", 1, 7) + data[12:])), TOKENS)
     with pytest.raises(NotOtokError):
         OtokReader(io.BytesIO(b"RIFF" + data[4:]))
+
+
+def test_retired_ctx_coder_id_is_refused():
+    """Coder id 2 named the pre-release ctx coder: refused with a message that says what to do."""
+    data = FILES["ctx"]
+    head = ct.ChunkReader(io.BytesIO(data[12:]), 0, None).next().payload
+    assert head[74] == 4
+    forged = _rechunk(data, 12, payload=head[:74] + b"\x02" + head[75:])
+    with pytest.raises(UnsupportedError, match="coder id 2 was the pre-release ctx coder; re-encode the source"):
+        OtokReader(io.BytesIO(forged))
+    with pytest.raises(UnsupportedError, match="pre-release ctx coder"):
+        read_tokens(io.BytesIO(forged))
+
+
+def test_version_1_prior_is_refused():
+    """A prior table of version 1 (the flag counts of coder id 2) is refused, as a file and embedded."""
+    k = 300
+    tables = np.ones(26 * 2 + k, dtype="<u4").tobytes()  # version 1: flag counts [26][2], then literals
+    body = struct.pack("<8sHHII", b"OTKPRIOR", 1, 26, k, len(tables)) + zstd_compress(tables, 19)
+    old = body + struct.pack("<I", zlib.crc32(body))
+    with pytest.raises(UnsupportedError, match="version 1"):
+        Prior.from_bytes(old)
+    new = Prior.from_tokens([TOKENS], k)
+    assert Prior.from_bytes(new.to_bytes()) == new
+    header = Header("otok-test", SHA, 8, 4, 3, TOKENS.shape[1:], 32, 24, (30, 1), codebook_size=k, coder="ctx")
+    buf = io.BytesIO()
+    with OtokWriter(buf, header, prior=new) as w:
+        w.write(TOKENS)
+    data = buf.getvalue()
+    prio = data.index(b"PRIO") - 4
+    with pytest.raises(UnsupportedError, match="version 1"):
+        OtokReader(io.BytesIO(_rechunk(data, prio, payload=old)))
 
 
 @pytest.mark.parametrize("field,offset,value", [

@@ -32,6 +32,8 @@ CASES = {
     "raw_k1000": lambda: (_header("raw", 1000), _tokens(1000), {}),
     "zstd_k1000": lambda: (_header("zstd", 1000), _tokens(1000), {}),
     "ctx_k1000": lambda: (_header("ctx", 1000), _tokens(1000), {}),
+    # a small codebook: every mode (T, U, L, literal) and passes in several rounds
+    "ctx_k3": lambda: (_header("ctx", 3), _tokens(3), {}),
     "ctx_k262144_prior": lambda: (
         _header("ctx", 1 << 18), _tokens(1 << 18),
         {"prior": Prior.from_tokens([repetition_grids(3, (4, 6), 1 << 18, 0.5, 3, seed=12)], 1 << 18)},

@@ -30,7 +30,7 @@ def test_header_byte_layout():
     payload = Header(**BASE).pack()
     assert payload[:32] == bytes(range(32))
     assert payload[32:36] == (8).to_bytes(2, "little") + (4).to_bytes(2, "little")
-    assert payload[74] == 2 and payload[75] == len("otok-s") and payload[78:84] == b"otok-s"
+    assert payload[74] == 4 and payload[75] == len("otok-s") and payload[78:84] == b"otok-s"
     assert len(payload) == 78 + 6 + 40
 
 
@@ -52,6 +52,13 @@ def test_literal_limit_below_the_alphabet_is_refused():
     forged = good[:-4] + (300).to_bytes(4, "little")  # literal_limit is the payload's last field
     with pytest.raises(CorruptError, match="literal_limit"):
         Header.unpack(forged)
+
+
+def test_mode_limit_below_a_row_is_refused():
+    """A mode row of 4 counts cannot halve below 4: a smaller mode_limit is refused."""
+    with pytest.raises(UsageError, match="count limits"):
+        Header(**BASE, coder_params=CtxParams(bytes(32), 3, 1 << 24))
+    Header(**BASE, coder_params=CtxParams(bytes(32), 4, 1 << 24))
 
 
 def test_header_unpack_rejects_lengths():

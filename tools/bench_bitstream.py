@@ -1,13 +1,19 @@
 """Benchmark the `.otok` coders: bits/token and M tokens/s (encode, decode) per coder.
 
-    python tools/bench_bitstream.py                      # synthetic 360p and 1080p grids (patch 8)
-    python tools/bench_bitstream.py --tokens grids.npy   # real token grids, int (S, h, w) or (1, S, h, w)
+    python tools/bench_bitstream.py                              # synthetic 360p and 1080p grids (patch 8)
+    python tools/bench_bitstream.py --tokens a.otok b.otok ...   # real token grids: .otok files, or .npy
+                                                                 # int (S, h, w) or (1, S, h, w)
 
 Synthetic streams: uniform tokens, and 70/80/90 % "same token as the previous step" (segments of 5 steps,
 codebook 8192 by default); the entropy bound of each stream is printed beside the ctx rows. `ctx+prior`
 starts from a prior table built from a separate sample of the same source (referenced by hash, as a model
 would ship it; not counted in the file size). Timings are the median of `--repeat` runs through the full
 writer and reader on an in-memory file.
+
+Real tokens (`--tokens`): per file raw, zstd, ctx, and `ctx+loo`: ctx with a prior built by
+`Prior.from_tokens` from the OTHER files given (leave-one-out; with a single file the prior is in-sample,
+shown as `ctx+self`, an optimistic stand-in). An .otok file brings its segment length and codebook size;
+for .npy, --gop and --codebook (default: max + 1) apply. The last column is the size against zstd.
 """
 
 from __future__ import annotations
@@ -15,12 +21,11 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
-import sys
 import time
 
 import numpy as np
 
-from otok.bitstream import Header, OtokWriter, Prior, read_tokens
+from otok.bitstream import Header, OtokWriter, Prior, read_header, read_tokens
 from otok.bitstream.synthetic import entropy_bound, repetition_grids
 
 GRIDS = {"360p": (45, 80), "1080p": (135, 240)}
@@ -64,30 +69,66 @@ def _rows(name: str, tokens: np.ndarray, k: int, gop: int, prior: Prior | None, 
         print(f"{name:<16} {coder:<10} {bits:8.3f} {enc:9.1f} {dec:9.1f}   {gap}", flush=True)
 
 
+def _load_tokens(path: str, gop: int, codebook: int | None) -> tuple[np.ndarray, int, int]:
+    """-> (tokens int64 (S, h, w), gop, K) from an .otok file (its header's gop and K) or an .npy."""
+    if path.endswith(".otok"):
+        header = read_header(path)
+        return read_tokens(path).astype(np.int64), header.gop, header.codebook_size
+    tokens = np.load(path)
+    tokens = tokens.reshape(tokens.shape[-3:]) if tokens.ndim == 4 and tokens.shape[0] == 1 else tokens
+    return tokens.astype(np.int64), gop, codebook or int(tokens.max()) + 1
+
+
+def _segments(tokens: np.ndarray, gop: int) -> list[np.ndarray]:
+    return [tokens[i:i + gop] for i in range(0, len(tokens), gop)] if gop else [tokens]
+
+
+def real_tokens(paths: list[str], gop: int, codebook: int | None, repeat: int) -> None:
+    """Per file: bytes and bits/token of raw, zstd, ctx and ctx with a leave-one-out prior."""
+    files = [(p, *_load_tokens(p, gop, codebook)) for p in paths]
+    print(f"{'file':<32} {'coder':<9} {'bytes':>9} {'bits/tok':>8} {'enc Mt/s':>9} {'dec Mt/s':>9}  {'vs zstd':>7}")
+    totals: dict[str, int] = {}
+    for path, tokens, g, k in files:
+        others = [seg for p, t, og, ok in files if p != path and ok == k for seg in _segments(t, og)]
+        label = "ctx+loo" if others else "ctx+self"
+        prior = Prior.from_tokens(others or _segments(tokens, g), k)
+        zstd_bytes = None
+        for coder, p in [("raw", None), ("zstd", None), ("ctx", None), (label, prior)]:
+            bits, enc, dec = bench(tokens, k, g, coder.split("+")[0], p, repeat)
+            size = round(bits * tokens.size / 8)
+            zstd_bytes = size if coder == "zstd" else zstd_bytes
+            totals[coder.replace("self", "loo")] = totals.get(coder.replace("self", "loo"), 0) + size
+            vs = f"{size / zstd_bytes - 1:+7.1%}" if zstd_bytes and coder != "zstd" else ""
+            name = path.rsplit("/", 1)[-1][:32]
+            print(f"{name:<32} {coder:<9} {size:>9,} {bits:8.3f} {enc:9.1f} {dec:9.1f}  {vs}", flush=True)
+    if len(files) > 1:
+        for coder, size in totals.items():
+            vs = f"{size / totals['zstd'] - 1:+7.1%}" if coder != "zstd" else ""
+            print(f"{'total':<32} {coder:<9} {size:>9,} {'':>8} {'':>9} {'':>9}  {vs}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tokens", help="a .npy of real token grids, int (S, h, w) or (1, S, h, w)")
-    ap.add_argument("--codebook", type=int, default=8192, help="codebook size K (default 8192; --tokens: max + 1)")
-    ap.add_argument("--gop", type=int, default=5, help="segment length in steps")
+    ap.add_argument("--tokens", nargs="+", metavar="FILE",
+                    help="real token grids: .otok files, or .npy int (S, h, w) / (1, S, h, w)")
+    ap.add_argument("--codebook", type=int, default=None,
+                    help="codebook size K (synthetic default 8192; .npy default max + 1)")
+    ap.add_argument("--gop", type=int, default=5, help="segment length in steps (synthetic and .npy)")
     ap.add_argument("--steps", type=int, default=50, help="synthetic steps per stream")
     ap.add_argument("--repeat", type=int, default=3, help="timing runs (the median is kept)")
     args = ap.parse_args(argv)
-    print(f"{'stream':<16} {'coder':<10} {'bits/tok':>8} {'enc Mt/s':>9} {'dec Mt/s':>9}   {'bound':>8} {'gap':>7}")
     if args.tokens:
-        tokens = np.load(args.tokens)
-        tokens = tokens.reshape(tokens.shape[-3:]) if tokens.ndim == 4 and tokens.shape[0] == 1 else tokens
-        k = args.codebook if "--codebook" in (argv or sys.argv) else int(tokens.max()) + 1
-        segments = [tokens[i:i + args.gop] for i in range(0, len(tokens), args.gop)] if args.gop else [tokens]
-        prior = Prior.from_tokens(segments, k)  # in-sample: an optimistic stand-in for the model's prior
-        _rows("file", tokens.astype(np.int64), k, args.gop, prior, None, args.repeat)
+        real_tokens(args.tokens, args.gop, args.codebook, args.repeat)
         return 0
+    k = args.codebook or 8192
+    print(f"{'stream':<16} {'coder':<10} {'bits/tok':>8} {'enc Mt/s':>9} {'dec Mt/s':>9}   {'bound':>8} {'gap':>7}")
     for grid_name, grid in GRIDS.items():
         for stream, rep in STREAMS.items():
-            tokens = repetition_grids(args.steps, grid, args.codebook, rep, args.gop, seed=1)
-            sample = repetition_grids(2 * args.gop, grid, args.codebook, rep, args.gop, seed=2)
-            prior = Prior.from_tokens([sample[i:i + args.gop] for i in range(0, len(sample), args.gop)], args.codebook)
-            bound = entropy_bound(args.steps, args.codebook, rep, args.gop)
-            _rows(f"{grid_name}/{stream}", tokens, args.codebook, args.gop, prior, bound, args.repeat)
+            tokens = repetition_grids(args.steps, grid, k, rep, args.gop, seed=1)
+            sample = repetition_grids(2 * args.gop, grid, k, rep, args.gop, seed=2)
+            prior = Prior.from_tokens([sample[i:i + args.gop] for i in range(0, len(sample), args.gop)], k)
+            bound = entropy_bound(args.steps, k, rep, args.gop)
+            _rows(f"{grid_name}/{stream}", tokens, k, args.gop, prior, bound, args.repeat)
     return 0
 
 

@@ -12,6 +12,8 @@ from .zstd import ZstdCoder
 CODERS: tuple[type[Coder], ...] = (RawCoder, ZstdCoder, CtxCoder, Float16ZstdCoder)
 _BY_ID = {c.coder_id: c for c in CODERS}
 _BY_NAME = {c.name: c for c in CODERS}
+# ids that named coders of earlier (pre-release) versions: refused with a message saying what to do
+_RETIRED = {2: "coder id 2 was the pre-release ctx coder; re-encode the source"}
 
 
 def coder_by_id(coder_id: int) -> type[Coder]:
@@ -19,6 +21,8 @@ def coder_by_id(coder_id: int) -> type[Coder]:
     try:
         return _BY_ID[coder_id]
     except KeyError:
+        if coder_id in _RETIRED:
+            raise UnsupportedError(_RETIRED[coder_id]) from None
         raise UnsupportedError(f"unknown coder id {coder_id}: the file needs a newer otok") from None
 
 

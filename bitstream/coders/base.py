@@ -62,6 +62,7 @@ class Coder:
 
     name: ClassVar[str]
     coder_id: ClassVar[int]
+    format_minor: ClassVar[int] = 0  # the format minor version that defines the coder (the writer's preamble)
     latent: ClassVar[bool] = False
     Params: ClassVar[type] = NoParams
 

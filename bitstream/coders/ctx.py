@@ -1,10 +1,11 @@
-"""`ctx` (id 2): context-adaptive ANS coding of token grids with constriction (SPEC.md, "ctx coder").
+"""`ctx` (id 4): context-adaptive ANS coding of token grids with constriction (SPEC.md, "ctx coder").
 
-Per step after a segment's first: a flag per position, "same token as the previous step", coded in two
-checkerboard passes whose contexts are known to the decoder before each pass (so each pass is a handful
-of vectorized calls, one per context); then the literals (tokens whose flag is 0) as sub-symbols. The
-first step of a segment is all literals. In a chunk, all flags come first (step by step), then all
-literals (step by step). Counts adapt after each pass / step and reset at segment starts.
+Per position of every step a mode: 0 T (same token as the previous step here), 1 U (same as the token
+above), 2 L (same as the token to the left), 3 literal. Modes are coded in two checkerboard passes whose
+contexts are known to the decoder before each pass (so each pass is a handful of vectorized calls); then
+the literals as sub-symbols. In a chunk, all modes come first (step by step), then all literals (step by
+step). Counts adapt after each pass (or round of a pass, while a context is fresh) / step and reset at
+segment starts.
 """
 
 from __future__ import annotations
@@ -19,28 +20,28 @@ from .. import timeline
 from ..errors import CorruptError, UsageError
 from . import ctx_model as cm
 from .base import Coder
-from .ctx_flags import FlagPlanes
+from .ctx_modes import ModePlanes, resolve_values
 
 Categorical = constriction.stream.model.Categorical
 AnsCoder = constriction.stream.stack.AnsCoder
 NO_PRIOR = bytes(32)
-# Flag models as a family: probabilities given per symbol when coding. With perfect=False a family
+# Mode models as a family: probabilities given per symbol when coding. With perfect=False a family
 # quantizes each row exactly as a fixed Categorical(row, perfect=False) would (constriction documents
 # that laziness does not change the semantics), so the bytes are those of per-context models.
-FLAG_FAMILY = Categorical(perfect=False)
+MODE_FAMILY = Categorical(perfect=False)
 
 
 @dataclass(frozen=True)
 class CtxParams:
     """prior_sha256: the prior table's SHA-256, zeros for none (uniform start). The limits bound the count
-    sums of a flag context and of a literal table (halving when exceeded): smaller adapts faster."""
+    sums of a mode context and of a literal table (halving when exceeded): smaller adapts faster."""
 
     prior_sha256: bytes = NO_PRIOR
-    flag_limit: int = 1 << 16
+    mode_limit: int = 1 << 16
     literal_limit: int = 1 << 24
 
     def pack(self) -> bytes:
-        return struct.pack("<32sII", self.prior_sha256, self.flag_limit, self.literal_limit)
+        return struct.pack("<32sII", self.prior_sha256, self.mode_limit, self.literal_limit)
 
     @classmethod
     def unpack(cls, data: bytes) -> CtxParams:
@@ -51,8 +52,8 @@ class CtxParams:
     def validate(self, header: object) -> None:
         if not isinstance(self.prior_sha256, bytes) or len(self.prior_sha256) != 32:
             raise UsageError("ctx prior_sha256 must be 32 bytes")
-        if not (2 <= self.flag_limit <= 1 << 30 and 2 <= self.literal_limit <= 1 << 30):
-            raise UsageError("ctx count limits must lie in 2..2**30")
+        if not (cm.NUM_MODES <= self.mode_limit <= 1 << 30 and 2 <= self.literal_limit <= 1 << 30):
+            raise UsageError(f"ctx count limits must lie in {cm.NUM_MODES}..2**30 (modes) and 2..2**30 (literals)")
         # Halving stops at all-ones tables: a limit below a table's size could never be met (a hang).
         alphabet = max(cm.part_layout(header.codebook_size).alphabets)
         if self.literal_limit < alphabet:
@@ -66,73 +67,71 @@ def _model(counts: np.ndarray) -> Categorical:
 
 
 class _State:
-    """Adaptive state inside a segment: reference grid, previous flags, flag and literal counts.
+    """Adaptive state inside a segment: reference grid, previous modes, mode and literal counts.
 
     Counts are float64 holding integers (exact), the dtype constriction takes, so no table is converted per
-    step; each literal table's sum is tracked so that the halving check does not re-sum it per step."""
+    step; the sums are tracked so that the halving check does not re-sum a table per pass or step."""
 
-    def __init__(self, flags: np.ndarray, parts: list[np.ndarray], part_sums: list[int]) -> None:
+    def __init__(self, modes: np.ndarray, parts: list[np.ndarray], part_sums: list[int]) -> None:
         self.ref: np.ndarray | None = None  # (h, w) int64, the previous step
-        self.prev: np.ndarray | None = None  # (h, w) uint8, the previous step's flags (None: none yet)
-        self.flags = flags.copy()  # (NUM_FLAG_CTX, 2) float64
+        self.prev: np.ndarray | None = None  # (h, w) uint8, the previous step's modes (encoder side)
+        self.modes = modes.copy()  # (NUM_MODE_CTX, NUM_MODES) float64
+        self.row_sums = self.modes.sum(axis=1)  # (NUM_MODE_CTX,) float64, kept equal to modes.sum(axis=1)
         self.parts = [t.copy() for t in parts]  # per sub-symbol (alphabet,) float64
         self.part_sums = list(part_sums)  # per sub-symbol, sum of its table
-        self.flag_sum = int(self.flags.sum())
+        self.max_bound = int(self.row_sums.max())  # at least the largest row sum (see _count_modes)
 
 
 class CtxCoder(Coder):
     name = "ctx"
-    coder_id = 2
+    coder_id = 4
+    format_minor = 1  # defined by format version 1.1
     Params = CtxParams
 
     def __init__(self, header, prior=None) -> None:
         super().__init__(header, prior)
         params: CtxParams = header.coder_params
-        self.flag_limit, self.literal_limit = params.flag_limit, params.literal_limit
+        self.mode_limit, self.literal_limit = params.mode_limit, params.literal_limit
         self.layout = cm.part_layout(header.codebook_size)
         if params.prior_sha256 == NO_PRIOR:
-            self._flag_init = np.ones((cm.NUM_FLAG_CTX, 2))
+            self._mode_init = np.ones((cm.NUM_MODE_CTX, cm.NUM_MODES))
             self._part_init = [np.ones(a) for a in self.layout.alphabets]
         elif prior is not None and prior.sha256 == params.prior_sha256:
-            self._flag_init = 1 + prior.flag_counts.astype(np.float64)
+            self._mode_init = 1 + prior.mode_counts.astype(np.float64)
             self._part_init = [1 + t.astype(np.float64) for t in prior.part_counts]
         else:
             raise UsageError(f"this stream needs the prior table {params.prior_sha256.hex()}, which was not given")
+        # Rows of a prior above the limit are halved before use, so every row starts within it: an update
+        # can then only push the rows it touches over the limit (pass A's update never halves a pass-B row).
+        cm.add_counts(self._mode_init, 0, self.mode_limit)
         self._part_init_sums = [int(t.sum()) for t in self._part_init]
-        self.pos_a, self.pos_b = cm.parity_positions(*header.grid)
-        self.parity_a = np.zeros(self.values_per_step, dtype=bool)
-        self.parity_a[self.pos_a] = True
-        self.parity_a = self.parity_a.reshape(header.grid)
-        self.planes = FlagPlanes(*header.grid)  # decoder-side flag contexts
-        self._key_bases: dict[tuple[int, bool], np.ndarray] = {}  # see _key_base
+        self.planes = ModePlanes(*header.grid)  # decoder-side mode contexts
         self.state: _State | None = None
         self.next_step = 0
 
     def _begin(self, first_step: int, n_steps: int) -> _State:
         """The state for a chunk of steps [first_step, first_step + n_steps) inside one segment."""
         if timeline.is_segment_start(first_step, self.header.gop):
-            self.state = _State(self._flag_init, self._part_init, self._part_init_sums)
+            self.state = _State(self._mode_init, self._part_init, self._part_init_sums)
             self.planes.reset()
         elif self.state is None or first_step != self.next_step:
             raise CorruptError(f"step {first_step} continues a segment whose earlier steps were not decoded")
         self.next_step = first_step + n_steps
         return self.state
 
-    def _after_a(self, st: _State, obs: np.ndarray, no_prev: bool) -> None:
-        """Count pass A; without previous flags, its context-0 counts also seed the no-previous B contexts."""
-        if no_prev:
-            obs = obs.copy()
-            obs[cm.NO_PREV_B] += obs[0]
-        self._count_flags(st, obs)
-
-    def _count_flags(self, st: _State, obs: np.ndarray) -> None:
-        """cm.add_counts(st.flags, obs, flag_limit). A row can only pass the limit once the whole table
-        has, so while the tracked table sum has not, the per-row check is skipped."""
-        st.flags += obs
-        st.flag_sum += int(obs.sum())
-        if st.flag_sum > self.flag_limit:
-            cm.add_counts(st.flags, 0, self.flag_limit)
-            st.flag_sum = int(st.flags.sum())
+    def _count_modes(self, st: _State, obs: np.ndarray, rows: slice | list[int], obs_sums: np.ndarray,
+                     total: int) -> None:
+        """cm.add_counts(st.modes[rows], obs, mode_limit), given obs.sum(axis=1) and its total. Only the rows
+        just updated can pass the limit, and only once their sums can: st.max_bound (at least the largest
+        row sum) spares the per-row check while it stays below the limit."""
+        st.modes[rows] += obs
+        st.row_sums[rows] += obs_sums
+        st.max_bound += total
+        if st.max_bound > self.mode_limit:
+            if (st.row_sums[rows] > self.mode_limit).any():
+                cm.add_counts(st.modes, 0, self.mode_limit)
+                st.row_sums = st.modes.sum(axis=1)
+            st.max_bound = int(st.row_sums.max())
 
     def _count_literals(self, st: _State, part: int, values: np.ndarray) -> None:
         """cm.add_counts(table, bincount(values), literal_limit), without a full-table add and sum per step."""
@@ -146,73 +145,138 @@ class CtxCoder(Coder):
     # -- encoding: work out every symbol and its model in decoding order, then push them in reverse ----
     def encode(self, steps: np.ndarray, first_step: int) -> bytes:
         steps = steps.astype(np.int64, copy=False)
-        n, shape = len(steps), self.header.grid
+        n = len(steps)
         st = self._begin(first_step, n)
-        skip = 0 if st.ref is not None else 1  # a segment's first step has no flags
-        flags = np.empty((n - skip,) + shape, dtype=np.uint8)
-        if skip == 0:
-            np.equal(steps[0], st.ref, out=flags[0].view(bool))
-        np.equal(steps[1:], steps[:-1], out=flags[1 - skip:].view(bool))
-        flag_symbols = self._flag_symbols(flags, st) if len(flags) else None
-        is_literal = np.ones((n, self.values_per_step), dtype=bool)
-        np.equal(flags.reshape(len(flags), self.values_per_step), 0, out=is_literal[skip:])
-        ends = np.cumsum(np.count_nonzero(is_literal, axis=1))
+        modes = cm.step_modes(steps, st.ref)
+        mode_symbols = self._mode_symbols(modes, st) if n else None
+        is_literal = modes.reshape(n, self.values_per_step) == cm.MODE_LIT
+        ends = np.cumsum(np.count_nonzero(is_literal, axis=1)).tolist()
         parts = cm.split_parts(steps.reshape(n, -1)[is_literal], self.layout)
         literal_ops = []
         for i in range(n):
+            lo = ends[i - 1] if i else 0
             for part, values in enumerate(parts):
-                chunk = values[ends[i - 1] if i else 0:ends[i]]
-                literal_ops.append((chunk, _model(st.parts[part])))
-                self._count_literals(st, part, chunk)
-        st.ref = steps[-1]
+                chunk = values[lo:ends[i]]
+                if len(chunk):
+                    literal_ops.append((chunk, _model(st.parts[part])))
+                    self._count_literals(st, part, chunk)
+        if n:
+            st.ref = steps[-1]
         coder = AnsCoder()
-        for symbols, model in reversed(literal_ops):  # literals come after all flags of the chunk
+        for symbols, model in reversed(literal_ops):  # literals come after all modes of the chunk
             coder.encode_reverse(symbols, model)
-        if flag_symbols is not None:
-            _encode_flags_reverse(coder, *flag_symbols)
+        if mode_symbols is not None:
+            _encode_modes_reverse(coder, *mode_symbols)
         return coder.get_compressed().astype("<u4").tobytes()
 
-    def _flag_symbols(self, flags: np.ndarray, st: _State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All flags of a chunk in decoding order, grouped by (step, context):
-        -> (bits int32 (N,), group sizes (m * NUM_FLAG_CTX,), count rows of the groups (m * NUM_FLAG_CTX, 2)).
+    def _mode_symbols(self, modes: np.ndarray, st: _State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All modes of a chunk in decoding order, in groups that each use one count row:
+        -> (modes int32 (N,), group sizes (G,), count rows of the groups (G, 4)).
 
-        Contexts are computed on whole raster grids: pass A at parity-0 positions, pass B at parity-1
-        positions (whose 4 neighbours are all parity 0). Sorting by key = NUM_FLAG_CTX * step + context
-        with a stable sort gives the decoder's order: per step, A contexts (0..10) before B contexts
-        (11..25), raster order inside a context.
+        Contexts are computed on whole grids (pass A at (i + j) even, pass B at odd). Per step, a stable
+        sort by context lists every context's modes in raster order, pass-A contexts (0..124) before
+        pass-B ones (125..249): the decoder's order when both passes take one round. Pass A's counts
+        change only pass-A rows, so the counts before the step serve both passes then. Passes that
+        need more rounds take their symbols round by round from the sorted step (_pass_in_rounds).
+        This is the general path, for chunks in which a count row may halve; see _mode_symbols_no_halving.
         """
-        m = len(flags)
-        prev = np.concatenate([np.zeros_like(flags[:1]) if st.prev is None else st.prev[None], flags[:-1]])
-        # pass A: 1 + 5 * prev + n(prev); pass B: 11 + 3 * n(flags) + prev (the constants are in the key base)
-        key = np.where(self.parity_a, 5 * prev + cm.neighbour_sum(prev), 3 * cm.neighbour_sum(flags) + prev)
-        base = self._key_base(m, st.prev is None)
-        key = key.astype(base.dtype, copy=False)
-        key += base
-        key = key.reshape(-1)
-        bits = flags.reshape(-1)
-        obs = np.bincount(2 * key.astype(np.intp) + bits, minlength=2 * cm.NUM_FLAG_CTX * m).reshape(m, -1, 2)
-        tables = np.empty((m, cm.NUM_FLAG_CTX, 2))  # the counts each (step, context) is coded with
+        m, nctx = len(modes), cm.NUM_MODE_CTX
+        ctx = cm.mode_contexts(modes, st.prev).reshape(m, -1)
+        flat = modes.reshape(m, -1)
+        key = ctx.astype(np.intp)
+        key *= cm.NUM_MODES
+        key += flat
+        key += (cm.NUM_MODES * nctx) * np.arange(m)[:, None]
+        obs = np.bincount(key.reshape(-1), minlength=cm.NUM_MODES * nctx * m).reshape(m, nctx, cm.NUM_MODES)
+        sizes = obs.sum(axis=2)  # (m, NUM_MODE_CTX) symbols per (step, context)
+        totals = sizes.sum(axis=0)
+        if (st.row_sums + totals <= self.mode_limit).all():
+            return self._mode_symbols_no_halving(modes, st, ctx, obs, sizes, totals)
+        symbols, group_sizes, group_rows = [], [], []
         for i in range(m):
-            tables[i, :cm.CTX_A] = st.flags[:cm.CTX_A]  # pass A models see the counts before the step
-            self._after_a(st, np.where(_A_ROWS, obs[i], 0), no_prev=(i == 0 and st.prev is None))
-            tables[i, cm.CTX_A:] = st.flags[cm.CTX_A:]  # pass B models see pass A's update
-            self._count_flags(st, np.where(_A_ROWS, 0, obs[i]))
-        st.prev = flags[-1]
-        sorted_bits = bits[np.argsort(key, kind="stable")].astype(np.int32)
-        return sorted_bits, obs.reshape(-1, 2).sum(axis=1), tables.reshape(-1, 2)
+            by_ctx = flat[i].take(np.argsort(ctx[i], kind="stable"))
+            if (sizes[i] <= cm.PIECE_FACTOR * st.row_sums).all():  # one round per pass
+                symbols.append(by_ctx)
+                group_sizes.append(sizes[i])
+                group_rows.append(st.modes.copy())
+                self._count_modes(st, obs[i], slice(None), sizes[i], flat.shape[1])
+                continue
+            starts = np.cumsum(sizes[i]) - sizes[i]
+            for rows in cm.PASS_ROWS:
+                self._pass_in_rounds(st, by_ctx, sizes[i, rows], starts[rows], rows, None,
+                                     symbols, group_sizes, group_rows)
+        st.prev = modes[-1]
+        return np.concatenate(symbols).astype(np.int32), np.concatenate(group_sizes), np.concatenate(group_rows)
 
-    def _key_base(self, m: int, no_prev: bool) -> np.ndarray:
-        """(m, h, w) sort keys less the flag terms: NUM_FLAG_CTX * step + 1 (pass A) or CTX_A (pass B), with
-        step 0 at 0 and CTX_A + 2 when there are no previous flags; uint8 when it fits (a one-pass radix sort)."""
-        cached = self._key_bases.get((m, no_prev))
-        if cached is None:
-            base = np.where(self.parity_a, 1, cm.CTX_A) + cm.NUM_FLAG_CTX * np.arange(m)[:, None, None]
-            if no_prev:
-                base[0] = np.where(self.parity_a, 0, cm.CTX_A + 2)
-            groups = m * cm.NUM_FLAG_CTX
-            key_type = np.uint8 if groups <= 256 else np.uint16 if groups <= 1 << 16 else np.int64
-            cached = self._key_bases[(m, no_prev)] = base.astype(key_type)
-        return cached
+    def _pass_in_rounds(self, st: _State, by_ctx: np.ndarray, n_c: np.ndarray, starts: np.ndarray, rows: slice,
+                        base: np.ndarray | None, symbols: list, group_sizes: list, group_rows: list) -> None:
+        """Append the groups of a pass in rounds (cm.round_pieces) to symbols / group_sizes / group_rows.
+
+        by_ctx: the step's modes in context order, where context c of the pass starts at starts[c] and
+        has n_c[c] modes. base: the pass's count rows at its start when no row can reach the halving
+        limit (the rows of later rounds are then base plus what earlier pieces showed, and st is left
+        alone), or None: take the rows from st and update st after each round, as the decoder does."""
+        table = st.modes[rows].copy() if base is None else base
+        first, later = cm.round_pieces(n_c, st.row_sums[rows] if base is None else base.sum(axis=1))
+        starts = starts.tolist()
+        done = {c: int(first[c]) for c, _ in later[0]} if later else {}
+        cuts, lo = [], int(starts[0])  # round 0: each context's first piece, in context order
+        for c in done:
+            cuts.append(by_ctx[lo:starts[c] + done[c]])
+            lo = starts[c] + int(n_c[c])
+        cuts.append(by_ctx[lo:starts[-1] + int(n_c[-1])])
+        piece = np.concatenate(cuts)
+        symbols.append(piece)
+        group_sizes.append(first)
+        group_rows.append(table)
+        if base is None:
+            seen = np.bincount(np.repeat(_GID4, first) + piece, minlength=cm.NUM_MODES * _PASS_CONTEXTS)
+            self._count_modes(st, seen.reshape(-1, cm.NUM_MODES), rows, first, len(piece))
+        for rnd in later:
+            contexts = [rows.start + c for c, _ in rnd]
+            qs = np.array([q for _, q in rnd])
+            pieces = [by_ctx[starts[c] + done[c]:starts[c] + done[c] + q] for c, q in rnd]
+            if base is None:
+                group_rows.append(st.modes[contexts])
+            else:
+                shown = [np.bincount(by_ctx[starts[c]:starts[c] + done[c]], minlength=cm.NUM_MODES) for c, _ in rnd]
+                group_rows.append(base[[c for c, _ in rnd]] + np.stack(shown))
+            symbols.extend(pieces)
+            group_sizes.append(qs)
+            if base is None:
+                seen = np.stack([np.bincount(p, minlength=cm.NUM_MODES) for p in pieces])
+                self._count_modes(st, seen, contexts, qs, int(qs.sum()))
+            for c, q in rnd:
+                done[c] += q
+
+    def _mode_symbols_no_halving(self, modes: np.ndarray, st: _State, ctx: np.ndarray, obs: np.ndarray,
+                                 sizes: np.ndarray, totals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """_mode_symbols when no count row can reach the halving limit in this chunk: the counts at each
+        step's start are running sums (rounds add the same observations, only in pieces), so every table is
+        known up front and a pass in rounds needs no sequential updates."""
+        m = len(modes)
+        flat = modes.reshape(m, -1)
+        before = np.cumsum(obs, axis=0)
+        before -= obs
+        tables = before + st.modes  # (m, NUM_MODE_CTX, 4): the counts at each step's start
+        step_sums = tables.sum(axis=2)
+        one_round = (sizes <= cm.PIECE_FACTOR * step_sums).all(axis=1).tolist()
+        symbols, group_sizes, group_rows = [], [], []
+        for i in range(m):
+            by_ctx = flat[i].take(np.argsort(ctx[i], kind="stable"))
+            if one_round[i]:
+                symbols.append(by_ctx)
+                group_sizes.append(sizes[i])
+                group_rows.append(tables[i])
+                continue
+            starts = np.cumsum(sizes[i]) - sizes[i]
+            for rows in cm.PASS_ROWS:
+                self._pass_in_rounds(st, by_ctx, sizes[i, rows], starts[rows], rows, tables[i, rows],
+                                     symbols, group_sizes, group_rows)
+        self._count_modes(st, obs.sum(axis=0), slice(None), totals, flat.size)
+        st.prev = modes[-1]
+        return (np.concatenate(symbols).astype(np.int32), np.concatenate(group_sizes),
+                np.concatenate(group_rows))
 
     # -- decoding -------------------------------------------------------------------------------------
     def decode(self, payload: bytes, first_step: int, n_steps: int) -> np.ndarray:
@@ -223,106 +287,164 @@ class CtxCoder(Coder):
         except ValueError as e:
             raise CorruptError(f"ctx chunk data is invalid: {e}") from None
         st = self._begin(first_step, n_steps)
-        misses = [None if i == 0 and st.ref is None else self._decode_flags(coder, st) for i in range(n_steps)]
-        out = np.empty((n_steps, self.values_per_step), dtype=np.int64)
-        for i, miss in enumerate(misses):
-            if miss is None:
-                out[i] = self._decode_literals(coder, st, self.values_per_step)
-            else:
-                out[i] = out[i - 1] if i else st.ref.reshape(-1)
-                out[i, miss] = self._decode_literals(coder, st, len(miss))
-        out = out.reshape((n_steps,) + self.header.grid)
-        st.ref = out[-1]
+        h, w = self.header.grid
+        modes = np.empty((n_steps, h, w), dtype=np.uint8)
+        for i in range(n_steps):
+            self._decode_modes(coder, st, modes[i])
+        self._check_modes(modes, st.ref is None)
+        flat = modes.reshape(n_steps, -1)
+        counts = np.count_nonzero(flat == cm.MODE_LIT, axis=1).tolist()
+        literals = np.concatenate([self._decode_literals(coder, st, c) for c in counts]) if n_steps else None
+        ref = None if st.ref is None else st.ref.reshape(-1)
+        out = resolve_values(flat, literals, ref, w).reshape(n_steps, h, w)
+        if n_steps:
+            st.ref = out[-1]
         if not coder.is_empty():
             raise CorruptError("ctx chunk has data left over after its last step")
         return out
 
-    def _decode_flags(self, coder: AnsCoder, st: _State) -> np.ndarray:
-        """One step's flags (pass A, count, pass B, count) -> flat indices of its literals (zero flags)."""
+    def _decode_modes(self, coder: AnsCoder, st: _State, out: np.ndarray) -> None:
+        """One step's modes (pass A, pass B, each counted as it goes) into `out` (h, w)."""
         planes = self.planes
-        had_prev = planes.begin_step()
-        obs, bits = _decode_pass(coder, planes.contexts_a(), st.flags)
-        planes.write_a(bits)
-        self._after_a(st, obs, no_prev=not had_prev)
-        obs, bits = _decode_pass(coder, planes.contexts_b(), st.flags)
-        planes.write_b(bits)
-        self._count_flags(st, obs)
-        return planes.end_step()
+        planes.begin_step()
+        rows_a, rows_b = cm.PASS_ROWS
+        planes.write_a(self._decode_pass(coder, st, planes.contexts_a(), rows_a, planes.first))
+        planes.write_b(self._decode_pass(coder, st, planes.contexts_b(), rows_b))  # local contexts
+        planes.end_step(out)
+
+    def _decode_pass(self, coder: AnsCoder, st: _State, ctx: np.ndarray, rows: slice,
+                     one_context: bool = False) -> np.ndarray:
+        """Decode one pass: round by round, the next piece of each context's modes (contexts ascending,
+        raster order inside a context), then the counts of the round. -> modes in position order.
+
+        ctx: the pass's contexts less rows.start (uint8, n); one_context: they are all the same (the
+        context order is the position order)."""
+        n = len(ctx)
+        if not n:
+            return ctx
+        n_c = np.bincount(ctx, minlength=_PASS_CONTEXTS)
+        if (n_c <= cm.PIECE_FACTOR * st.row_sums[rows]).all():  # one round: the common case
+            decoded = _decode_groups(coder, n_c, st.modes[rows])
+            seen = np.bincount(np.repeat(_GID4, n_c) + decoded, minlength=cm.NUM_MODES * _PASS_CONTEXTS)
+            self._count_modes(st, seen.reshape(-1, cm.NUM_MODES), rows, n_c, n)
+            if one_context:
+                return decoded
+            modes = np.empty(n, dtype=np.int32)
+            modes[np.argsort(ctx, kind="stable")] = decoded
+            return modes
+        decoded = self._decode_rounds(coder, st, n_c, rows)
+        modes = np.empty(n, dtype=np.int32)
+        modes[np.argsort(ctx, kind="stable")] = decoded
+        return modes
+
+    def _decode_rounds(self, coder: AnsCoder, st: _State, n_c: np.ndarray, rows: slice) -> np.ndarray:
+        """A pass in rounds (cm.round_pieces), counted after each round -> modes in context order."""
+        first, later = cm.round_pieces(n_c, st.row_sums[rows])
+        piece = _decode_groups(coder, first, st.modes[rows])
+        seen = np.bincount(np.repeat(_GID4, first) + piece, minlength=cm.NUM_MODES * _PASS_CONTEXTS)
+        self._count_modes(st, seen.reshape(-1, cm.NUM_MODES), rows, first, len(piece))
+        starts = (np.cumsum(n_c) - n_c).tolist()
+        decoded = np.empty(int(n_c.sum()), dtype=np.int32)
+        done = {c: int(first[c]) for c, _ in later[0]}
+        lo = at = 0  # round 0: each context's first piece, in context order
+        for c in done:
+            end = starts[c] + done[c]
+            decoded[lo:end] = piece[at:at + end - lo]
+            at += end - lo
+            lo = starts[c] + int(n_c[c])
+        decoded[lo:] = piece[at:]
+        for rnd in later:
+            contexts = [rows.start + c for c, _ in rnd]
+            qs = np.array([q for _, q in rnd])
+            table = st.modes[contexts]
+            if len(rnd) == 1:
+                piece = coder.decode(_model(table[0]), int(qs[0]))
+            else:
+                piece = coder.decode(MODE_FAMILY, np.repeat(table, qs, axis=0))
+            seen = np.empty((len(rnd), cm.NUM_MODES), dtype=np.int64)
+            at = 0
+            for k, (c, q) in enumerate(rnd):
+                decoded[starts[c] + done[c]:starts[c] + done[c] + q] = piece[at:at + q]
+                seen[k] = np.bincount(piece[at:at + q], minlength=cm.NUM_MODES)
+                done[c] += q
+                at += q
+            self._count_modes(st, seen, contexts, qs, at)
+        return decoded
+
+    @staticmethod
+    def _check_modes(modes: np.ndarray, first_is_key: bool) -> None:
+        """A mode whose source is not there (T without a previous step, U in row 0, L in column 0) is damage."""
+        if (modes[:, 0, :] == cm.MODE_U).any() or (modes[:, :, 0] == cm.MODE_L).any() or (
+                first_is_key and len(modes) and (modes[0] == cm.MODE_T).any()):
+            raise CorruptError("ctx chunk has a mode that refers to a token outside the segment or grid")
 
     def _decode_literals(self, coder: AnsCoder, st: _State, n: int) -> np.ndarray:
+        if not n:
+            return np.zeros(0, dtype=np.int64)
         parts = []
         for part in range(self.layout.count):
             values = coder.decode(_model(st.parts[part]), n)
             self._count_literals(st, part, values)
             parts.append(values)
         if self.layout.count == 1:  # a single part's alphabet is the codebook: always in range
-            return parts[0]
+            return parts[0].astype(np.int64)
         return self.check_range(cm.join_parts(parts, self.layout))
 
 
-_A_ROWS = (np.arange(cm.NUM_FLAG_CTX) < cm.CTX_A)[:, None]  # (NUM_FLAG_CTX, 1): rows of pass-A contexts
-
-
-# Flags are coded in groups of one count row each (a context in a pass of a step), in the decoder's
+# Modes are coded in groups of one count row each (a context in a pass of a step), in the decoder's
 # order. A large group is one call with a fixed model; runs of small groups go in one call of the model
 # family with a probability row per symbol (the family quantizes each row exactly as a fixed model
-# would, so the split changes no byte). Per symbol the family costs about twice a fixed model; per
-# call a fixed model costs a few microseconds: the threshold balances the two.
-BIG_GROUP = 256
+# would, so the split changes no byte). Per symbol the family costs more than a fixed model; per call a
+# fixed model costs a few microseconds: the threshold balances the two.
+BIG_GROUP_ENCODE = 256
+BIG_GROUP_DECODE = 64
+_PASS_CONTEXTS = cm.CTX_A  # contexts per pass (both passes have 125)
+_GID4 = cm.NUM_MODES * np.arange(_PASS_CONTEXTS)
 
 
-def _call_plan(sizes: list[int]) -> list[tuple[int, int]]:
-    """Group ranges [lo, hi) to code in one call each: a group of >= BIG_GROUP symbols alone, each
-    maximal run of smaller ones (empty groups included) together."""
-    plan, lo = [], None
-    for g, size in enumerate(sizes):
-        if size >= BIG_GROUP:
-            if lo is not None:
-                plan.append((lo, g))
-                lo = None
-            plan.append((g, g + 1))
-        elif size and lo is None:
-            lo = g
-    if lo is not None:
-        plan.append((lo, len(sizes)))
+def _call_plan(sizes: np.ndarray, ends: np.ndarray, big_group: int) -> list[tuple[int, int]]:
+    """Group ranges [lo, hi) to code in one call each: a group of >= big_group symbols alone, each
+    stretch of smaller ones between them (empty groups included) together when it holds any symbol.
+    ends: np.cumsum(sizes)."""
+    big = np.flatnonzero(sizes >= big_group).tolist()
+    plan, lo = [], 0
+    for b in big + [len(sizes)]:
+        if lo < b and ends[b - 1] > (ends[lo - 1] if lo else 0):
+            plan.append((lo, b))
+        if b < len(sizes):
+            plan.append((b, b + 1))
+        lo = b + 1
     return plan
 
 
-def _encode_flags_reverse(coder: AnsCoder, bits: np.ndarray, sizes: np.ndarray, rows: np.ndarray) -> None:
-    """Push flags `bits` (decoding order) in groups of `sizes` coded with count `rows`, last group first."""
-    sizes_list = sizes.tolist()
-    ends = np.cumsum(sizes).tolist()
-    for lo, hi in reversed(_call_plan(sizes_list)):
-        a, b = ends[lo] - sizes_list[lo], ends[hi - 1]
+def _encode_modes_reverse(coder: AnsCoder, symbols: np.ndarray, sizes: np.ndarray, rows: np.ndarray) -> None:
+    """Push modes `symbols` (decoding order) in groups of `sizes` coded with count `rows`, last group first."""
+    ends = np.cumsum(sizes)
+    for lo, hi in reversed(_call_plan(sizes, ends, BIG_GROUP_ENCODE)):
+        a, b = (int(ends[lo - 1]) if lo else 0), int(ends[hi - 1])
         if hi - lo == 1:
-            coder.encode_reverse(bits[a:b], _model(rows[lo]))
+            coder.encode_reverse(symbols[a:b], _model(rows[lo]))
         else:
-            coder.encode_reverse(bits[a:b], FLAG_FAMILY, np.repeat(rows[lo:hi], sizes[lo:hi], axis=0))
+            coder.encode_reverse(symbols[a:b], MODE_FAMILY, np.repeat(rows[lo:hi], sizes[lo:hi], axis=0))
 
 
-def _decode_pass(coder: AnsCoder, ctx2: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one pass: the flags of each context in turn (ascending), back to position order.
-
-    ctx2: 2 * context (uint8, n) -> (observed counts (NUM_FLAG_CTX, 2) int64, flags uint8 (n,))."""
-    if not len(ctx2):
-        return np.zeros((cm.NUM_FLAG_CTX, 2), dtype=np.int64), np.zeros(0, dtype=np.uint8)
-    sizes = np.bincount(ctx2, minlength=2 * cm.NUM_FLAG_CTX)[::2]
-    sizes_list = sizes.tolist()
-    if len(ctx2) in sizes_list:  # one context only (e.g. nothing repeats): no reordering or counting
-        c = sizes_list.index(len(ctx2))
-        bits = coder.decode(_model(table[c]), len(ctx2)).astype(np.uint8)
-        obs = np.zeros((cm.NUM_FLAG_CTX, 2), dtype=np.int64)
-        ones = int(np.count_nonzero(bits))
-        obs[c] = (len(ctx2) - ones, ones)
-        return obs, bits
+def _decode_groups(coder: AnsCoder, sizes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Decode groups of `sizes` symbols coded with count `rows`, one after another -> int32 symbols."""
+    big = np.flatnonzero(sizes >= BIG_GROUP_DECODE).tolist()
+    if not big:  # one call of the family
+        return coder.decode(MODE_FAMILY, np.repeat(rows, sizes, axis=0))
     ends = np.cumsum(sizes).tolist()
-    decoded = np.empty(len(ctx2), dtype=np.int32)  # in decoding order
-    for lo, hi in _call_plan(sizes_list):
-        a, b = ends[lo] - sizes_list[lo], ends[hi - 1]
-        if hi - lo == 1:
-            decoded[a:b] = coder.decode(_model(table[lo]), b - a)
-        else:
-            decoded[a:b] = coder.decode(FLAG_FAMILY, np.repeat(table[lo:hi], sizes[lo:hi], axis=0))
-    bits = np.empty(len(ctx2), dtype=np.uint8)
-    bits[np.argsort(ctx2, kind="stable")] = decoded
-    return np.bincount(ctx2 + bits, minlength=2 * cm.NUM_FLAG_CTX).reshape(cm.NUM_FLAG_CTX, 2), bits
+    if len(big) == 1 and sizes[big[0]] == ends[-1]:  # one group only
+        return coder.decode(_model(rows[big[0]]), ends[-1])
+    out = np.empty(ends[-1], dtype=np.int32)
+    lo = 0
+    for b in big + [len(sizes)]:
+        start = ends[lo - 1] if lo else 0
+        if b > lo and ends[b - 1] > start:  # the smaller groups before b
+            out[start:ends[b - 1]] = coder.decode(MODE_FAMILY, np.repeat(rows[lo:b], sizes[lo:b], axis=0))
+        if b < len(sizes):
+            start = ends[b - 1] if b else 0
+            out[start:ends[b]] = coder.decode(_model(rows[b]), ends[b] - start)
+        lo = b + 1
+    return out
+

@@ -1,5 +1,11 @@
-"""The integer probability model of the `ctx` coder (SPEC.md, "ctx coder"): flag contexts, sub-symbol
-layout of large codebooks, and adaptive counts. Shared by the coder and by `Prior.from_tokens`."""
+"""The integer probability model of the `ctx` coder (SPEC.md, "ctx coder"): modes and their contexts,
+sub-symbol layout of large codebooks, and adaptive counts. Shared by the coder and by `Prior.from_tokens`.
+
+Every position of a step has a mode: 0 = T (the token of the previous step at this place), 1 = U (the
+token above), 2 = L (the token to the left), 3 = a literal. The encoder takes the first that holds, in
+that order (T only when the segment has a previous step, U only below the first row, L only right of the
+first column).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,17 @@ import numpy as np
 from .. import bitpack
 
 MAX_PART_BITS = 14
-CTX_A = 11  # contexts of pass A (checkerboard parity 0): 0 = no previous flags, 1 + 5 * g + n(g)
-CTX_B = 15  # contexts of pass B (parity 1): 11 + 3 * n(f) + (g or 2 when there are no previous flags)
-NUM_FLAG_CTX = CTX_A + CTX_B
+MODE_T, MODE_U, MODE_L, MODE_LIT = 0, 1, 2, 3
+NUM_MODES = 4
+NONE = 4  # a mode that is not there: outside the grid, or no previous step in the segment
+CTX_A = 125  # contexts of pass A ((i + j) even): 25 * P(i, j) + 5 * P(i - 1, j) + P(i, j - 1)
+CTX_B = 125  # contexts of pass B ((i + j) odd): 125 + 25 * M(i - 1, j) + 5 * M(i, j - 1) + P(i, j)
+NUM_MODE_CTX = CTX_A + CTX_B
+FIRST_A = 25 * NONE + 5 * NONE + NONE  # the pass-A context of every position of a segment's first step
+PASS_ROWS = (slice(0, CTX_A), slice(CTX_A, NUM_MODE_CTX))  # the count rows of pass A and of pass B
+# A pass is coded in rounds (see round_pieces): with counts of some weight (a prior, or a few steps seen)
+# that is the whole pass in one round; fresh contexts learn within the pass.
+PIECE_FACTOR = 8
 
 
 @dataclass(frozen=True)
@@ -60,34 +74,74 @@ def parity_positions(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)
 
 
-def neighbour_sum(flags: np.ndarray) -> np.ndarray:
-    """flags (..., h, w) of 0/1 -> uint8 (..., h, w): set 4-neighbours (up, down, left, right; outside = 0)."""
-    out = np.zeros(flags.shape, dtype=np.uint8)
-    out[..., 1:, :] += flags[..., :-1, :]
-    out[..., :-1, :] += flags[..., 1:, :]
-    out[..., :, 1:] += flags[..., :, :-1]
-    out[..., :, :-1] += flags[..., :, 1:]
-    return out
+@lru_cache(maxsize=16)
+def parity_a(h: int, w: int) -> np.ndarray:
+    """bool (h, w): True at pass-A positions ((i + j) even)."""
+    return (np.add.outer(np.arange(h), np.arange(w)) & 1) == 0
 
 
-def contexts_a(prev: np.ndarray | None, pos: np.ndarray) -> np.ndarray:
-    """Pass-A contexts (uint8) at flat positions `pos` from the previous step's flags `prev` (..., h, w);
-    None (no previous flags) gives context 0 everywhere."""
-    if prev is None:
-        return np.zeros(pos.shape, dtype=np.uint8)
-    flat = prev.reshape(prev.shape[:-2] + (-1,))
-    return 1 + 5 * flat[..., pos] + neighbour_sum(prev).reshape(flat.shape)[..., pos]
+def step_modes(steps: np.ndarray, ref: np.ndarray | None) -> np.ndarray:
+    """Modes of steps (n, h, w) -> uint8 (n, h, w). `ref` (h, w) is the step before steps[0] in its
+    segment (None when steps[0] starts a segment); steps[k] refers to steps[k - 1] for k > 0."""
+    modes = np.full(steps.shape, MODE_LIT, dtype=np.uint8)
+    # lowest priority first, so that a higher one overwrites: L, then U, then T
+    np.copyto(modes[..., :, 1:], MODE_L, where=steps[..., :, 1:] == steps[..., :, :-1])
+    np.copyto(modes[..., 1:, :], MODE_U, where=steps[..., 1:, :] == steps[..., :-1, :])
+    np.copyto(modes[1:], MODE_T, where=steps[1:] == steps[:-1])
+    if ref is not None and len(steps):
+        np.copyto(modes[0], MODE_T, where=steps[0] == ref)
+    return modes
 
 
-def contexts_b(cur: np.ndarray, prev: np.ndarray | None, pos: np.ndarray) -> np.ndarray:
-    """Pass-B contexts (uint8) at flat positions `pos`: set 4-neighbours in this step's flags `cur` (..., h, w)
-    (only pass-A positions are read) and the previous step's flag at the same place (2 when there is none)."""
-    nb = neighbour_sum(cur).reshape(cur.shape[:-2] + (-1,))[..., pos]
-    here = 2 if prev is None else prev.reshape(prev.shape[:-2] + (-1,))[..., pos]
-    return (CTX_A + 3 * nb + here).astype(np.uint8)
+def mode_contexts(modes: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
+    """Contexts (uint8 (n, h, w), 0..249) of the modes (n, h, w) of consecutive steps of a segment: pass A
+    at (i + j) even, pass B at (i + j) odd. `prev` (h, w): the modes of the step before modes[0] (None:
+    modes[0] starts a segment); modes[k] has previous modes modes[k - 1] for k > 0."""
+    n, h, w = modes.shape
+    # P: each step's previous modes, bordered by NONE above and to the left -> (n, h + 1, w + 1)
+    pp = np.full((n, h + 1, w + 1), NONE, dtype=np.uint8)
+    if prev is not None:
+        pp[0, 1:, 1:] = prev
+    pp[1:, 1:, 1:] = modes[:-1]
+    mp = np.full((n, h + 1, w + 1), NONE, dtype=np.uint8)
+    mp[:, 1:, 1:] = modes
+    p_here = pp[:, 1:, 1:]
+    ctx_a = 25 * p_here + 5 * pp[:, :-1, 1:] + pp[:, 1:, :-1]
+    ctx_b = CTX_A + 25 * mp[:, :-1, 1:] + 5 * mp[:, 1:, :-1] + p_here
+    return np.where(parity_a(h, w), ctx_a, ctx_b)
 
 
-NO_PREV_B = np.array([CTX_A + 3 * n + 2 for n in range(5)])  # pass-B contexts used when there are no previous flags
+def round_pieces(sizes: np.ndarray, sums: np.ndarray) -> tuple[np.ndarray, list[list[tuple[int, int]]]]:
+    """How a pass splits into rounds.
+
+    sizes: the pass's symbols per context; sums: each context's count sum at the start of the pass.
+    Round k takes from context c the next q = min(left, PIECE_FACTOR * b) of its symbols, where b is the
+    sum at the start of the pass plus the symbols of c in earlier rounds (halving is not applied to b,
+    so the split does not depend on the symbols). A pass with sizes <= PIECE_FACTOR * sums is one round.
+    -> (round 0's piece of every context (int64 array), the later rounds: [(context, piece), ...] each,
+    contexts ascending).
+    """
+    budget = sums.astype(np.int64)
+    first = np.minimum(sizes, PIECE_FACTOR * budget)
+    later: list[list[tuple[int, int]]] = []
+    left = {c: int(sizes[c] - first[c]) for c in np.flatnonzero(first < sizes).tolist()}
+    spent = {c: int(budget[c] + first[c]) for c in left}
+    while left:
+        later.append([])
+        for c in list(left):
+            q = min(left[c], PIECE_FACTOR * spent[c])
+            later[-1].append((c, q))
+            spent[c] += q
+            left[c] -= q
+            if not left[c]:
+                del left[c]
+    return first, later
+
+
+def mode_observations(ctx: np.ndarray, modes: np.ndarray) -> np.ndarray:
+    """Counts (NUM_MODE_CTX, NUM_MODES) int64 of modes per context (any matching shapes)."""
+    key = ctx.reshape(-1).astype(np.intp) * NUM_MODES + modes.reshape(-1)
+    return np.bincount(key, minlength=NUM_MODE_CTX * NUM_MODES).reshape(NUM_MODE_CTX, NUM_MODES)
 
 
 def add_counts(table: np.ndarray, observed: np.ndarray, limit: int) -> None:
@@ -104,14 +158,3 @@ def add_counts(table: np.ndarray, observed: np.ndarray, limit: int) -> None:
         if not over.any():
             return
         rows[over] = (rows[over] + 1) // 2  # == (c + 1) >> 1 on integers, also exact on float64 integers
-
-
-def flag_observations(ctx: np.ndarray, flags: np.ndarray) -> np.ndarray:
-    """Counts (NUM_FLAG_CTX, 2) of flag values per context."""
-    return np.bincount(ctx.astype(np.int64) * 2 + flags, minlength=2 * NUM_FLAG_CTX).reshape(NUM_FLAG_CTX, 2)
-
-
-def step_flags(grid: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """(h, w) uint8: 1 where the token equals the previous step's token at the same place."""
-    return (grid == ref).view(np.uint8)
-
