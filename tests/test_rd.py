@@ -134,3 +134,33 @@ def test_annexb_split_keeps_every_byte():
     assert rd.sei_text(nals[1]) == "x264 - core 165 - opts"
     sei = "x265 (build 216) - 4.2+1-e444744:[Linux][GCC 14.2.1][64 bit] 8bit - H.265/HEVC codec"
     assert rd.encoder_version(sei) == "x265 (build 216) - 4.2+1-e444744"
+
+
+def test_rd_end_to_end_at_a_short_side(tmp_path):
+    """rd.main on one small clip: x264 at two CRFs and a tiny otok model, frames scaled so the short side is
+    24 px; the CSV, plot and summary are written and every row has that size."""
+    pytest.importorskip("matplotlib")
+    import csv
+
+    from codec_helpers import tiny
+    from otok.codec import save
+    from otok.tools import rd
+    from otok.tools.video_io import VideoWriter, max_side_for
+
+    yy, xx = np.mgrid[0:36, 0:60]
+    clip = tmp_path / "clip.mp4"
+    writer = VideoWriter(clip, 60, 36, Fraction(25))
+    for t in range(5):
+        writer.write(np.stack([(xx * 4 + t * 8) % 256, yy * 6, (xx + yy) * 2], -1).astype(np.uint8))
+    writer.close()
+    assert max_side_for(clip, 24) == 40 and max_side_for(clip, 36) is None
+    model = save(tiny(), tmp_path / "tiny.safetensors")
+    out = tmp_path / "rd"
+    status = rd.main(["--clips", str(clip), "--short-side", "24", "--codecs", "x264", "--crf", "20,40",
+                      "--models", str(model), "--coders", "zstd", "--out", str(out)])
+    assert status == 0
+    rows = list(csv.DictReader(line for line in (out / "rd.csv").open() if not line.startswith("#")))
+    assert [r["codec"] for r in rows] == ["x264", "x264", "tiny:zstd"]
+    assert {(r["width"], r["height"], r["frames"]) for r in rows} == {("40", "24", "5")}
+    assert float(rows[0]["psnr"]) > float(rows[1]["psnr"])
+    assert (out / "rd.png").stat().st_size > 0 and "x264" in (out / "summary.txt").read_text()

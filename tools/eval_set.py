@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from otok.tools import pipeline
 from otok.tools.metrics import psnr
-from otok.tools.video_io import IMAGE_SUFFIXES, VideoReader
+from otok.tools.video_io import IMAGE_SUFFIXES, VideoReader, max_side_for
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
 
@@ -34,15 +34,6 @@ def bicubic_psnr(path: Path, max_side: int | None, factor: int = 8) -> float:
     small = F.interpolate(x, size=(max(1, h // factor), max(1, w // factor)), mode="bicubic", align_corners=False)
     back = F.interpolate(small, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 255).round()
     return psnr(frame, back[0].permute(1, 2, 0).to(torch.uint8).numpy())
-
-
-def max_side_for(path: Path, short_side: int) -> int | None:
-    """The --max-side that scales `path` down so its shorter side is `short_side` (None: already small)."""
-    with VideoReader(path, max_frames=1) as reader:
-        width, height = reader.info.width, reader.info.height
-    if min(width, height) <= short_side:
-        return None
-    return round(max(width, height) * short_side / min(width, height))
 
 
 def codebook_usage(counts: np.ndarray) -> dict:

@@ -1,10 +1,11 @@
 """Rate–distortion of otok against x264 and x265 on evaluation clips: CSV, PNG plot, summary with BD figures.
 
-    python tools/rd.py --clips FILE [FILE ...] --max-side 256 [--frames N] --models otok-s \
+    python tools/rd.py --clips FILE [FILE ...] [--short-side 256 | --max-side PX] [--frames N] --models otok-s \
         [--coders ctx zstd raw] [--crf 18,23,28,33,38,43,48] --out DIR
 
-For each clip (a video, or an image as a 1-frame clip), frames are read as 8-bit RGB scaled so the longer
-side is at most --max-side (tools/video_io.VideoReader, the same frames otok sees), then:
+For each clip (a video, or an image as a 1-frame clip), frames are read as 8-bit RGB scaled down so the
+shorter side is --short-side (default 256) or the longer at most --max-side (tools/video_io.VideoReader,
+the same frames otok sees), then:
 
 - x264 (libx264, preset veryslow) and x265 (libx265, preset slow) encode them at each CRF of the sweep,
   in yuv420p when width and height are even, else yuv444p (as `otok decode` writes video), one encoder
@@ -43,7 +44,7 @@ import numpy as np
 
 from otok.tools import bd
 from otok.tools.metrics import psnr, ssim
-from otok.tools.video_io import VideoReader
+from otok.tools.video_io import VideoReader, max_side_for
 
 ENCODERS = {"x264": ("libx264", "h264"), "x265": ("libx265", "hevc")}  # name: (encoder, decoder)
 DEFAULT_PRESETS = {"x264": "veryslow", "x265": "slow"}
@@ -344,8 +345,10 @@ def replot(csv_path: Path, out: Path) -> int:
             DEFAULT_PRESETS.update(x264=found[1], x265=found[2])
     command = next((c.split(": ", 1)[1] for c in comments if c.startswith("command: ")), str(csv_path))
     words = shlex.split(command)
-    setting = {k: words[words.index(k) + 1] for k in ("--max-side", "--frames") if k in words[:-1]}
-    plot(points, clips, out / "rd.png", title(setting.get("--max-side", "?"), setting.get("--frames")))
+    setting = {k: words[words.index(k) + 1] for k in ("--max-side", "--short-side", "--frames") if k in words[:-1]}
+    max_side = setting.get("--max-side")
+    short_side = setting.get("--short-side", 256 if max_side is None else None)
+    plot(points, clips, out / "rd.png", title(max_side, short_side, setting.get("--frames")))
     head = [c for c in comments if not c.startswith(("x264 SEI", "x265 SEI"))]
     text = "\n".join(head) + f"\n(redrawn from {csv_path})\n\n" + summarize(points, models, clips) + "\n"
     (out / "summary.txt").write_text(text)
@@ -354,8 +357,9 @@ def replot(csv_path: Path, out: Path) -> int:
     return 0
 
 
-def title(max_side, frames) -> str:
-    return (f"otok vs x264 ({DEFAULT_PRESETS['x264']}) / x265 ({DEFAULT_PRESETS['x265']}), max side {max_side}"
+def title(max_side, short_side, frames) -> str:
+    scale = f"max side {max_side}" if max_side else f"short side {short_side}"
+    return (f"otok vs x264 ({DEFAULT_PRESETS['x264']}) / x265 ({DEFAULT_PRESETS['x265']}), {scale}"
             + (f", ≤{frames} frames" if frames else ""))
 
 
@@ -367,7 +371,9 @@ def model_label(spec: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", nargs="+", type=Path, help="videos and/or images")
-    parser.add_argument("--max-side", type=int, default=256)
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--short-side", type=int, default=256, help="scale down so the shorter side is this")
+    scale.add_argument("--max-side", type=int, default=None, help="scale down so the longer side is at most this")
     parser.add_argument("--frames", type=int, default=None, help="at most this many frames per video")
     parser.add_argument("--models", nargs="+", default=["otok-s"], help="otok registry names or weights paths")
     parser.add_argument("--coders", nargs="+", default=["ctx", "zstd", "raw"])
@@ -415,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     info_sizes: dict[str, list[int]] = {}
     clip_names = []
     for clip in args.clips:
-        frames, fps = read_clip(clip, args.max_side, args.frames)
+        max_side = args.max_side or max_side_for(clip, args.short_side)
+        frames, fps = read_clip(clip, max_side, args.frames)
         if not frames:
             print(f"rd: error: {clip}: no frames", file=sys.stderr)
             return 2
@@ -439,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             coders = args.coders if tok.config.discrete else ["f16z"]
             for coder in coders:
                 tick = time.perf_counter()
-                r = pipeline.eval_file(clip, tokenizer=tok, coder=coder, max_side=args.max_side, frames=args.frames)
+                r = pipeline.eval_file(clip, tokenizer=tok, coder=coder, max_side=max_side, frames=args.frames)
                 p = Point(name, f"{model}:{r.coder}", r.coder, r.frames, r.width, r.height, r.bytes, r.bpp,
                           8 * r.bytes / (r.frames / float(fps)) / 1000, r.psnr, r.ssim)
                 points.append(p)
@@ -474,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             row.update(bpp=f"{p.bpp:.6f}", kbps=f"{p.kbps:.3f}", psnr=f"{p.psnr:.4f}", ssim=f"{p.ssim:.5f}")
             writer.writerow(row)
     png_path = args.out / "rd.png"
-    plot(points, clip_names, png_path, title(args.max_side, args.frames))
+    plot(points, clip_names, png_path, title(args.max_side, args.short_side, args.frames))
 
     head = [f"{k}: {v}" for k, v in meta.items()] + notes
     text = "\n".join(head) + "\n\n" + summarize(points, models, clip_names) + "\n"

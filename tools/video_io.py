@@ -104,6 +104,15 @@ def scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def max_side_for(path: str | os.PathLike, short_side: int) -> int | None:
+    """The `max_side` that scales `path` down so its shorter side is `short_side` (None: it already fits)."""
+    with VideoReader(path, max_frames=1) as reader:
+        width, height = reader.info.width, reader.info.height
+    if min(width, height) <= short_side:
+        return None
+    return round(max(width, height) * short_side / min(width, height))
+
+
 class VideoWriter:
     """Writes (H, W, 3) uint8 RGB frames to a video (mp4/mkv/mov/webm) or to one image (png/jpg).
 
