@@ -50,7 +50,7 @@ class Prior:
     @classmethod
     def from_tokens(
         cls, segments: Iterable[np.ndarray], codebook_size: int, *, mode_weight: int = 1024,
-        literal_weight: int = 1 << 16,
+        literal_weight: int = 1024,
     ) -> Prior:
         """Count modes and literals the way the coder sees them.
 

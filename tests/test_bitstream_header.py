@@ -31,7 +31,7 @@ def test_header_byte_layout():
     assert payload[:32] == bytes(range(32))
     assert payload[32:36] == (8).to_bytes(2, "little") + (4).to_bytes(2, "little")
     assert payload[74] == 4 and payload[75] == len("otok-s") and payload[78:84] == b"otok-s"
-    assert len(payload) == 78 + 6 + 40
+    assert len(payload) == 78 + 6 + 44  # ctx parameters: 44 bytes
 
 
 @pytest.mark.parametrize("change", [
@@ -49,9 +49,18 @@ def test_literal_limit_below_the_alphabet_is_refused():
     with pytest.raises(UsageError, match="below the literal alphabet size 8192"):
         Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 300))
     good = Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 8192)).pack()
-    forged = good[:-4] + (300).to_bytes(4, "little")  # literal_limit is the payload's last field
+    forged = good[:-8] + (300).to_bytes(4, "little") + good[-4:]  # literal_limit precedes literal_increment
     with pytest.raises(CorruptError, match="literal_limit"):
         Header.unpack(forged)
+
+
+@pytest.mark.parametrize("increment", [0, (1 << 16) + 1])
+def test_literal_increment_out_of_range_is_refused(increment):
+    with pytest.raises(UsageError, match="literal_increment"):
+        Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 1 << 24, increment))
+    good = Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 1 << 24, 8)).pack()
+    with pytest.raises(CorruptError, match="literal_increment"):
+        Header.unpack(good[:-4] + increment.to_bytes(4, "little"))
 
 
 def test_mode_limit_below_a_row_is_refused():

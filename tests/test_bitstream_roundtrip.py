@@ -284,18 +284,20 @@ def mixed_mode_grids(steps: int, grid: tuple[int, int], k: int, weights, gop: in
     per_chunk=st.sampled_from([None, 1, 2]),
     with_prior=st.booleans(),
     mode_limit=st.sampled_from([4, 40, 1 << 16]),
+    increment=st.sampled_from([1, 8, 1 << 16]),
     seed=st.integers(0, 2**16),
 )
-def test_round_trip_mixed_modes(log_k, h, w, steps, gop, weights, per_chunk, with_prior, mode_limit, seed):
+def test_round_trip_mixed_modes(log_k, h, w, steps, gop, weights, per_chunk, with_prior, mode_limit, increment,
+                                seed):
     """Every mode, context and round pattern round-trips, with and without a prior, across chunkings, and
-    with count rows that halve (small mode_limit) or not."""
+    with count rows that halve (small mode_limit, large literal increments) or not."""
     k = max(2, 1 << log_k)
     tokens = mixed_mode_grids(steps, (h, w), k, weights, gop, seed)
     prior = None
     if with_prior:
         sample = mixed_mode_grids(4, (h, w), k, weights, 0, seed + 1)
         prior = Prior.from_tokens([sample], k)
-    header = make_header((h, w), k, "ctx", gop, coder_params=CtxParams(bytes(32), mode_limit, 1 << 24))
+    header = make_header((h, w), k, "ctx", gop, coder_params=CtxParams(bytes(32), mode_limit, 1 << 20, increment))
     data = encode(header, tokens, steps_per_chunk=per_chunk, prior=prior)
     np.testing.assert_array_equal(read_tokens(io.BytesIO(data)), tokens)
 

@@ -323,3 +323,13 @@ def test_ten_bit_input_is_coded_as_8_bit_rgb(tmp_path, capsys, model_path):
     assert run(capsys, "encode", src, tmp_path / "t.otok", "--model", model_path)[0] == 0
     info = pipeline.file_info(tmp_path / "t.otok")
     assert (info["frames"], info["width"], info["height"], info["fps"]) == (6, 48, 40, "24/1")
+
+
+def test_encode_tunes_ctx_for_model_tokens(tmp_path, capsys, model_path, clip):
+    """`otok encode` writes ctx with the literal increment measured best on real tokens; the file reads back."""
+    from otok.bitstream import read_header
+
+    coded = tmp_path / "c.otok"
+    assert run(capsys, "encode", clip, coded, "--model", model_path, "--coder", "ctx")[0] == 0
+    assert read_header(coded).coder_params.literal_increment == pipeline.TOKEN_LITERAL_INCREMENT == 4
+    assert run(capsys, "decode", coded, tmp_path / "back.mp4", "--model", model_path)[0] == 0

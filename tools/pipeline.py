@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from otok.bitstream import Header, OtokError, OtokReader, OtokWarning, OtokWriter, Prior, read_header
+from otok.bitstream import CtxParams, Header, OtokError, OtokReader, OtokWarning, OtokWriter, Prior, read_header
 from otok.codec import Tokenizer, WeightsError, load
 
 from .metrics import psnr, ssim
@@ -27,6 +27,7 @@ from .video_io import MediaError, VideoReader, VideoWriter
 
 DEFAULT_MODEL = "otok-s"
 ONE_SEGMENT = 10**9
+TOKEN_LITERAL_INCREMENT = 4  # the ctx coder's literal_increment for model tokens (see make_header)
 ENGINE_PRIOR = "model.prior"  # an engine folder carries its model's prior table under this name  # a header gop of 0 means the whole video is one segment
 
 
@@ -260,11 +261,14 @@ def make_header(tok: Tokenizer, width: int, height: int, fps: Fraction, coder: s
     if c.discrete and coder == "f16z":
         raise UserError("the f16z coder stores KL latents; this model makes tokens (use ctx, zstd or raw)")
     fps = Fraction(fps).limit_denominator(1 << 20) if fps > 0 else Fraction(25)
+    # Real tokens: a coded literal adds 4 to its count, so what a clip uses becomes likely fast (-4 % on real
+    # tokens against 1; the generic default 1 suits i.i.d. literals: tools/bench_bitstream.py).
+    params = CtxParams(literal_increment=TOKEN_LITERAL_INCREMENT) if coder == "ctx" else None
     return Header(
         model=c.name, weights_sha256=bytes.fromhex(tok.weights_sha256()), patch=c.patch, temporal=c.tubelet,
         gop=gop, grid=tok.grid_size(height, width), width=width, height=height,
         fps=(fps.numerator, fps.denominator), codebook_size=c.codebook_size if c.discrete else 0,
-        latent_channels=0 if c.discrete else tok.quantizer.code_dim, coder=coder,
+        latent_channels=0 if c.discrete else tok.quantizer.code_dim, coder=coder, coder_params=params,
     )
 
 
