@@ -80,6 +80,8 @@ class TrainConfig:
             raise ValueError("--clip-frames must be >= 1")
         if self.fps is not None and self.fps <= 0:
             raise ValueError("--fps must be positive")
+        if not 0.0 < self.min_crop <= 1.0:
+            raise ValueError(f"--min-crop must be in (0, 1], got {self.min_crop}")
         res = tuple(int(r) for r in (self.res or DEFAULT_RES[self.stage]))
         if min(res) < 8:
             raise ValueError(f"resolutions must be >= 8 pixels, got {res}")
@@ -152,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gan-weight", dest="gan_weight", type=float)
     p.add_argument("--disc-channels", dest="disc_channels", type=int)
     p.add_argument("--restart-every", dest="restart_every", type=int)
+    p.add_argument("--min-crop", dest="min_crop", type=float,
+                   help="smallest random crop, as a fraction of the short side (default 0.8)")
     p.add_argument("--workers", type=int)
     p.add_argument("--threads", type=int)
     p.add_argument("--log-every", dest="log_every", type=int)
