@@ -331,5 +331,5 @@ def test_encode_tunes_ctx_for_model_tokens(tmp_path, capsys, model_path, clip):
 
     coded = tmp_path / "c.otok"
     assert run(capsys, "encode", clip, coded, "--model", model_path, "--coder", "ctx")[0] == 0
-    assert read_header(coded).coder_params.literal_increment == pipeline.TOKEN_LITERAL_INCREMENT == 16
+    assert read_header(coded).coder_params.literal_increment == pipeline.TOKEN_LITERAL_INCREMENT == 4
     assert run(capsys, "decode", coded, tmp_path / "back.mp4", "--model", model_path)[0] == 0

@@ -27,7 +27,7 @@ from .video_io import MediaError, VideoReader, VideoWriter
 
 DEFAULT_MODEL = "otok-s"
 ONE_SEGMENT = 10**9
-TOKEN_LITERAL_INCREMENT = 16  # the ctx coder's literal_increment for model tokens (see make_header)
+TOKEN_LITERAL_INCREMENT = 4  # the ctx coder's literal_increment for model tokens (see make_header)
 ENGINE_PRIOR = "model.prior"  # an engine folder carries its model's prior table under this name  # a header gop of 0 means the whole video is one segment
 
 
@@ -261,9 +261,8 @@ def make_header(tok: Tokenizer, width: int, height: int, fps: Fraction, coder: s
     if c.discrete and coder == "f16z":
         raise UserError("the f16z coder stores KL latents; this model makes tokens (use ctx, zstd or raw)")
     fps = Fraction(fps).limit_denominator(1 << 20) if fps > 0 else Fraction(25)
-    # Real tokens: a coded literal adds 16 to its count, so what a clip uses becomes likely fast (otok-s
-    # tokens of bikes / Big Buck Bunny / vtest: 2.1 / 0.8 / 0.6 % smaller than 4, which was ~4 % smaller than
-    # 1; 32 and up lose again). The generic default 1 suits i.i.d. literals (tools/bench_bitstream.py).
+    # Real tokens: a coded literal adds 4 to its count, so what a clip uses becomes likely fast (-4 % on real
+    # tokens against 1; the generic default 1 suits i.i.d. literals: tools/bench_bitstream.py).
     params = CtxParams(literal_increment=TOKEN_LITERAL_INCREMENT) if coder == "ctx" else None
     return Header(
         model=c.name, weights_sha256=bytes.fromhex(tok.weights_sha256()), patch=c.patch, temporal=c.tubelet,

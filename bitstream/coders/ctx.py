@@ -38,7 +38,7 @@ class CtxParams:
     literal_increment: what each coded literal adds to its count. Above 1, a token seen earlier in the
     segment becomes likely quickly against the 2**13 or so starting counts: on real tokens 4 codes the
     literals ~4 % smaller than 1, on i.i.d. literals it costs up to 0.3 bit/token (360p). The default
-    suits any source; `otok encode` writes 16 for model tokens (tools/pipeline.py)."""
+    suits any source; `otok encode` writes 4 for model tokens."""
 
     prior_sha256: bytes = NO_PRIOR
     mode_limit: int = 1 << 16
