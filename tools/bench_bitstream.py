@@ -13,7 +13,9 @@ writer and reader on an in-memory file.
 Real tokens (`--tokens`): per file raw, zstd, ctx, and `ctx+loo`: ctx with a prior built by
 `Prior.from_tokens` from the OTHER files given (leave-one-out; with a single file the prior is in-sample,
 shown as `ctx+self`, an optimistic stand-in). An .otok file brings its segment length and codebook size;
-for .npy, --gop and --codebook (default: max + 1) apply. The last column is the size against zstd.
+for .npy, --gop and --codebook (default: max + 1) apply. The last column is the size against zstd. ctx
+uses `--literal-increment` (default: 1 on synthetic streams, the value `otok encode` writes on real
+tokens, so the sizes are those of real files).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 
 import numpy as np
 
-from otok.bitstream import Header, OtokWriter, Prior, read_header, read_tokens
+from otok.bitstream import CtxParams, Header, OtokWriter, Prior, read_header, read_tokens
 from otok.bitstream.synthetic import entropy_bound, repetition_grids
 
 GRIDS = {"360p": (45, 80), "1080p": (135, 240)}
@@ -41,10 +43,13 @@ def _median_time(fn, repeat: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None, repeat: int) -> tuple[float, float, float]:
+def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None, repeat: int,
+          literal_increment: int = 1) -> tuple[float, float, float]:
     """-> (bits/token, encode M tokens/s, decode M tokens/s) for tokens (S, h, w)."""
     h, w = tokens.shape[1:]
-    header = Header("bench", bytes(32), 8, 4, gop, (h, w), 8 * w, 8 * h, (30, 1), codebook_size=k, coder=coder)
+    params = CtxParams(literal_increment=literal_increment) if coder == "ctx" else None
+    header = Header("bench", bytes(32), 8, 4, gop, (h, w), 8 * w, 8 * h, (30, 1), codebook_size=k, coder=coder,
+                    coder_params=params)
 
     def encode() -> bytes:
         buf = io.BytesIO()
@@ -60,11 +65,11 @@ def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None,
 
 
 def _rows(name: str, tokens: np.ndarray, k: int, gop: int, prior: Prior | None, bound: float | None,
-          repeat: int) -> None:
+          repeat: int, literal_increment: int) -> None:
     for coder, p in [("raw", None), ("zstd", None), ("ctx", None), ("ctx+prior", prior)]:
         if coder == "ctx+prior" and p is None:
             continue
-        bits, enc, dec = bench(tokens, k, gop, coder.split("+")[0], p, repeat)
+        bits, enc, dec = bench(tokens, k, gop, coder.split("+")[0], p, repeat, literal_increment)
         gap = "" if bound is None or not coder.startswith("ctx") else f"{bound:8.3f} {bits - bound:+7.3f}"
         print(f"{name:<16} {coder:<10} {bits:8.3f} {enc:9.1f} {dec:9.1f}   {gap}", flush=True)
 
@@ -83,7 +88,7 @@ def _segments(tokens: np.ndarray, gop: int) -> list[np.ndarray]:
     return [tokens[i:i + gop] for i in range(0, len(tokens), gop)] if gop else [tokens]
 
 
-def real_tokens(paths: list[str], gop: int, codebook: int | None, repeat: int) -> None:
+def real_tokens(paths: list[str], gop: int, codebook: int | None, repeat: int, literal_increment: int) -> None:
     """Per file: bytes and bits/token of raw, zstd, ctx and ctx with a leave-one-out prior."""
     files = [(p, *_load_tokens(p, gop, codebook)) for p in paths]
     print(f"{'file':<32} {'coder':<9} {'bytes':>9} {'bits/tok':>8} {'enc Mt/s':>9} {'dec Mt/s':>9}  {'vs zstd':>7}")
@@ -94,7 +99,7 @@ def real_tokens(paths: list[str], gop: int, codebook: int | None, repeat: int) -
         prior = Prior.from_tokens(others or _segments(tokens, g), k)
         zstd_bytes = None
         for coder, p in [("raw", None), ("zstd", None), ("ctx", None), (label, prior)]:
-            bits, enc, dec = bench(tokens, k, g, coder.split("+")[0], p, repeat)
+            bits, enc, dec = bench(tokens, k, g, coder.split("+")[0], p, repeat, literal_increment)
             size = round(bits * tokens.size / 8)
             zstd_bytes = size if coder == "zstd" else zstd_bytes
             totals[coder.replace("self", "loo")] = totals.get(coder.replace("self", "loo"), 0) + size
@@ -116,10 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gop", type=int, default=5, help="segment length in steps (synthetic and .npy)")
     ap.add_argument("--steps", type=int, default=50, help="synthetic steps per stream")
     ap.add_argument("--repeat", type=int, default=3, help="timing runs (the median is kept)")
+    ap.add_argument("--literal-increment", type=int, default=None,
+                    help="ctx literal_increment (default: 1 synthetic, what `otok encode` writes for --tokens)")
     args = ap.parse_args(argv)
     if args.tokens:
-        real_tokens(args.tokens, args.gop, args.codebook, args.repeat)
+        from otok.tools.pipeline import TOKEN_LITERAL_INCREMENT  # imports torch: only for real tokens
+
+        increment = args.literal_increment or TOKEN_LITERAL_INCREMENT
+        real_tokens(args.tokens, args.gop, args.codebook, args.repeat, increment)
         return 0
+    increment = args.literal_increment or 1
     k = args.codebook or 8192
     print(f"{'stream':<16} {'coder':<10} {'bits/tok':>8} {'enc Mt/s':>9} {'dec Mt/s':>9}   {'bound':>8} {'gap':>7}")
     for grid_name, grid in GRIDS.items():
@@ -128,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             sample = repetition_grids(2 * args.gop, grid, k, rep, args.gop, seed=2)
             prior = Prior.from_tokens([sample[i:i + args.gop] for i in range(0, len(sample), args.gop)], k)
             bound = entropy_bound(args.steps, k, rep, args.gop)
-            _rows(f"{grid_name}/{stream}", tokens, k, args.gop, prior, bound, args.repeat)
+            _rows(f"{grid_name}/{stream}", tokens, k, args.gop, prior, bound, args.repeat, increment)
     return 0
 
 
