@@ -33,3 +33,18 @@ def test_scaled_video_keeps_frames_and_rate(tmp_path):
         assert (reader.info.width, reader.info.height) == (64, 38)
         assert reader.info.fps == 25
         assert sum(1 for _ in reader) == 12
+
+
+def test_stills_are_taken_evenly(tmp_path):
+    src = write_clip(tmp_path / "src.mp4", 20, 64, 48, fps=Fraction(25))
+    out = tmp_path / "stills"
+    out.mkdir()
+    assert make_dataset.video_stills(src, out, 4) == 4
+    assert sorted(p.name for p in out.iterdir()) == [f"src_{i:05d}.png" for i in (2, 7, 12, 17)]
+
+
+def test_not_an_opencv_folder_is_one_line_and_exit_2(tmp_path, capsys):
+    assert make_dataset.main(["--out", str(tmp_path / "d"), "--opencv", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "opencv-doc" in err[0]
+    assert not (tmp_path / "d").exists()

@@ -127,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.tokens:
         from otok.tools.pipeline import TOKEN_LITERAL_INCREMENT  # imports torch: only for real tokens
 
-        increment = args.literal_increment or TOKEN_LITERAL_INCREMENT
+        increment = TOKEN_LITERAL_INCREMENT if args.literal_increment is None else args.literal_increment
         real_tokens(args.tokens, args.gop, args.codebook, args.repeat, increment)
         return 0
-    increment = args.literal_increment or 1
+    increment = 1 if args.literal_increment is None else args.literal_increment
     k = args.codebook or 8192
     print(f"{'stream':<16} {'coder':<10} {'bits/tok':>8} {'enc Mt/s':>9} {'dec Mt/s':>9}   {'bound':>8} {'gap':>7}")
     for grid_name, grid in GRIDS.items():

