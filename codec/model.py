@@ -170,10 +170,11 @@ class Tokenizer(nn.Module):
         return tokens.permute(0, 2, 3, 1)
 
     # ----- whole clips ---------------------------------------------------------------------------
-    def stream_encoder(self, batch: int = 1, height: int = 256, width: int = 256, gop: int | None = None):
+    def stream_encoder(self, batch: int = 1, height: int = 256, width: int = 256, gop: int | None = None,
+                       rdo: float = 0.0):
         from .streaming import StreamEncoder
 
-        return StreamEncoder(self, batch, height, width, gop or self.config.gop)
+        return StreamEncoder(self, batch, height, width, gop or self.config.gop, rdo)
 
     def stream_decoder(self, batch: int = 1, height: int = 256, width: int = 256, gop: int | None = None):
         from .streaming import StreamDecoder
@@ -181,14 +182,15 @@ class Tokenizer(nn.Module):
         return StreamDecoder(self, batch, height, width, gop or self.config.gop)
 
     @torch.no_grad()
-    def encode(self, video: Tensor, gop: int | None = None) -> Tensor:
+    def encode(self, video: Tensor, gop: int | None = None, rdo: float = 0.0) -> Tensor:
         """video (B, 3, T, H, W) float in [-1, 1] -> tokens (B, S, h, w) int64 (KL: latents (B, S, C, h, w)).
 
-        S = num_steps(T): 1 + ceil((T-1)/4) per segment of `gop` steps.
+        S = num_steps(T): 1 + ceil((T-1)/4) per segment of `gop` steps. rdo: rate-distortion tolerance
+        (`otok.codec.rdo`); 0 gives the nearest codes.
         """
         check_video(video, self.config.patch, check_values=False)  # push checks the values
         b, _, _, height, width = video.shape
-        stream = self.stream_encoder(b, height, width, gop)
+        stream = self.stream_encoder(b, height, width, gop, rdo)
         return torch.stack(stream.push(video) + stream.flush(), dim=1)
 
     @torch.no_grad()

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from .model import Tokenizer, check_video, pad_frames
 from .quantizers import QuantizerOutput
+from .rdo import check_tau, choose_tokens
 from .timeline import frames_in_step
 
 
@@ -39,11 +40,21 @@ class _Stream:
 
 
 class StreamEncoder(_Stream):
-    """Frames in, token grids out. Build with `Tokenizer.stream_encoder(batch, height, width)`."""
+    """Frames in, token grids out. Build with `Tokenizer.stream_encoder(batch, height, width)`.
 
-    def __init__(self, tokenizer: Tokenizer, batch: int, height: int, width: int, gop: int) -> None:
+    rdo: the rate-distortion tolerance of `otok.codec.rdo.choose_tokens` (0: the nearest codes, what the
+    model was trained on; above 0: tokens that repeat a neighbour's or the previous step's when their code
+    is that close, for smaller files). Discrete models only.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, batch: int, height: int, width: int, gop: int,
+                 rdo: float = 0.0) -> None:
         super().__init__(tokenizer, batch, height, width, gop)
+        self.rdo = check_tau(rdo)
+        if self.rdo and not tokenizer.config.discrete:
+            raise ValueError("rdo applies to discrete tokens; a KL model's latents are not chosen from a codebook")
         self._pending: list[Tensor] = []  # padded frames (B, 3, 1, Hp, Wp) of the group being filled
+        self._chosen: Tensor | None = None  # with rdo: the tokens of the step before in this segment
         self.frames = 0  # frames pushed so far
         self.last_features: list[Tensor] = []  # pre-quantization features of the last push (training)
 
@@ -89,9 +100,18 @@ class StreamEncoder(_Stream):
     def _code_pending(self):
         pixels = torch.cat(self._pending, dim=2)
         self._pending = []
+        segment_start = self.cache.step == 0
         out, cache = self._step(pixels, self.cache)
+        if self.rdo:
+            out = self._choose(out, None if segment_start else self._chosen)
         self._advance(cache)
         return out
+
+    def _choose(self, out: QuantizerOutput, previous: Tensor | None) -> QuantizerOutput:
+        """The step's output with rate-distortion optimized tokens in place of the nearest ones."""
+        quantizer = self.tokenizer.quantizer
+        self._chosen = choose_tokens(out.indices, previous, quantizer.codes_from_indices, self.rdo)
+        return QuantizerOutput(quantizer.codes_from_indices(self._chosen), self._chosen, out.loss, out.stats)
 
     # Backends (otok.export) override these two hooks; buffering, padding and segments stay here.
     def _step(self, pixels: Tensor, cache) -> tuple[QuantizerOutput, object]:

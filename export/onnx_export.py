@@ -23,6 +23,7 @@ from otok.codec import Tokenizer
 from .wrappers import STATE_IN, STATE_OUT, TOKEN_DTYPE, graph_io, step_modules
 
 MANIFEST = "manifest.json"
+CODES = "codes.safetensors"  # VQ models: the normalized codebook (K, C) float32 under the key "codes"
 MANIFEST_FORMAT = 1
 GRAPHS = ("encoder_image", "encoder_video", "decoder_image", "decoder_video")
 OPSETS = range(17, 21)  # TensorRT 10 parses opsets 9-20; LayerNormalization needs 17
@@ -101,6 +102,17 @@ def export_graph(tokenizer: Tokenizer, graph: str, path: str | os.PathLike, opse
     os.replace(tmp, path)
 
 
+def write_codes(tokenizer: Tokenizer, path: Path) -> None:
+    """The codes of every token, (K, C) float32, as safetensors (written under a temporary name)."""
+    from safetensors.torch import save_file
+
+    with torch.no_grad():
+        codes = tokenizer.quantizer.codes_from_indices(torch.arange(tokenizer.config.codebook_size))
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"codes": codes.float().cpu().contiguous()}, str(tmp))
+    os.replace(tmp, path)
+
+
 def export_onnx(tokenizer: Tokenizer, out_dir: str | os.PathLike, opset: int = 17, check: bool = True) -> dict:
     """Write encoder_image/encoder_video/decoder_image/decoder_video.onnx and manifest.json to out_dir.
 
@@ -142,6 +154,9 @@ def export_onnx(tokenizer: Tokenizer, out_dir: str | os.PathLike, opset: int = 1
         },
         "graphs": graphs,
     }
+    if c.quantizer == "vq":  # the code table, for rate-distortion token choice outside the graphs (codec.rdo)
+        write_codes(tokenizer, out / CODES)
+        manifest["codes"] = CODES
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, out / MANIFEST)

@@ -26,8 +26,10 @@ import torch
 from torch import Tensor
 
 from otok.codec import StreamDecoder, StreamEncoder, Tokenizer, TokenizerConfig
+from otok.codec.quantizers import build_quantizer
+from otok.codec.rdo import choose_tokens
 
-from .onnx_export import GRAPHS, MANIFEST
+from .onnx_export import CODES, GRAPHS, MANIFEST
 from .wrappers import STATE_IN, STATE_OUT, TOKEN_DTYPE
 
 
@@ -95,6 +97,10 @@ class EngineStreamEncoder(StreamEncoder):
     def _step(self, pixels: Tensor, cache: EngineState) -> tuple[Tensor, EngineState]:
         return self.tokenizer.encode_step(pixels, cache)
 
+    def _choose(self, grid: Tensor, previous: Tensor | None) -> Tensor:
+        self._chosen = choose_tokens(grid, previous, self.tokenizer.codes_from_indices, self.rdo)
+        return self._chosen
+
     def _tokens(self, out: Tensor) -> Tensor:
         return out  # already a grid: push_quantized/flush_quantized return grids on an engine stream
 
@@ -124,6 +130,7 @@ class EngineTokenizer:
         code_dim = len(c.fsq_levels) if c.quantizer == "fsq" else c.latent_dim
         self.quantizer = SimpleNamespace(code_dim=code_dim, codebook_size=c.codebook_size)
         self._code = "tokens" if c.discrete else "latents"
+        self._code_table: Tensor | None = None  # VQ: the codes of every token, loaded when first needed
 
     def __repr__(self) -> str:
         return f"EngineTokenizer({self.config.name}, backend={self.backend}, dir={self.engine_dir})"
@@ -153,8 +160,28 @@ class EngineTokenizer:
     def new_cache(self, batch: int, height: int, width: int) -> EngineState:  # noqa: ARG002
         return EngineState(None, None, None, 0)
 
-    def stream_encoder(self, batch: int = 1, height: int = 256, width: int = 256, gop: int | None = None):
-        return EngineStreamEncoder(self, batch, height, width, gop or self.config.gop)
+    def stream_encoder(self, batch: int = 1, height: int = 256, width: int = 256, gop: int | None = None,
+                       rdo: float = 0.0):
+        return EngineStreamEncoder(self, batch, height, width, gop or self.config.gop, rdo)
+
+    def codes_from_indices(self, indices: Tensor) -> Tensor:
+        """Tokens (...) -> their codes (..., C) float32 on the CPU, as `Tokenizer.quantizer.codes_from_indices`
+        (VQ: the exported code table; FSQ/LFQ codes follow from the config)."""
+        if self.config.quantizer != "vq":
+            return build_quantizer(self.config).codes_from_indices(indices.cpu())
+        if self._code_table is None:
+            path = self.engine_dir / self.manifest.get("codes", CODES)
+            if "codes" not in self.manifest or not path.is_file():
+                raise EngineError(f"engine {self.engine_dir} has no code table ({CODES}), which rate-distortion "
+                                  "token choice needs: re-export it with `otok export onnx`, or encode with --rdo 0")
+            from safetensors.torch import load_file
+
+            table = load_file(str(path)).get("codes")
+            if table is None or tuple(table.shape) != (self.config.codebook_size, self.quantizer.code_dim):
+                raise EngineError(f"{path} does not hold a ({self.config.codebook_size}, {self.quantizer.code_dim}) "
+                                  "code table; re-export the engine with `otok export onnx`")
+            self._code_table = table.float()
+        return torch.nn.functional.embedding(indices.cpu(), self._code_table)
 
     def stream_decoder(self, batch: int = 1, height: int = 256, width: int = 256, gop: int | None = None):
         return EngineStreamDecoder(self, batch, height, width, gop or self.config.gop)

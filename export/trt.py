@@ -116,8 +116,9 @@ def build_trt_engines(
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         },
     }
-    for graph in GRAPHS:  # keep the ONNX graphs beside the engines, for rebuilding on another GPU
-        source = onnx_dir / manifest["graphs"][graph]["file"]
+    # keep the ONNX graphs beside the engines, for rebuilding on another GPU, and the code table
+    for name in [manifest["graphs"][g]["file"] for g in GRAPHS] + ([manifest["codes"]] if "codes" in manifest else []):
+        source = onnx_dir / name
         if source.resolve() != (out / source.name).resolve():
             shutil.copyfile(source, out / source.name)
     (out / MANIFEST).write_text(json.dumps(trt_manifest, indent=2) + "\n")

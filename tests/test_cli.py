@@ -333,3 +333,28 @@ def test_encode_tunes_ctx_for_model_tokens(tmp_path, capsys, model_path, clip):
     assert run(capsys, "encode", clip, coded, "--model", model_path, "--coder", "ctx")[0] == 0
     assert read_header(coded).coder_params.literal_increment == pipeline.TOKEN_LITERAL_INCREMENT == 4
     assert run(capsys, "decode", coded, tmp_path / "back.mp4", "--model", model_path)[0] == 0
+
+
+def test_rdo_flag_chooses_the_tokens_the_model_chooses(tmp_path, capsys, model_path, clip):
+    """`otok encode` codes the tokens of `Tokenizer.encode(video, rdo=...)`: DEFAULT_RDO unless told, the
+    nearest codes with --rdo 0; a bad tolerance, or one for a KL model, is one line and exit 2."""
+    from otok.codec import load
+
+    tok = load(model_path)
+    with VideoReader(clip) as reader:
+        video = pipeline.frames_to_video(list(reader), tok.device)
+    for flag, tau in ((), pipeline.DEFAULT_RDO), (("--rdo", "0"), 0.0), (("--rdo", "0.4"), 0.4):
+        coded = tmp_path / f"rdo{tau}.otok"
+        assert run(capsys, "encode", clip, coded, "--model", model_path, *flag)[0] == 0
+        np.testing.assert_array_equal(read_tokens(coded), tok.encode(video, rdo=tau)[0].numpy())
+    assert (tok.encode(video, rdo=0.4) != tok.encode(video)).any()  # the check above can tell them apart
+    status, out, err = run(capsys, "eval", clip, "--model", model_path, "--rdo", "0.4", "--json")
+    assert status == 0, err
+    assert json.loads(out)["rdo"] == 0.4
+    for bad in ("-1", "nan"):
+        status, _, err = run(capsys, "encode", clip, tmp_path / "out.otok", "--model", model_path, "--rdo", bad)
+        assert_clean_failure(status, err, tmp_path, message="--rdo must be a number >= 0")
+    kl = save(tiny("kl"), tmp_path / "kl.safetensors")
+    status, _, err = run(capsys, "encode", clip, tmp_path / "out.otok", "--model", kl, "--rdo", "0.1")
+    assert_clean_failure(status, err, tmp_path, message="continuous latents")
+    assert run(capsys, "encode", clip, tmp_path / "kl.otok", "--model", kl)[0] == 0  # the default: none for KL

@@ -9,6 +9,7 @@ within 1e-3, for VQ, FSQ and KL models, frame sizes with and without shifted win
 from __future__ import annotations
 
 import json
+import shutil
 from fractions import Fraction
 
 import numpy as np
@@ -182,6 +183,25 @@ def test_uneven_pushes_and_state_bytes(exported):
         assert frames.shape == (2, 3, 1 if s == 0 else 4, 40, 72)
         torch.testing.assert_close(frames, torch_dec.push(grid), atol=1e-3, rtol=0)
     assert dec.state_nbytes() == torch_dec.state_nbytes()  # the same bounded state, stacked
+
+
+@pytest.mark.parametrize("name", ["vq", "fsq"])
+def test_engines_choose_the_tokens_pytorch_chooses(exported, name, tmp_path):
+    tok, eng, folder = exported(name)
+    video = random_video(1, 9, 40, 72)
+    tau = 0.3 if name == "vq" else 0.1
+    reference = tok.encode(video, rdo=tau)
+    assert (reference != tok.encode(video)).any()
+    assert_tokens_agree(eng.encode(video, rdo=tau), reference, True)
+    if name == "vq":  # an engine folder without its code table (an older export) says what to do
+        manifest = json.loads((folder / "manifest.json").read_text())
+        old = tmp_path / "old"
+        shutil.copytree(folder, old)
+        del manifest["codes"]
+        (old / "manifest.json").write_text(json.dumps(manifest))
+        (old / "codes.safetensors").unlink()
+        with pytest.raises(EngineError, match="re-export it"):
+            load_engine(old, backend="onnx").encode(video, rdo=tau)
 
 
 def test_stand_in_has_what_the_pipeline_uses(exported):

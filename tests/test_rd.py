@@ -157,10 +157,12 @@ def test_rd_end_to_end_at_a_short_side(tmp_path):
     model = save(tiny(), tmp_path / "tiny.safetensors")
     out = tmp_path / "rd"
     status = rd.main(["--clips", str(clip), "--short-side", "24", "--codecs", "x264", "--crf", "20,40",
-                      "--models", str(model), "--coders", "zstd", "--out", str(out)])
+                      "--models", str(model), "--coders", "zstd", "--rdo", "0,0.5", "--out", str(out)])
     assert status == 0
     rows = list(csv.DictReader(line for line in (out / "rd.csv").open() if not line.startswith("#")))
-    assert [r["codec"] for r in rows] == ["x264", "x264", "tiny:zstd"]
+    assert [(r["codec"], r["param"]) for r in rows] == [
+        ("x264", "crf=20"), ("x264", "crf=40"), ("tiny:zstd", "rdo=0"), ("tiny:zstd", "rdo=0.5")]
+    assert rows[2]["bytes"] != rows[3]["bytes"]  # the tolerance reached the tokens
     assert {(r["width"], r["height"], r["frames"]) for r in rows} == {("40", "24", "5")}
     assert float(rows[0]["psnr"]) > float(rows[1]["psnr"])
     assert (out / "rd.png").stat().st_size > 0 and "x264" in (out / "summary.txt").read_text()

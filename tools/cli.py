@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _input_flags(enc)
     enc.add_argument("--coder", choices=CODERS, default="ctx", help="entropy coder (default: ctx)")
     enc.add_argument("--gop", type=int, metavar="STEPS", help="segment length in token steps (default: the model's)")
+    _rdo_flag(enc)
     _runtime_flags(enc)
 
     dec = sub.add_parser("decode", parents=[common], help=".otok -> video (.mp4/.mkv/.mov/.webm) or image (.png/.jpg)")
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     _input_flags(ev)
     ev.add_argument("--coder", choices=CODERS, default="ctx")
     ev.add_argument("--gop", type=int, metavar="STEPS")
+    _rdo_flag(ev)
     _runtime_flags(ev)
     ev.add_argument("--json", action="store_true", help="one JSON object, per-frame figures included")
 
@@ -133,6 +135,13 @@ def _show_progress(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
+def _rdo_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rdo", type=float, metavar="TAU",
+                   help="rate-distortion trade-off: a token may repeat the previous step's, the upper or the left "
+                        "token when its code is within TAU of the nearest (0: nearest codes, the exact tokenizer "
+                        f"output; default {pipeline.DEFAULT_RDO:g} for token models)")
+
+
 def _check_common(args: argparse.Namespace) -> None:
     if getattr(args, "backend", "torch") != "torch" and args.engine_dir is None:
         raise UserError(f"--backend {args.backend} needs --engine-dir DIR (made by `otok export`)")
@@ -165,7 +174,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     for src, dst in jobs:
         with _progress(_show_progress(args), _frames_of(src, args.frames), f"encode {src.name}") as progress:
             r = pipeline.encode_file(src, dst, coder=args.coder, gop=args.gop, max_side=args.max_side,
-                                     frames=args.frames, progress=progress, tokenizer=tok)
+                                     frames=args.frames, progress=progress, tokenizer=tok, rdo=args.rdo)
         if not args.quiet:
             kbps = 8 * r.bytes / 1000 / (r.frames / float(r.fps))
             print(f"{dst}: {r.frames} frames {r.width}x{r.height}, {r.steps} steps, {r.bytes:,} bytes "
@@ -228,12 +237,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     _check_common(args)
     with _progress(_show_progress(args), _frames_of(args.input, args.frames), f"eval {args.input.name}") as progress:
+        tok = _model(args)
         r = pipeline.eval_file(args.input, coder=args.coder, gop=args.gop, max_side=args.max_side,
-                               frames=args.frames, progress=progress, tokenizer=_model(args))
+                               frames=args.frames, progress=progress, tokenizer=tok, rdo=args.rdo)
     record = {
         "model": r.model, "coder": r.coder, "frames": r.frames, "width": r.width, "height": r.height,
         "bytes": r.bytes, "psnr": r.psnr, "ssim": r.ssim, "bpp": r.bpp, "bits_per_token": r.bits_per_token,
-        "encode_fps": r.encode_fps, "decode_fps": r.decode_fps,
+        "encode_fps": r.encode_fps, "decode_fps": r.decode_fps, "rdo": r.rdo,
         "codes_used": None if r.code_counts is None else int((r.code_counts > 0).sum()),
     }
     if args.json:

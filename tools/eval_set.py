@@ -52,14 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     scale.add_argument("--max-side", type=int, default=None, help="scale down so the longer side is at most this")
     parser.add_argument("--frames", type=int, default=None, help="at most this many frames per video")
     parser.add_argument("--coder", default="ctx")
+    parser.add_argument("--rdo", type=float, default=None, metavar="TAU",
+                        help="rate-distortion tolerance (default: what `otok encode` uses)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     tok = pipeline.load_model(args.model)
+    try:
+        rdo = pipeline.rdo_for(tok, args.rdo)
+    except pipeline.UserError as exc:
+        parser.exit(2, f"eval_set: error: {exc}\n")
     files = sorted(p for d in args.data for p in d.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
     rows, counts = [], None
     for path in files:
         max_side = args.max_side or max_side_for(path, args.short_side)
-        r = pipeline.eval_file(path, coder=args.coder, max_side=max_side, frames=args.frames, tokenizer=tok)
+        r = pipeline.eval_file(path, coder=args.coder, max_side=max_side, frames=args.frames, tokenizer=tok, rdo=rdo)
         if r.code_counts is not None:
             counts = r.code_counts if counts is None else counts + r.code_counts
         row = {"file": path.name, "frames": r.frames, "size": f"{r.width}x{r.height}", "psnr": r.psnr,
@@ -74,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     means = {k: float(np.mean([row[k] for row in rows])) for k in ("psnr", "ssim", "bits_per_token", "bpp")}
     usage = codebook_usage(counts) if counts is not None else None
     if args.json:
-        print(json.dumps({"model": str(args.model), "max_side": args.max_side, "short_side": args.short_side,
+        print(json.dumps({"model": str(args.model), "rdo": rdo, "max_side": args.max_side,
+                          "short_side": args.short_side,
                           "files": rows, "mean": means, "codebook": usage}))
     else:
+        print(f"rdo {rdo:g}")
         print(f"{'mean over ' + str(len(rows)) + ' files':<28} PSNR {means['psnr']:6.2f} dB  SSIM {means['ssim']:.4f}  "
               f"{means['bits_per_token']:6.3f} bits/token  {means['bpp']:.4f} bpp")
         if usage:

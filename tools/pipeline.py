@@ -8,6 +8,7 @@ when complete, so a failure never leaves a half-written file.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 import warnings
@@ -26,9 +27,10 @@ from .metrics import psnr, ssim
 from .video_io import MediaError, VideoReader, VideoWriter
 
 DEFAULT_MODEL = "otok-s"
-ONE_SEGMENT = 10**9
+ONE_SEGMENT = 10**9  # a header gop of 0 means the whole video is one segment
 TOKEN_LITERAL_INCREMENT = 4  # the ctx coder's literal_increment for model tokens (see make_header)
-ENGINE_PRIOR = "model.prior"  # an engine folder carries its model's prior table under this name  # a header gop of 0 means the whole video is one segment
+ENGINE_PRIOR = "model.prior"  # an engine folder carries its model's prior table under this name
+DEFAULT_RDO = 0.01  # the rate-distortion tolerance `otok encode` uses for token models (README, "Measured")
 
 
 class UserError(Exception):
@@ -277,24 +279,46 @@ def _grid_to_numpy(grid: torch.Tensor) -> np.ndarray:
 
 
 # ----- encode -------------------------------------------------------------------------------------------
+def rdo_for(tok: Tokenizer, rdo: float | None) -> float:
+    """The rate-distortion tolerance to encode with: `rdo`, or the default for the model's kind."""
+    if rdo is None:
+        return DEFAULT_RDO if tok.config.discrete else 0.0
+    if not math.isfinite(rdo) or rdo < 0:
+        raise UserError(f"--rdo must be a number >= 0, got {rdo}")
+    if rdo and not tok.config.discrete:
+        raise UserError(f"--rdo applies to token models; {tok.config.name} codes continuous latents")
+    if rdo and getattr(tok, "engine_dir", None) is not None:  # an engine needs its exported code table
+        from otok.export import EngineError
+
+        try:
+            tok.codes_from_indices(torch.zeros(1, dtype=torch.long))
+        except EngineError as exc:
+            raise UserError(str(exc)) from None
+    return rdo
+
+
 def encode_file(
     src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
     coder: str = "ctx", gop: int | None = None, max_side: int | None = None, frames: int | None = None,
     device: str = "cpu", backend: str = "torch", engine_dir: str | os.PathLike | None = None,
-    progress: Progress | None = None, tokenizer: Tokenizer | None = None,
+    progress: Progress | None = None, tokenizer: Tokenizer | None = None, rdo: float | None = None,
 ) -> EncodeResult:
-    """Encode a video or image file into an `.otok` file, streaming."""
+    """Encode a video or image file into an `.otok` file, streaming.
+
+    rdo: the rate-distortion tolerance (`otok.codec.rdo`); None: DEFAULT_RDO for discrete models, 0 for KL.
+    """
     src, dst = Path(src), Path(dst)
     check_output(dst, [src])
     tok = tokenizer or load_model(model, device, backend, engine_dir)
     gop = gop or tok.config.gop
     if gop < 1:
         raise UserError(f"--gop must be at least 1 step, got {gop}")
+    rdo = rdo_for(tok, rdo)
     start = time.perf_counter()
     with open_video(src, max_side, frames) as reader, atomic_output(dst) as tmp:
         info = reader.info
         header = make_header(tok, info.width, info.height, info.fps, coder, gop)
-        stream = tok.stream_encoder(1, info.height, info.width, gop)
+        stream = tok.stream_encoder(1, info.height, info.width, gop, rdo=rdo)
         count = 0
         # A prior that ships with the model is referenced by its hash, not embedded: the decoder has it too.
         prior = model_prior(tok) if coder == "ctx" else None
@@ -430,13 +454,14 @@ class EvalResult:
     psnr_per_frame: list[float] = field(default_factory=list)
     ssim_per_frame: list[float] = field(default_factory=list)
     code_counts: np.ndarray | None = None  # how often each codebook entry was used (None for latents)
+    rdo: float = 0.0  # the rate-distortion tolerance the tokens were chosen with
 
 
 def eval_file(
     src: str | os.PathLike, *, model: str | os.PathLike | None = None, coder: str = "ctx",
     gop: int | None = None, max_side: int | None = None, frames: int | None = None, device: str = "cpu",
     backend: str = "torch", engine_dir: str | os.PathLike | None = None, progress: Progress | None = None,
-    tokenizer: Tokenizer | None = None,
+    tokenizer: Tokenizer | None = None, rdo: float | None = None,
 ) -> EvalResult:
     """Encode `src` to a real `.otok` file (in a temporary folder), decode it, and measure quality and rate."""
     import tempfile
@@ -446,7 +471,7 @@ def eval_file(
     with tempfile.TemporaryDirectory(prefix="otok-eval-") as tmp:
         coded = Path(tmp) / "eval.otok"
         enc = encode_file(src, coded, coder=coder, gop=gop, max_side=max_side, frames=frames,
-                          progress=progress, tokenizer=tok)
+                          progress=progress, tokenizer=tok, rdo=rdo)
         info = file_info(coded)
         psnrs, ssims = [], []
         decoded = 0
@@ -476,4 +501,5 @@ def eval_file(
         bpp=info["bpp"], bits_per_token=info["bits_per_token"], encode_fps=enc.frames / enc.seconds,
         decode_fps=enc.frames / decode_seconds if decode_seconds else float("inf"), coder=info["coder"],
         model=tok.config.name, psnr_per_frame=psnrs, ssim_per_frame=ssims, code_counts=code_counts,
+        rdo=rdo_for(tok, rdo),
     )

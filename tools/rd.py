@@ -1,7 +1,7 @@
 """Rate–distortion of otok against x264 and x265 on evaluation clips: CSV, PNG plot, summary with BD figures.
 
     python tools/rd.py --clips FILE [FILE ...] [--short-side 256 | --max-side PX] [--frames N] --models otok-s \
-        [--coders ctx zstd raw] [--crf 18,23,28,33,38,43,48] --out DIR
+        [--coders ctx zstd raw] [--crf 18,23,28,33,38,43,48] [--rdo 0,0.01,0.02,0.03,0.05] --out DIR
 
 For each clip (a video, or an image as a 1-frame clip), frames are read as 8-bit RGB scaled down so the
 shorter side is --short-side (default 256) or the longer at most --max-side (tools/video_io.VideoReader,
@@ -12,8 +12,9 @@ the same frames otok sees), then:
   thread by default so the bytes do not depend on the machine. Size = every byte the encoder emits, as a
   raw Annex-B elementary stream (parameter sets and the encoder's version/options SEI included, no
   container); the stream is decoded again and compared with the RGB source frames.
-- otok: every model × coder through `otok.tools.pipeline.eval_file`, a real `.otok` file; size = the
-  whole file (header, index and trailer included).
+- otok: every model × coder × rate-distortion tolerance (--rdo, `otok encode --rdo`; token models) through
+  `otok.tools.pipeline.eval_file`, a real `.otok` file; size = the whole file (header, index and trailer
+  included). Each model × coder is one curve over its --rdo points.
 
 PSNR is the mean over frames of per-frame RGB PSNR (tools/metrics.psnr, peak 255; as `otok eval`), SSIM
 the mean per-frame SSIM. bpp = 8 × bytes / (frames × width × height); kbps at the clip's frame rate.
@@ -49,6 +50,7 @@ from otok.tools.video_io import VideoReader, max_side_for
 ENCODERS = {"x264": ("libx264", "h264"), "x265": ("libx265", "hevc")}  # name: (encoder, decoder)
 DEFAULT_PRESETS = {"x264": "veryslow", "x265": "slow"}
 DEFAULT_CRFS = "18,23,28,33,38,43,48"
+DEFAULT_RDOS = "0,0.01,0.02,0.03,0.05"  # otok operating points: the --rdo tolerances of `otok encode`
 FIELDS = ["clip", "codec", "param", "frames", "width", "height", "bytes", "bpp", "kbps", "psnr", "ssim"]
 
 
@@ -58,7 +60,7 @@ class Point:
 
     clip: str
     codec: str  # x264, x265, or MODEL:CODER for otok
-    param: str  # crf=N for x264/x265, the coder for otok
+    param: str  # crf=N for x264/x265, rdo=TAU for otok (the rate-distortion tolerance)
     frames: int
     width: int
     height: int
@@ -213,13 +215,13 @@ def summarize(points: list[Point], models: list[str], clips: list[str]) -> str:
                 lines.append(f"  {c:<6} bpp {ref[0].bpp:.4f}–{ref[-1].bpp:.4f}, "
                              f"PSNR {ref[0].psnr:.2f}–{ref[-1].psnr:.2f} dB "
                              f"({ref[0].param}…{ref[-1].param})")
-        header = f"  {'otok point':<16} {'bytes':>8} {'bpp':>8} {'PSNR':>7} {'SSIM':>7}"
+        header = f"  {'otok point':<26} {'bytes':>8} {'bpp':>8} {'PSNR':>7} {'SSIM':>7}"
         for c in ENCODERS:
             header += f" | {c + ' PSNR@bpp':>14} {'ΔPSNR':>7} {c + ' bpp@PSNR':>14} {'size ×':>7}"
         lines.append(header)
         otok = [p for p in here if p.codec not in ENCODERS]
         for p in otok:
-            row = f"  {p.codec:<16} {p.bytes:>8} {p.bpp:>8.4f} {p.psnr:>7.2f} {p.ssim:>7.4f}"
+            row = f"  {p.codec + ' ' + p.param:<26} {p.bytes:>8} {p.bpp:>8.4f} {p.psnr:>7.2f} {p.ssim:>7.4f}"
             for c, ref in refs.items():
                 q = bd.psnr_at_rate(curve(ref), p.bpp) if ref else None
                 try:
@@ -236,11 +238,14 @@ def summarize(points: list[Point], models: list[str], clips: list[str]) -> str:
             lines.append(line)
             if "undefined" not in line:
                 bd_rates.setdefault("x265 vs x264", []).append(bd.bd_rate(curve(refs["x264"]), curve(refs["x265"])))
-        for model in models:
-            mine = [p for p in otok if p.codec.rsplit(":", 1)[0] == model]
-            if mine and refs["x264"]:
-                lines.append(_bd_line(f"{model} vs x264", refs["x264"], mine)
-                             + f" [{model}: {len(mine)} point(s), one per coder]")
+        for codec in dict.fromkeys(p.codec for p in otok):
+            mine = [p for p in otok if p.codec == codec]
+            for c, ref in refs.items():
+                if ref:
+                    line = _bd_line(f"{codec} vs {c}", ref, mine) + f" [{len(mine)} point(s), one per --rdo]"
+                    lines.append(line)
+                    if "undefined" not in line:
+                        bd_rates.setdefault(f"{codec} vs {c}", []).append(bd.bd_rate(curve(ref), curve(mine)))
         if len(models) >= bd.MIN_POINTS and refs["x264"]:
             best = [min((p for p in otok if p.codec.rsplit(":", 1)[0] == m), key=lambda p: p.bytes) for m in models]
             lines.append(_bd_line("otok models (smallest coder each) vs x264", refs["x264"], best))
@@ -274,10 +279,14 @@ def plot(points: list[Point], clips: list[str], path: Path, title: str) -> None:
                                 xytext=(3, -9), fontsize=6, color="gray")
         otok_codecs = list(dict.fromkeys(p.codec for p in here if p.codec not in ENCODERS))
         for i, c in enumerate(otok_codecs):
-            mine = [p for p in here if p.codec == c]
+            mine = sorted((p for p in here if p.codec == c), key=lambda p: p.bpp)
             # shrinking markers: coincident points (coders of one model at one rate) stay visible
-            ax.plot([p.bpp for p in mine], [p.psnr for p in mine], markers[i % len(markers)],
-                    ms=max(4.0, 10 - 2 * (i % 4)), mec="black", alpha=0.85, label=c)
+            ax.plot([p.bpp for p in mine], [p.psnr for p in mine], "--" + markers[i % len(markers)],
+                    ms=max(4.0, 10 - 2 * (i % 4)), mec="black", alpha=0.85, label=f"{c} (--rdo sweep)")
+            if i == 0:
+                for p in mine:
+                    ax.annotate(p.param.removeprefix("rdo="), (p.bpp, p.psnr), textcoords="offset points",
+                                xytext=(4, 4), fontsize=6, color="tab:blue")
         first = here[0] if here else None
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
@@ -378,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["otok-s"], help="otok registry names or weights paths")
     parser.add_argument("--coders", nargs="+", default=["ctx", "zstd", "raw"])
     parser.add_argument("--crf", default=DEFAULT_CRFS, help="comma-separated CRF sweep for x264 and x265")
+    parser.add_argument("--rdo", default=DEFAULT_RDOS,
+                        help="comma-separated rate-distortion tolerances for otok token models (KL: 0 only)")
     parser.add_argument("--codecs", nargs="+", default=list(ENCODERS), choices=list(ENCODERS))
     parser.add_argument("--x264-preset", default=DEFAULT_PRESETS["x264"])
     parser.add_argument("--x265-preset", default=DEFAULT_PRESETS["x265"])
@@ -397,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
         crfs = [int(c) for c in args.crf.split(",") if c.strip()]
     except ValueError:
         parser.error(f"--crf must be comma-separated integers, got {args.crf!r}")
+    try:
+        rdos = [float(t) for t in args.rdo.split(",") if t.strip()]
+    except ValueError:
+        parser.error(f"--rdo must be comma-separated numbers, got {args.rdo!r}")
+    if not rdos or any(not np.isfinite(t) or t < 0 for t in rdos):
+        parser.error(f"--rdo must list numbers >= 0, got {args.rdo!r}")
     for clip in args.clips:
         if not clip.is_file():
             parser.error(f"{clip}: no such file")
@@ -445,13 +462,15 @@ def main(argv: list[str] | None = None) -> int:
         for model, tok in toks.items():
             coders = args.coders if tok.config.discrete else ["f16z"]
             for coder in coders:
-                tick = time.perf_counter()
-                r = pipeline.eval_file(clip, tokenizer=tok, coder=coder, max_side=max_side, frames=args.frames)
-                p = Point(name, f"{model}:{r.coder}", r.coder, r.frames, r.width, r.height, r.bytes, r.bpp,
-                          8 * r.bytes / (r.frames / float(fps)) / 1000, r.psnr, r.ssim)
-                points.append(p)
-                print(f"  {p.codec}: {p.bytes:>8} B {p.bpp:.4f} bpp {p.psnr:6.2f} dB "
-                      f"({time.perf_counter() - tick:.1f} s)", file=sys.stderr, flush=True)
+                for tau in rdos if tok.config.discrete else [0.0]:
+                    tick = time.perf_counter()
+                    r = pipeline.eval_file(clip, tokenizer=tok, coder=coder, max_side=max_side, frames=args.frames,
+                                           rdo=tau)
+                    p = Point(name, f"{model}:{r.coder}", f"rdo={tau:g}", r.frames, r.width, r.height, r.bytes,
+                              r.bpp, 8 * r.bytes / (r.frames / float(fps)) / 1000, r.psnr, r.ssim)
+                    points.append(p)
+                    print(f"  {p.codec} {p.param}: {p.bytes:>8} B {p.bpp:.4f} bpp {p.psnr:6.2f} dB "
+                          f"({time.perf_counter() - tick:.1f} s)", file=sys.stderr, flush=True)
 
     for codec, info in encoder_info.items():
         meta[f"{codec} version"] = encoder_version(info)
