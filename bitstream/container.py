@@ -23,6 +23,7 @@ def preamble(minor: int) -> bytes:
 
 
 HEAD, PRIO, STEP, INDX, TAIL = b"HEAD", b"PRIO", b"STEP", b"indx", b"TAIL"
+ENCD = b"encd"  # ancillary: encoder settings, UTF-8 JSON (SPEC §2.3, informative)
 KNOWN_CRITICAL = {HEAD, PRIO, STEP, TAIL}
 
 _CHUNK_HEAD = struct.Struct("<I4s")

@@ -17,6 +17,8 @@ from .errors import CorruptError, OtokError, TruncatedError, UnsupportedError, U
 from .header import Header
 from .prior import Prior
 
+KEPT_ANCILLARY_BYTES = 1 << 16  # larger ancillary payloads before the first step are skipped, not kept
+
 
 class OtokWarning(UserWarning):
     """Issued when iteration stops early at a truncated or damaged chunk (message: where and why)."""
@@ -84,8 +86,11 @@ class OtokReader:
         self.damage: str | None = None
 
     def _read_setup_chunks(self) -> tuple[ct.Chunk | None, Prior | None]:
-        """Chunks between HEAD and the first STEP/indx/TAIL: PRIO, ancillary chunks (skipped)."""
+        """Chunks between HEAD and the first STEP/indx/TAIL: PRIO, and ancillary chunks, whose payloads are
+        kept in `self.ancillary` (type -> payload, the first of each type up to KEPT_ANCILLARY_BYTES; e.g.
+        `encd`, SPEC §2.3)."""
         prior = None
+        self.ancillary: dict[bytes, bytes] = {}
         while True:
             try:
                 chunk = self._chunks.next()
@@ -96,7 +101,10 @@ class OtokReader:
                 return chunk, prior
             if chunk.ctype == ct.PRIO:
                 prior = Prior.from_bytes(chunk.payload)
-            elif ct.is_critical(chunk.ctype):
+            elif not ct.is_critical(chunk.ctype):
+                if len(chunk.payload) <= KEPT_ANCILLARY_BYTES:
+                    self.ancillary.setdefault(chunk.ctype, bytes(chunk.payload))
+            else:
                 raise UnsupportedError(f"unknown critical chunk {chunk.ctype!r} at byte {chunk.offset}: "
                                        "the file needs a newer otok")
 

@@ -291,3 +291,22 @@ def test_crc_covers_type_and_payload():
     assert struct.unpack("<I", chunk[-4:])[0] == zlib.crc32(b"STEPabc")
     with pytest.raises(LimitError):
         ct.ChunkReader(io.BytesIO(struct.pack("<I", 1 << 31) + b"STEP"), 0, None).next()
+
+
+def test_ancillary_chunks_before_the_steps_are_kept_and_others_skipped():
+    """Ancillary payloads between HEAD and the first STEP are kept (the first of each type, up to a size
+    cap); one among the steps, or an oversized one, is skipped; none of them changes the tokens."""
+    from otok.bitstream.reader import KEPT_ANCILLARY_BYTES
+
+    header = Header("otok-test", SHA, 8, 4, 3, TOKENS.shape[1:], 32, 24, (30, 1), codebook_size=300, coder="ctx")
+    buf = io.BytesIO()
+    with OtokWriter(buf, header, steps_per_chunk=2) as w:
+        w.write_ancillary(ct.ENCD, b'{"rdo":0.01}')
+        w.write_ancillary(ct.ENCD, b'{"rdo":9}')  # a second of the same type: the first wins
+        w.write_ancillary(b"huge", bytes(KEPT_ANCILLARY_BYTES + 1))
+        w.write(TOKENS[:3])
+        w.write_ancillary(b"late", b"among the steps")
+        w.write(TOKENS[3:])
+    reader = OtokReader(io.BytesIO(buf.getvalue()))
+    assert reader.ancillary == {ct.ENCD: b'{"rdo":0.01}'}
+    np.testing.assert_array_equal(np.stack(list(reader)), TOKENS)

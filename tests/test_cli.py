@@ -358,3 +358,28 @@ def test_rdo_flag_chooses_the_tokens_the_model_chooses(tmp_path, capsys, model_p
     status, _, err = run(capsys, "encode", clip, tmp_path / "out.otok", "--model", kl, "--rdo", "0.1")
     assert_clean_failure(status, err, tmp_path, message="continuous latents")
     assert run(capsys, "encode", clip, tmp_path / "kl.otok", "--model", kl)[0] == 0  # the default: none for KL
+
+
+def test_info_shows_the_encoder_settings(tmp_path, capsys, model_path, clip):
+    """`otok encode` records its settings in an `encd` chunk (SPEC §2.3); `otok info` shows them, and a file
+    without one (or with one that is not JSON) still has its info."""
+    from otok.bitstream import OtokWriter, read_header
+    from otok.bitstream.container import ENCD
+    from otok.codec import load
+
+    coded = tmp_path / "c.otok"
+    assert run(capsys, "encode", clip, coded, "--model", model_path, "--rdo", "0.02", "--quiet")[0] == 0
+    status, out, _ = run(capsys, "info", coded)
+    assert status == 0 and f"encoder: otok {pipeline.otok_version()}, --rdo 0.02" in out
+    assert pipeline.file_info(coded)["encoder_settings"] == {"encoder": f"otok {pipeline.otok_version()}",
+                                                            "rdo": 0.02}
+    prior = pipeline.model_prior(load(model_path))
+    header, tokens = read_header(coded), read_tokens(coded, prior=prior)
+    for name, payload in (("none.otok", None), ("garbage.otok", b"\xff not json")):
+        with OtokWriter(tmp_path / name, header, prior=prior) as writer:
+            if payload is not None:
+                writer.write_ancillary(ENCD, payload)
+            writer.write(tokens)
+        status, out, err = run(capsys, "info", tmp_path / name)
+        assert status == 0, err
+        assert "encoder:" not in out and pipeline.file_info(tmp_path / name)["encoder_settings"] is None

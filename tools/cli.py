@@ -59,7 +59,7 @@ def _common_flags(p: argparse.ArgumentParser, default) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="otok", description="A streaming video tokenizer that works like a codec.")
     _common_flags(parser, False)
-    parser.add_argument("--version", action="version", version=f"otok {_version()}")
+    parser.add_argument("--version", action="version", version=f"otok {pipeline.otok_version()}")
     common = argparse.ArgumentParser(add_help=False)
     _common_flags(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -109,15 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     for which, default in (("min", "1,64,64"), ("opt", "1,256,256"), ("max", "4,1088,1920")):
         trt.add_argument(f"--{which}-shape", default=default, metavar="B,H,W", help=f"default {default}")
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("otok-codec")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 @contextlib.contextmanager
@@ -227,6 +218,11 @@ def cmd_info(args: argparse.Namespace) -> int:
                    + (f"{info['bits_per_token']:.3f} bits/token, " if info["bits_per_token"] else "")
                    + (f"{info['bpp']:.4f} bpp" if info["bpp"] else "")),
     ]
+    settings = info["encoder_settings"]
+    if settings:
+        described = [str(settings["encoder"])] if "encoder" in settings else []
+        described += [f"--{k} {v}" for k, v in settings.items() if k != "encoder"]
+        rows.append(("encoder", ", ".join(described)))
     if not info["complete"]:
         rows.append(("warning", "no valid index/trailer: the file is truncated or damaged"))
     for key, value in rows:

@@ -8,6 +8,7 @@ when complete, so a failure never leaves a half-written file.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from otok.bitstream import CtxParams, Header, OtokError, OtokReader, OtokWarning, OtokWriter, Prior, read_header
+from otok.bitstream.container import ENCD
 from otok.codec import Tokenizer, WeightsError, load
 
 from .metrics import psnr, ssim
@@ -279,6 +281,16 @@ def _grid_to_numpy(grid: torch.Tensor) -> np.ndarray:
 
 
 # ----- encode -------------------------------------------------------------------------------------------
+def otok_version() -> str:
+    """The installed otok-codec version ("unknown" when running from a tree that is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("otok-codec")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def rdo_for(tok: Tokenizer, rdo: float | None) -> float:
     """The rate-distortion tolerance to encode with: `rdo`, or the default for the model's kind."""
     if rdo is None:
@@ -323,6 +335,8 @@ def encode_file(
         # A prior that ships with the model is referenced by its hash, not embedded: the decoder has it too.
         prior = model_prior(tok) if coder == "ctx" else None
         with OtokWriter(tmp, header, prior=prior, embed_prior=False) as writer, torch.inference_mode():
+            settings = {"encoder": f"otok {otok_version()}", "rdo": rdo}
+            writer.write_ancillary(ENCD, json.dumps(settings, separators=(",", ":")).encode())
             for batch in groups(reader, tok.config.tubelet):
                 for grid in stream.push(frames_to_video(batch, tok.device)):
                     writer.write(_grid_to_numpy(grid))
@@ -433,7 +447,19 @@ def file_info(src: str | os.PathLike) -> dict:
             "bpp": 8 * size / (frames * h.width * h.height) if frames else None,
             "duration_s": frames / float(fps),
             "complete": reader.complete,
+            "encoder_settings": encoder_settings(reader),
         }
+
+
+def encoder_settings(reader: OtokReader) -> dict | None:
+    """The `encd` chunk's settings (SPEC §2.3), or None: not there (written by another tool or before it
+    existed) or not a JSON object."""
+    payload = reader.ancillary.get(ENCD)
+    try:
+        settings = json.loads(payload.decode("utf-8")) if payload is not None else None
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return settings if isinstance(settings, dict) else None
 
 
 # ----- eval ---------------------------------------------------------------------------------------------
