@@ -52,14 +52,14 @@ def _gap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def choose_tokens(nearest: Tensor, previous: Tensor | None, codes_of: Callable[[Tensor], Tensor],
                   tau: float) -> Tensor:
-    """The tokens (B, h, w) int64 to code for one step.
+    """The tokens (B, h, w) int64 to code for one step (on the device of `nearest`).
 
     nearest: (B, h, w) the nearest-code tokens; previous: (B, h, w) the tokens chosen for the step before
     in the same segment (None at a segment start); codes_of: tokens (...) -> codes (..., C).
     Decided on the CPU in numpy: a step is a few thousand tokens, and the rounds are small.
     """
     if tau <= 0:
-        return nearest
+        return nearest.long()
     b, h, w = nearest.shape
     best = nearest.reshape(b, h * w)
     best_codes = codes_of(best).float().cpu().numpy()
@@ -81,4 +81,4 @@ def choose_tokens(nearest: Tensor, previous: Tensor | None, codes_of: Callable[[
         src = np.where(take_up, up, np.where(take_left, left, pos))  # (B, n): where each token comes from
         out[:, pos] = out[rows, src]
         out_codes[:, pos] = out_codes[rows, src]
-    return torch.from_numpy(out.reshape(b, h, w)).to(nearest.device)
+    return torch.from_numpy(out.reshape(b, h, w)).to(device=nearest.device, dtype=torch.int64)

@@ -108,10 +108,12 @@ class StreamEncoder(_Stream):
         return out
 
     def _choose(self, out: QuantizerOutput, previous: Tensor | None) -> QuantizerOutput:
-        """The step's output with rate-distortion optimized tokens in place of the nearest ones."""
+        """The step's output with rate-distortion optimized tokens in place of the nearest ones (codes
+        straight-through, so a gradient still reaches the encoder; loss and stats stay the nearest's)."""
         quantizer = self.tokenizer.quantizer
         self._chosen = choose_tokens(out.indices, previous, quantizer.codes_from_indices, self.rdo)
-        return QuantizerOutput(quantizer.codes_from_indices(self._chosen), self._chosen, out.loss, out.stats)
+        chosen = quantizer.codes_from_indices(self._chosen).to(out.codes.dtype)
+        return QuantizerOutput(out.codes + (chosen - out.codes).detach(), self._chosen, out.loss, out.stats)
 
     # Backends (otok.export) override these two hooks; buffering, padding and segments stay here.
     def _step(self, pixels: Tensor, cache) -> tuple[QuantizerOutput, object]:

@@ -131,6 +131,7 @@ class EngineTokenizer:
         self.quantizer = SimpleNamespace(code_dim=code_dim, codebook_size=c.codebook_size)
         self._code = "tokens" if c.discrete else "latents"
         self._code_table: Tensor | None = None  # VQ: the codes of every token, loaded when first needed
+        self._code_quantizer = None  # FSQ/LFQ: a quantizer built from the config, for its codes
 
     def __repr__(self) -> str:
         return f"EngineTokenizer({self.config.name}, backend={self.backend}, dir={self.engine_dir})"
@@ -167,8 +168,10 @@ class EngineTokenizer:
     def codes_from_indices(self, indices: Tensor) -> Tensor:
         """Tokens (...) -> their codes (..., C) float32 on the CPU, as `Tokenizer.quantizer.codes_from_indices`
         (VQ: the exported code table; FSQ/LFQ codes follow from the config)."""
-        if self.config.quantizer != "vq":
-            return build_quantizer(self.config).codes_from_indices(indices.cpu())
+        if self.config.quantizer != "vq":  # FSQ/LFQ: no learned codes, the config defines them
+            if self._code_quantizer is None:
+                self._code_quantizer = build_quantizer(self.config)
+            return self._code_quantizer.codes_from_indices(indices.cpu())
         if self._code_table is None:
             path = self.engine_dir / self.manifest.get("codes", CODES)
             if "codes" not in self.manifest or not path.is_file():

@@ -119,6 +119,8 @@ def build_trt_engines(
     # keep the ONNX graphs beside the engines, for rebuilding on another GPU, and the code table
     for name in [manifest["graphs"][g]["file"] for g in GRAPHS] + ([manifest["codes"]] if "codes" in manifest else []):
         source = onnx_dir / name
+        if not source.is_file():
+            raise EngineError(f"{source} is missing; re-export {onnx_dir} with `otok export onnx`")
         if source.resolve() != (out / source.name).resolve():
             shutil.copyfile(source, out / source.name)
     (out / MANIFEST).write_text(json.dumps(trt_manifest, indent=2) + "\n")

@@ -87,26 +87,48 @@ def test_kl_models_refuse_rdo():
 @pytest.mark.parametrize("quantizer", ["vq", "fsq"])
 def test_stream_equals_whole_clip_and_only_cheaper_tokens_change(quantizer):
     tok = tiny(quantizer)
-    tau = 0.3 if quantizer == "vq" else 0.1
+    tau, gop = (0.3 if quantizer == "vq" else 0.1), 2
     video = random_video(2, 14, 32, 48)
-    nearest = tok.encode(video)
-    chosen = tok.encode(video, rdo=tau)
+    nearest = tok.encode(video, gop=gop)
+    chosen = tok.encode(video, gop=gop, rdo=tau)
     changed = chosen != nearest
     assert 0.05 < changed.double().mean() < 1.0  # the tolerance does something, and not everything
-    stream, grids, start = tok.stream_encoder(2, 32, 48, rdo=tau), [], 0
-    for n in [1, 4, 0, 3, 6]:
-        grids += stream.push(video[:, :, start : start + n])
-        start += n
-    grids += stream.flush()
-    assert torch.equal(torch.stack(grids, 1), chosen)
-    # a changed token repeats its source: the previous step's (not at a segment start), the one above or left
-    c = chosen.numpy()
-    for n, s, i, j in zip(*np.nonzero(changed.numpy())):
-        sources = [c[n, s, i - 1, j]] if i else []
-        sources += [c[n, s, i, j - 1]] if j else []
-        sources += [c[n, s - 1, i, j]] if s % tok.config.gop else []
-        assert c[n, s, i, j] in sources
-    codes = tok.quantizer.codes_from_indices
+    # step by step: the rule applied to each step's nearest tokens, with no previous step at segment starts
+    codes_of = tok.quantizer.codes_from_indices
+    for s in range(chosen.shape[1]):
+        previous = chosen[:, s - 1] if s % gop else None
+        assert torch.equal(chosen[:, s], choose_tokens(nearest[:, s], previous, codes_of, tau))
+    # a stream in uneven pushes, across segment boundaries, then flushed and used again: the same tokens
+    stream = tok.stream_encoder(2, 32, 48, gop=gop, rdo=tau)
+    for _ in range(2):
+        grids, start = [], 0
+        for n in [1, 4, 0, 3, 6]:
+            grids += stream.push(video[:, :, start : start + n])
+            start += n
+        grids += stream.flush()
+        assert torch.equal(torch.stack(grids, 1), chosen)
     with torch.no_grad():
-        gaps = 0.5 * (codes(chosen) - codes(nearest)).square().sum(-1)
+        gaps = 0.5 * (codes_of(chosen) - codes_of(nearest)).square().sum(-1)
     assert float(gaps.max()) <= tau + 1e-6
+
+
+def test_ties_and_duplicate_codes_follow_the_rule():
+    """Codes on a grid (exact duplicates, gaps exactly equal to tau): '<= tau' takes the source."""
+    table = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.5, 0.0], [1.0, 0.0]])  # 0 == 1; gap(0, 2) = 0.125
+    codes_of = lambda t: F.embedding(t, table)  # noqa: E731
+    nearest = torch.tensor([[[0, 1, 2, 3], [2, 2, 3, 0]]])
+    out = choose_tokens(nearest, None, codes_of, 0.125)
+    np.testing.assert_array_equal(out.numpy(), _raster_reference(nearest.numpy(), None, table, 0.125))
+    assert out[0, 0].tolist() == [0, 0, 0, 3]  # duplicates and an exact tie repeat the left token
+    int32 = choose_tokens(nearest.int(), None, codes_of, 0.125)
+    assert int32.dtype == torch.int64 and torch.equal(int32, out)
+
+
+def test_gradient_reaches_the_encoder_through_chosen_codes():
+    tok = tiny().train()
+    stream = tok.stream_encoder(1, 32, 32, rdo=0.3)
+    outputs = stream.push_quantized(random_video(1, 5, 32, 32)) + stream.flush_quantized()
+    torch.stack([o.codes.sum() for o in outputs]).sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tok.encoder.parameters())
+    torch.testing.assert_close(outputs[1].codes.detach(), tok.quantizer.codes_from_indices(outputs[1].indices).detach(),
+                               atol=1e-6, rtol=0)  # the chosen codes, up to the straight-through rounding

@@ -2,6 +2,7 @@
 
     python tools/bench_stream.py                       # otok-s and otok-b at 256x256
     python tools/bench_stream.py --models otok-tiny --size 128 --steps 60
+    python tools/bench_stream.py --models --rdo-grids 32x32 45x80 135x240   # only the rdo token choice
 
 For each model: encode and decode frames/s (median video step), the stream's state bytes, and the median
 step time over steps 5-25 against steps 140-160 (the temporal window slides over the whole run: the
@@ -9,6 +10,10 @@ segment length is set past the run, so a flat ratio shows that per-step cost doe
 windows are timed interleaved, a step of each in turn, so that noise from other work on the machine
 falls on both alike.
 Random-init weights: speed does not depend on their values.
+
+Then the cost of rate-distortion token choice (`otok.codec.rdo.choose_tokens`, what `otok encode --rdo`
+adds to each step, on the CPU whatever the model's device) per grid of --rdo-grids: the median over 20
+steps of random nearest tokens, half of them equal to the previous step's, at the CLI's default tolerance.
 """
 
 from __future__ import annotations
@@ -86,13 +91,27 @@ def bench(name: str, size: int, late: int, threads: int) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["otok-s", "otok-b"])
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=160, help="last step of the late window")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args(argv)
+def bench_rdo(grid: tuple[int, int], repeat: int = 20) -> float:
+    """Median milliseconds of one step's rdo token choice on a (h, w) grid with otok-s's codebook size."""
+    from otok.codec.rdo import choose_tokens
+    from otok.tools.pipeline import DEFAULT_RDO
+
+    tok = load("otok-s", pretrained=False, seed=0)
+    g = torch.Generator().manual_seed(0)
+    k = tok.config.codebook_size
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeat):
+            previous = torch.randint(0, k, (1, *grid), generator=g)
+            nearest = torch.where(torch.rand(1, *grid, generator=g) < 0.5, previous,
+                                  torch.randint(0, k, (1, *grid), generator=g))
+            start = time.perf_counter()
+            choose_tokens(nearest, previous, tok.quantizer.codes_from_indices, DEFAULT_RDO)
+            times.append(time.perf_counter() - start)
+    return median_ms(times)
+
+
+def bench_models(args: argparse.Namespace) -> None:
     print(f"# {args.size}x{args.size}, {args.steps} video steps after an image step, {args.threads} threads, "
           f"torch {torch.__version__}")
     header = (f"{'model':<10} {'params':>7} {'enc f/s':>8} {'dec f/s':>8} {'state B':>10} "
@@ -107,6 +126,27 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['decode_ratio']:>6.3f}", flush=True)
     print(f"# early = steps 5-25 of a fresh stream, late = steps {args.steps - 20}-{args.steps} of an old one, "
           "timed interleaved; medians; state bytes equal at step 10 and at the end")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=["otok-s", "otok-b"])
+    parser.add_argument("--rdo-grids", nargs="*", default=["32x32", "45x80", "135x240"], metavar="HxW",
+                        help="token grids to time rdo token choice on (256x256, 360p and 1080p at patch 8)")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=160, help="last step of the late window")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args(argv)
+    if args.models:
+        bench_models(args)
+    for text in args.rdo_grids:
+        try:
+            grid = tuple(int(v) for v in text.lower().split("x"))
+        except ValueError:
+            grid = ()
+        if len(grid) != 2 or min(grid) < 1:
+            parser.error(f"--rdo-grids takes HxW token grids, got {text!r}")
+        print(f"rdo token choice, {grid[0]}x{grid[1]} grid: {bench_rdo(grid):.1f} ms/step (median of 20)", flush=True)
     return 0
 
 

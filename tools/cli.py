@@ -305,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         return _fail(f"{exc.strerror or exc}{_where(exc)}", 2 if exc.errno in (errno.EACCES, errno.ENOENT) else 1)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        # an engine folder that does not fit is the user's to fix (otok.export is imported only when used)
+        engine_error = getattr(sys.modules.get("otok.export.runtime"), "EngineError", None)
+        if engine_error is not None and isinstance(exc, engine_error):
+            return _fail(str(exc), 2)
         if debug:
             traceback.print_exc()
         return _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", 1)

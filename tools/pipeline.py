@@ -292,9 +292,10 @@ def otok_version() -> str:
 
 
 def rdo_for(tok: Tokenizer, rdo: float | None) -> float:
-    """The rate-distortion tolerance to encode with: `rdo`, or the default for the model's kind."""
+    """The rate-distortion tolerance to encode with: `rdo`, or the default for the model's kind. An engine
+    folder exported before rdo existed has no code table: a one-line error that says what to do."""
     if rdo is None:
-        return DEFAULT_RDO if tok.config.discrete else 0.0
+        rdo = DEFAULT_RDO if tok.config.discrete else 0.0
     if not math.isfinite(rdo) or rdo < 0:
         raise UserError(f"--rdo must be a number >= 0, got {rdo}")
     if rdo and not tok.config.discrete:
@@ -306,7 +307,7 @@ def rdo_for(tok: Tokenizer, rdo: float | None) -> float:
             tok.codes_from_indices(torch.zeros(1, dtype=torch.long))
         except EngineError as exc:
             raise UserError(str(exc)) from None
-    return rdo
+    return rdo + 0.0  # -0.0 -> 0.0
 
 
 def encode_file(
@@ -335,8 +336,8 @@ def encode_file(
         # A prior that ships with the model is referenced by its hash, not embedded: the decoder has it too.
         prior = model_prior(tok) if coder == "ctx" else None
         with OtokWriter(tmp, header, prior=prior, embed_prior=False) as writer, torch.inference_mode():
-            settings = {"encoder": f"otok {otok_version()}", "rdo": rdo}
-            writer.write_ancillary(ENCD, json.dumps(settings, separators=(",", ":")).encode())
+            # 24 bytes with framing: what a reader of the tokens needs to know (nearest codes or not)
+            writer.write_ancillary(ENCD, json.dumps({"rdo": rdo}, separators=(",", ":")).encode())
             for batch in groups(reader, tok.config.tubelet):
                 for grid in stream.push(frames_to_video(batch, tok.device)):
                     writer.write(_grid_to_numpy(grid))
