@@ -33,13 +33,16 @@ def check_tau(tau: float) -> float:
 
 
 @lru_cache(maxsize=32)
-def _diagonals(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """Per anti-diagonal i + j = d: (flat positions, flat positions above, above exists, left, left exists)."""
+def _diagonals(b: int, h: int, w: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per anti-diagonal i + j = d, over the b grids of a batch laid end to end (index n * h * w + i * w + j):
+    (positions, the positions above, which of them exist, the positions to the left, which of them exist)."""
     out = []
+    grids = (np.arange(b) * (h * w))[:, None]
     for d in range(h + w - 1):
         i = np.arange(max(0, d - w + 1), min(h - 1, d) + 1)
-        pos = i * w + (d - i)
-        out.append((pos, np.maximum(pos - w, 0), i > 0, np.maximum(pos - 1, 0), (d - i) > 0))
+        pos = (grids + i * w + (d - i)).ravel()
+        has_up, has_left = np.tile(i > 0, b), np.tile(d - i > 0, b)
+        out.append((pos, np.where(has_up, pos - w, pos), has_up, np.where(has_left, pos - 1, pos), has_left))
     return out
 
 
@@ -56,29 +59,36 @@ def choose_tokens(nearest: Tensor, previous: Tensor | None, codes_of: Callable[[
 
     nearest: (B, h, w) the nearest-code tokens; previous: (B, h, w) the tokens chosen for the step before
     in the same segment (None at a segment start); codes_of: tokens (...) -> codes (..., C).
-    Decided on the CPU in numpy: a step is a few thousand tokens, and the rounds are small.
+    Decided on the CPU in numpy, the batch's grids laid end to end: a step is a few thousand tokens, and
+    the rounds are small.
     """
     if tau <= 0:
         return nearest.long()
     b, h, w = nearest.shape
-    best = nearest.reshape(b, h * w)
-    best_codes = codes_of(best).float().cpu().numpy()
-    out = best.cpu().numpy().copy()
+    best = nearest.reshape(-1)
+    best_codes = codes_of(best).float().cpu().numpy()  # (b * h * w, C)
+    out = best.cpu().numpy().astype(np.int64)
     out_codes = best_codes.copy()
-    settled = np.zeros(out.shape, dtype=bool)
+    free = np.ones(out.shape, dtype=bool)  # not settled by the previous step's token
     if previous is not None:
-        prev = previous.reshape(b, h * w)
+        prev = previous.reshape(-1)
         prev_codes = codes_of(prev).float().cpu().numpy()
         settled = _gap(best_codes, prev_codes) <= tau
         out[settled] = prev.cpu().numpy()[settled]
         out_codes[settled] = prev_codes[settled]
-    rows = np.arange(b)[:, None]
-    for pos, up, has_up, left, has_left in _diagonals(h, w):
-        free = ~settled[:, pos]
-        here = best_codes[:, pos]
-        take_up = free & has_up & (_gap(here, out_codes[:, up]) <= tau)
-        take_left = free & ~take_up & has_left & (_gap(here, out_codes[:, left]) <= tau)
-        src = np.where(take_up, up, np.where(take_left, left, pos))  # (B, n): where each token comes from
-        out[:, pos] = out[rows, src]
-        out_codes[:, pos] = out_codes[rows, src]
-    return torch.from_numpy(out.reshape(b, h, w)).to(device=nearest.device, dtype=torch.int64)
+        free = ~settled
+    for pos, up, has_up, left, has_left in _diagonals(b, h, w):
+        here, open_ = best_codes.take(pos, axis=0), free.take(pos)
+        take_up = _gap(here, out_codes.take(up, axis=0)) <= tau
+        take_up &= has_up
+        take_up &= open_
+        take_left = _gap(here, out_codes.take(left, axis=0)) <= tau
+        take_left &= has_left
+        take_left &= open_
+        take_left &= ~take_up
+        if not (take_up.any() or take_left.any()):
+            continue
+        src = np.where(take_up, up, np.where(take_left, left, pos))  # where each token comes from
+        out[pos] = out.take(src)
+        out_codes[pos] = out_codes.take(src, axis=0)
+    return torch.from_numpy(out.reshape(b, h, w)).to(nearest.device)
