@@ -13,7 +13,7 @@ from .errors import CorruptError, LimitError, NotOtokError, TruncatedError, Unsu
 
 MAGIC = b"\x89OTK\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1  # the newest minor version this reader knows; a writer puts the lowest that fits its file
+VERSION_MINOR = 2  # the newest minor version this reader knows; a writer puts the lowest that fits its file
 PREAMBLE = MAGIC + struct.pack("<HH", VERSION_MAJOR, VERSION_MINOR)
 
 
@@ -100,8 +100,8 @@ def pack_index(entries: list[StepInfo]) -> bytes:
     return struct.pack("<I", len(entries)) + b"".join(e.pack_entry() for e in entries)
 
 
-def read_preamble(f: BinaryIO) -> None:
-    """Check magic and version (12 bytes)."""
+def read_preamble(f: BinaryIO) -> int:
+    """Check magic and version (12 bytes) -> the minor version."""
     data = _read_exact(f, len(PREAMBLE))
     if not MAGIC.startswith(data[:len(MAGIC)]):
         raise NotOtokError("not an .otok file (the magic bytes do not match)")
@@ -110,6 +110,7 @@ def read_preamble(f: BinaryIO) -> None:
     major, minor = struct.unpack_from("<HH", data, len(MAGIC))
     if major != VERSION_MAJOR:
         raise UnsupportedError(f".otok format version {major}.{minor} is not supported (this reader reads {VERSION_MAJOR}.x)")
+    return minor
 
 
 class ChunkReader:

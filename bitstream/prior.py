@@ -1,7 +1,8 @@
 """The model's prior table for the `ctx` coder: initial counts of the mode contexts and of each literal
-sub-symbol (for K <= 2**14, the codebook frequencies). Build one from sample token grids, ship it with the
-model as a small file, embed it in `.otok` files (PRIO chunk). Its identity is `sha256`, which the header
-records (SPEC.md, "Prior table")."""
+sub-symbol (for K <= 2**14, the codebook frequencies), and (version 3) the code order and group counts of
+the grouped literal model. Build one from sample token grids, ship it with the model as a small file,
+embed it in `.otok` files (PRIO chunk). Its identity is `sha256`, which the header records (SPEC.md,
+"Prior table")."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .errors import CorruptError, LimitError, UnsupportedError, UsageError
 from . import limits
 
 MAGIC = b"OTKPRIOR"
-VERSION = 2  # version 1 held the flag counts of the pre-release ctx coder (coder id 2)
+VERSION = 3  # 3 adds the code order and group counts; 2 still reads; 1 held the retired coder id 2's counts
 _HEAD = struct.Struct("<8sHHII")  # magic, version, num_mode_ctx, codebook_size, table_bytes
 MAX_COUNT = 1 << 30
 
@@ -29,17 +30,54 @@ class Prior:
 
     mode_counts: uint32 (250, 4), counts of modes T / U / L / literal per mode context.
     part_counts: one uint32 array (alphabet_i,) per literal sub-symbol (see `ctx_model.part_layout`).
+    order: uint32 (K,), the rank of each token in the grouped literal model (a permutation of 0..K-1;
+        `code_order` puts similar codes next to each other).
+    group_counts: uint32 (G + 1, G), counts of the group of a literal's rank per group context
+        (`ctx_model.group_layout`).
+    A table made without order and group_counts is a version-2 table (identity order, zero group counts),
+    serialized as such; with either, version 3.
     """
 
-    def __init__(self, codebook_size: int, mode_counts: np.ndarray, part_counts: Iterable[np.ndarray]) -> None:
+    def __init__(self, codebook_size: int, mode_counts: np.ndarray, part_counts: Iterable[np.ndarray],
+                 order: np.ndarray | None = None, group_counts: np.ndarray | None = None) -> None:
         layout = cm.part_layout(codebook_size)
+        groups = cm.group_layout(codebook_size)
         self.codebook_size = codebook_size
+        self.version = 2 if order is None and group_counts is None else VERSION
         self.mode_counts = np.asarray(mode_counts, dtype=np.uint32).reshape(cm.NUM_MODE_CTX, cm.NUM_MODES)
         self.part_counts = tuple(np.asarray(c, dtype=np.uint32) for c in part_counts)
         if tuple(len(c) for c in self.part_counts) != layout.alphabets:
             raise UsageError(f"prior tables must have lengths {layout.alphabets} for a codebook of {codebook_size}")
-        if any(int(t.max(initial=0)) > MAX_COUNT for t in (self.mode_counts, *self.part_counts)):
+        self._order = None if order is None else np.asarray(order, dtype=np.uint32).reshape(-1)
+        if self._order is not None and (len(self._order) != codebook_size or not _is_permutation(self._order)):
+            raise UsageError(f"the prior's code order must be a permutation of 0..{codebook_size - 1}")
+        shape = (groups.contexts, groups.groups)
+        self.group_counts = (np.zeros(shape, dtype=np.uint32) if group_counts is None
+                             else np.asarray(group_counts, dtype=np.uint32))
+        if self.group_counts.shape != shape:
+            raise UsageError(f"prior group counts must have shape {shape} for a codebook of {codebook_size}")
+        if any(int(t.max(initial=0)) > MAX_COUNT for t in (self.mode_counts, *self.part_counts, self.group_counts)):
             raise UsageError(f"prior counts must be at most {MAX_COUNT}")
+        self._tokens_by_rank: np.ndarray | None = None
+
+    @property
+    def has_order(self) -> bool:
+        """Whether the table carries a code order (version 3); without one the order is the identity."""
+        return self._order is not None
+
+    @property
+    def order(self) -> np.ndarray:
+        """uint32 (K,): the rank of each token (the identity for a version-2 table, made on request)."""
+        return np.arange(self.codebook_size, dtype=np.uint32) if self._order is None else self._order
+
+    @property
+    def tokens_by_rank(self) -> np.ndarray:
+        """int64 (K,): the token of each rank (the inverse of `order`)."""
+        if self._tokens_by_rank is None:
+            inverse = np.empty(self.codebook_size, dtype=np.int64)
+            inverse[self.order] = np.arange(self.codebook_size)
+            self._tokens_by_rank = inverse
+        return self._tokens_by_rank
 
     @classmethod
     def uniform(cls, codebook_size: int) -> Prior:
@@ -49,18 +87,25 @@ class Prior:
 
     @classmethod
     def from_tokens(
-        cls, segments: Iterable[np.ndarray], codebook_size: int, *, mode_weight: int = 1024,
-        literal_weight: int = 1024,
+        cls, segments: Iterable[np.ndarray], codebook_size: int, *, order: np.ndarray | None = None,
+        mode_weight: int = 1024, literal_weight: int = 1024, group_weight: int = 256,
     ) -> Prior:
-        """Count modes and literals the way the coder sees them.
+        """Count modes and literals the way the coder sees them -> a version-3 table.
 
         segments: int arrays (S, h, w), each starting at a segment start (its step 0 has no reference).
-        Each mode row (context) is scaled to sum at most `mode_weight`, each literal table to at most
-        `literal_weight` (the weight of the prior against what the coder then observes).
+        order: the rank of each token for the grouped literal model (`code_order` of the codebook), None
+        for the identity. Each mode row (context) is scaled to sum at most `mode_weight`, each literal
+        table to at most `literal_weight`, each group-count row to at most `group_weight` (the weight of
+        the prior against what the coder then observes).
         """
         layout = cm.part_layout(codebook_size)
+        groups = cm.group_layout(codebook_size)
+        order = np.arange(codebook_size, dtype=np.int64) if order is None else np.asarray(order, dtype=np.int64)
+        if order.shape != (codebook_size,) or order.min(initial=0) < 0 or not _is_permutation(order):
+            raise UsageError(f"the prior's code order must be a permutation of 0..{codebook_size - 1}")
         modes = np.zeros((cm.NUM_MODE_CTX, cm.NUM_MODES), dtype=np.int64)
         parts = [np.zeros(a, dtype=np.int64) for a in layout.alphabets]
+        group_counts = np.zeros(groups.contexts * groups.groups, dtype=np.int64)
         for seg in segments:
             seg = np.asarray(seg, dtype=np.int64)
             seg = seg.reshape((-1,) + seg.shape[-2:])
@@ -71,10 +116,17 @@ class Prior:
             literals = seg[seg_modes == cm.MODE_LIT]
             for table, values in zip(parts, cm.split_parts(literals, layout)):
                 table += np.bincount(values, minlength=len(table))
-        return cls(codebook_size, _scale(modes, mode_weight), [_scale(t, literal_weight) for t in parts])
+            for s in range(len(seg)):
+                at = seg_modes[s] == cm.MODE_LIT
+                ctx = cm.group_contexts(order[seg[s - 1][at]] if s else None, int(at.sum()), groups, s == 1)
+                key = ctx * groups.groups + (order[seg[s][at]] >> groups.lo_bits)
+                group_counts += np.bincount(key, minlength=len(group_counts))
+        return cls(codebook_size, _scale(modes, mode_weight), [_scale(t, literal_weight) for t in parts],
+                   order=order, group_counts=_scale(group_counts.reshape(groups.contexts, -1), group_weight))
 
     def tables_bytes(self) -> bytes:
-        return b"".join(t.astype("<u4").tobytes() for t in (self.mode_counts, *self.part_counts))
+        tables = (self.mode_counts, *self.part_counts) + ((self.order, self.group_counts) if self.version >= 3 else ())
+        return b"".join(t.astype("<u4").tobytes() for t in tables)
 
     @property
     def sha256(self) -> bytes:
@@ -83,7 +135,7 @@ class Prior:
         return hashlib.sha256(self._head(len(tables)) + tables).digest()
 
     def _head(self, table_bytes: int) -> bytes:
-        return _HEAD.pack(MAGIC, VERSION, cm.NUM_MODE_CTX, self.codebook_size, table_bytes)
+        return _HEAD.pack(MAGIC, self.version, cm.NUM_MODE_CTX, self.codebook_size, table_bytes)
 
     def to_bytes(self) -> bytes:
         """Serialized form: header, zstd frame of the tables, CRC-32 of everything before it."""
@@ -102,20 +154,25 @@ class Prior:
         if version == 1:
             raise UnsupportedError("prior table version 1 belongs to the pre-release ctx coder (coder id 2); "
                                    "rebuild it with tools/make_prior.py")
-        if version != VERSION:
-            raise UnsupportedError(f"prior table version {version} is not supported (this otok reads version {VERSION})")
+        if version not in (2, VERSION):
+            raise UnsupportedError(f"prior table version {version} is not supported (this otok reads versions 2 "
+                                   f"and {VERSION})")
         if nctx != cm.NUM_MODE_CTX:
             raise CorruptError(f"prior table has {nctx} mode contexts, not {cm.NUM_MODE_CTX}")
         if not 2 <= k <= limits.MAX_CODEBOOK:
             raise LimitError(f"prior codebook size {k} outside 2..{limits.MAX_CODEBOOK}")
-        alphabets = cm.part_layout(k).alphabets
-        if table_bytes != 4 * (cm.NUM_MODES * nctx + sum(alphabets)):
+        sizes = [cm.NUM_MODES * nctx, *cm.part_layout(k).alphabets]
+        if version >= 3:
+            groups = cm.group_layout(k)
+            sizes += [k, groups.contexts * groups.groups]
+        if table_bytes != 4 * sum(sizes):
             raise CorruptError("prior table size does not match its codebook size")
         raw = np.frombuffer(decompress(data[_HEAD.size:-4], table_bytes), dtype="<u4")
-        cuts = np.cumsum([cm.NUM_MODES * nctx, *alphabets])[:-1]
-        mode, *parts = np.split(raw, cuts)
+        tables = np.split(raw, np.cumsum(sizes)[:-1])
+        mode, parts = tables[0], tables[1:len(sizes) - 2 if version >= 3 else None]
+        extra = {"order": tables[-2], "group_counts": tables[-1].reshape(groups.contexts, -1)} if version >= 3 else {}
         try:
-            return cls(k, mode, parts)
+            return cls(k, mode, parts, **extra)
         except UsageError as e:
             raise CorruptError(f"invalid prior table: {e}") from None
 
@@ -135,7 +192,36 @@ class Prior:
         return hash(self.sha256)
 
     def __repr__(self) -> str:
-        return f"Prior(codebook_size={self.codebook_size}, sha256={self.sha256.hex()[:16]}...)"
+        return f"Prior(codebook_size={self.codebook_size}, version={self.version}, sha256={self.sha256.hex()[:16]}...)"
+
+
+def code_order(codes: np.ndarray) -> np.ndarray:
+    """Ranks (int64 (K,), a permutation) that put similar codes next to each other, for the grouped
+    literal model: split the codes in two halves along their principal axis, recursively, and number the
+    leaves left to right. So every group of ranks (their top bits) is a compact cluster of the code
+    space, and a token's group says much about its neighbours' groups. codes: float (K, d) code vectors
+    (e.g. a VQ's l2-normalized codebook). The result is stored in the prior, so its float arithmetic
+    never has to agree across machines."""
+    codes = np.asarray(codes, dtype=np.float64)
+    tokens_by_rank = np.empty(len(codes), dtype=np.int64)
+    stack = [(np.arange(len(codes)), 0)]
+    while stack:
+        idx, start = stack.pop()
+        if len(idx) <= 2:  # a pair keeps the order of its projection on the parent's axis
+            tokens_by_rank[start:start + len(idx)] = idx
+            continue
+        centred = codes[idx] - codes[idx].mean(axis=0)
+        axis = np.linalg.svd(centred, full_matrices=False)[2][0]
+        ordered = idx[np.argsort(centred @ axis, kind="stable")]
+        half = len(ordered) // 2
+        stack += [(ordered[half:], start + half), (ordered[:half], start)]
+    ranks = np.empty(len(codes), dtype=np.int64)
+    ranks[tokens_by_rank] = np.arange(len(codes))
+    return ranks
+
+
+def _is_permutation(order: np.ndarray) -> bool:
+    return bool(order.max(initial=0) < len(order)) and bool((np.bincount(order, minlength=len(order)) == 1).all())
 
 
 def _scale(counts: np.ndarray, weight: int) -> np.ndarray:

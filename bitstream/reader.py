@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -46,16 +46,18 @@ class OtokReader:
     """Read an `.otok` file from a path or a readable binary file object (a pipe works for one forward pass).
 
     reader.header             # Header
+    reader.format_version     # "1.2": the version its preamble gives
     for step in reader: ...   # (h, w) int64 grids, or (C, h, w) float16 latents, from the current position
     reader.seek(frame)        # -> the step holding `frame`; the next iteration starts there
     reader.frames, reader.steps
     reader.damage             # None, or where and why the last iteration stopped early
     reader.verify()           # VerifyReport, or raises OtokError
 
-    `prior`: the ctx prior table when the file references one without embedding it.
+    `prior`: the ctx prior table when the file references one without embedding it, or several (e.g. a
+    model's current table and those of its earlier releases): the one whose hash the header names is used.
     """
 
-    def __init__(self, src: str | os.PathLike | BinaryIO, *, prior: Prior | None = None) -> None:
+    def __init__(self, src: str | os.PathLike | BinaryIO, *, prior: Prior | Iterable[Prior] | None = None) -> None:
         self._own = isinstance(src, (str, os.PathLike))
         self._f: BinaryIO = open(src, "rb") if self._own else src  # type: ignore[assignment]
         try:
@@ -64,13 +66,13 @@ class OtokReader:
             self.close()
             raise
 
-    def _open(self, prior: Prior | None) -> None:
+    def _open(self, prior: Prior | Iterable[Prior] | None) -> None:
         self._seekable = _seekable(self._f)
         self._base = self._f.tell() if self._seekable else 0
         self._size = self._f.seek(0, os.SEEK_END) - self._base if self._seekable else None
         if self._seekable:
             self._f.seek(self._base)
-        self.header, self._chunks = _read_head(self._f, self._size)
+        self.header, self._chunks, self.format_version = _read_head(self._f, self._size)
         self._setup_error: OtokError | None = None
         self._pending, embedded = self._read_setup_chunks()
         # A missing prior only matters for decoding steps: header, index and trailer stay readable.
@@ -113,13 +115,14 @@ class OtokReader:
             raise self._prior_error
         return coder_by_name(self.header.coder)(self.header, self.prior)
 
-    def _pick_prior(self, embedded: Prior | None, given: Prior | None) -> Prior | None:
+    def _pick_prior(self, embedded: Prior | None, given: Prior | Iterable[Prior] | None) -> Prior | None:
         if self.header.coder != "ctx":
             return None
         want = self.header.coder_params.prior_sha256
         if want == bytes(32):
             return None
-        for p in (embedded, given):
+        given = [] if given is None else [given] if isinstance(given, Prior) else list(given)
+        for p in (embedded, *given):
             if p is not None and p.sha256 == want:
                 return p
         if embedded is not None:
@@ -358,15 +361,16 @@ def _check_entries(entries: list[ct.StepInfo], header: Header, data_start: int, 
         last_offset, first = e.offset, last + 1
 
 
-def _read_head(f: BinaryIO, size: int | None) -> tuple[Header, ct.ChunkReader]:
-    """Preamble and HEAD chunk; returns the header and a chunk reader positioned after it."""
-    ct.read_preamble(f)
+def _read_head(f: BinaryIO, size: int | None) -> tuple[Header, ct.ChunkReader, str]:
+    """Preamble and HEAD chunk; returns the header, a chunk reader positioned after it and the format
+    version ("1.2")."""
+    minor = ct.read_preamble(f)
     chunks = ct.ChunkReader(f, len(ct.PREAMBLE), size)
     first = chunks.next()
     if first is None or first.ctype != ct.HEAD:
         raise (TruncatedError("file truncated after the preamble: no header") if first is None
                else CorruptError(f"the first chunk is {first.ctype!r}, not the header"))
-    return Header.unpack(first.payload), chunks
+    return Header.unpack(first.payload), chunks, f"{ct.VERSION_MAJOR}.{minor}"
 
 
 def read_header(path: str | os.PathLike) -> Header:
@@ -382,7 +386,7 @@ def _seekable(f: BinaryIO) -> bool:
         return False
 
 
-def read_tokens(path: str | os.PathLike | BinaryIO, *, prior: Prior | None = None,
+def read_tokens(path: str | os.PathLike | BinaryIO, *, prior: Prior | Iterable[Prior] | None = None,
                 allow_truncated: bool = False) -> np.ndarray:
     """All steps of a file: int64 (S, h, w) tokens, or float16 (S, C, h, w) latents.
 

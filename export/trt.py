@@ -116,8 +116,11 @@ def build_trt_engines(
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         },
     }
-    # keep the ONNX graphs beside the engines, for rebuilding on another GPU, and the code table
-    for name in [manifest["graphs"][g]["file"] for g in GRAPHS] + ([manifest["codes"]] if "codes" in manifest else []):
+    # keep the ONNX graphs beside the engines, for rebuilding on another GPU, the code table, and the ctx
+    # coder's prior tables (model.prior and those kept from earlier releases), which the files reference
+    priors = sorted(p.name for p in onnx_dir.glob("*.prior"))
+    for name in ([manifest["graphs"][g]["file"] for g in GRAPHS] + ([manifest["codes"]] if "codes" in manifest else [])
+                 + priors):
         source = onnx_dir / name
         if not source.is_file():
             raise EngineError(f"{source} is missing; re-export {onnx_dir} with `otok export onnx`")

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from otok.bitstream import (
     CorruptError,
+    CtxParams,
     Header,
     LimitError,
     NotOtokError,
@@ -36,7 +37,10 @@ TOKENS = repetition_grids(7, (3, 4), 300, 0.6, 3, seed=7)
 
 
 def _file(coder: str, tokens: np.ndarray = TOKENS, ancillary: bool = False) -> bytes:
-    header = Header("otok-test", SHA, 8, 4, 3, tokens.shape[1:], 32, 24, (30, 1), codebook_size=300, coder=coder)
+    """coder: a coder's name, or ctx1 for ctx with literal model 1 (format 1.2)."""
+    params = CtxParams(literal_model=1) if coder == "ctx1" else None
+    header = Header("otok-test", SHA, 8, 4, 3, tokens.shape[1:], 32, 24, (30, 1), codebook_size=300,
+                    coder=coder.rstrip("1"), coder_params=params)
     buf = io.BytesIO()
     with OtokWriter(buf, header, steps_per_chunk=2) as w:
         w.write(tokens[:3])
@@ -46,7 +50,7 @@ def _file(coder: str, tokens: np.ndarray = TOKENS, ancillary: bool = False) -> b
     return buf.getvalue()
 
 
-FILES = {c: _file(c) for c in ("raw", "zstd", "ctx")}
+FILES = {c: _file(c) for c in ("raw", "zstd", "ctx", "ctx1")}
 
 
 class _Pipe(io.RawIOBase):

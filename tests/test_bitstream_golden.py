@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from otok.bitstream import Header, OtokReader, OtokWriter, Prior, read_tokens
+from otok.bitstream import CtxParams, Header, OtokReader, OtokWriter, Prior, read_tokens
 from otok.bitstream.synthetic import repetition_grids
 
 GOLDEN = Path(__file__).parent / "golden" / "bitstream"
@@ -23,9 +23,13 @@ def _latents() -> np.ndarray:
     return np.linspace(-3, 3, 5 * 2 * 4 * 6, dtype=np.float32).reshape(5, 2, 4, 6)
 
 
-def _header(coder: str, k: int = 0, channels: int = 0) -> Header:
+def _header(coder: str, k: int = 0, channels: int = 0, params=None) -> Header:
     return Header("otok-golden", SHA, 16, 4, 3, (4, 6), 90, 60, (24000, 1001), codebook_size=k,
-                  latent_channels=channels, coder=coder)
+                  latent_channels=channels, coder=coder, coder_params=params)
+
+
+def _version_2(prior: Prior) -> Prior:
+    return Prior(prior.codebook_size, prior.mode_counts, prior.part_counts)
 
 
 CASES = {
@@ -34,9 +38,16 @@ CASES = {
     "ctx_k1000": lambda: (_header("ctx", 1000), _tokens(1000), {}),
     # a small codebook: every mode (T, U, L, literal) and passes in several rounds
     "ctx_k3": lambda: (_header("ctx", 3), _tokens(3), {}),
+    # format 1.1 with a version-2 prior (the mode and literal counts of Prior.from_tokens, no code order)
     "ctx_k262144_prior": lambda: (
         _header("ctx", 1 << 18), _tokens(1 << 18),
-        {"prior": Prior.from_tokens([repetition_grids(3, (4, 6), 1 << 18, 0.5, 3, seed=12)], 1 << 18)},
+        {"prior": _version_2(Prior.from_tokens([repetition_grids(3, (4, 6), 1 << 18, 0.5, 3, seed=12)], 1 << 18))},
+    ),
+    # format 1.2: literal model 1 with a prior whose code order is a permutation (embedded in the file)
+    "ctx_k1000_grouped_prior": lambda: (
+        _header("ctx", 1000, params=CtxParams(literal_increment=4, literal_model=1)), _tokens(1000),
+        {"prior": Prior.from_tokens([repetition_grids(3, (4, 6), 1000, 0.5, 3, seed=13)], 1000,
+                                    order=np.random.default_rng(14).permutation(1000))},
     ),
     "f16z_c2": lambda: (_header("f16z", channels=2), _latents(), {}),
 }

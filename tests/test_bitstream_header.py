@@ -63,6 +63,17 @@ def test_literal_increment_out_of_range_is_refused(increment):
         Header.unpack(good[:-4] + increment.to_bytes(4, "little"))
 
 
+def test_literal_model_parameter():
+    """literal_model 1 packs to 48 bytes and reads back; an unknown model is refused, written or read."""
+    header = Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 1 << 24, 4, 1))
+    assert len(header.coder_params.pack()) == 48 and Header.unpack(header.pack()) == header
+    assert len(Header(**BASE).coder_params.pack()) == 44 and Header.unpack(Header(**BASE).pack()) == Header(**BASE)
+    with pytest.raises(UsageError, match="literal_model 2"):
+        Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 1 << 24, 4, 2))
+    with pytest.raises(CorruptError, match="literal_model 2"):
+        Header.unpack(header.pack()[:-4] + (2).to_bytes(4, "little"))
+
+
 def test_mode_limit_below_a_row_is_refused():
     """A mode row of 4 counts cannot halve below 4: a smaller mode_limit is refused."""
     with pytest.raises(UsageError, match="count limits"):

@@ -19,6 +19,7 @@ from otok.bitstream import (
     read_tokens,
 )
 from otok.bitstream.coders import ctx_model
+from otok.bitstream.prior import code_order
 from otok.bitstream.synthetic import entropy_bound, repetition_grids
 
 SHA = bytes(range(32))
@@ -61,11 +62,76 @@ def test_round_trip(coder, log_k, k_offset, h, w, steps, gop, repeat, per_chunk,
     assert report.steps == steps and report.bytes == len(data)
 
 
-@pytest.mark.parametrize("k", [2, 3, 1000, 1 << 14, (1 << 14) + 1, 64000, 1 << 18])
-def test_extreme_codebooks_ctx(k):
+@pytest.mark.parametrize("literal_model", [0, 1])
+@pytest.mark.parametrize("k", [2, 3, 1000, 1 << 14, (1 << 14) + 1, 64000, 1 << 18, 1 << 24])
+def test_extreme_codebooks_ctx(k, literal_model):
     tokens = repetition_grids(7, (6, 7), k, 0.5, 5, seed=k)
     tokens[1, 0, :] = k - 1  # the largest index must survive the sub-symbol split
-    np.testing.assert_array_equal(read_tokens(io.BytesIO(encode(make_header((6, 7), k), tokens))), tokens)
+    tokens[2, 0, :] = 0
+    header = make_header((6, 7), k, coder_params=CtxParams(literal_model=literal_model))
+    np.testing.assert_array_equal(read_tokens(io.BytesIO(encode(header, tokens))), tokens)
+
+
+@pytest.mark.parametrize("k", [2, 3, 64, 65, 1000, 8192, 1 << 14, (1 << 14) + 1, 1 << 18, 1 << 24])
+def test_group_layout(k):
+    """Group and lo parts cover ceil(log2 K) bits; every rank splits and joins back; lo parts <= 7 bits."""
+    layout = ctx_model.group_layout(k)
+    bits = max(1, (k - 1).bit_length())
+    assert layout.lo_bits + (layout.groups - 1).bit_length() == bits or layout.groups == 1
+    assert all(a <= 1 << ctx_model.LO_PART_BITS for a in layout.lo_alphabets)
+    assert sum(a.bit_length() - 1 for a in layout.lo_alphabets) == layout.lo_bits
+    assert layout.groups <= 1 << ctx_model.GROUP_BITS and layout.contexts == 2 * layout.groups + 1
+    ranks = np.unique(np.r_[0, k - 1, np.random.default_rng(k).integers(0, k, 500)])
+    groups, parts = ctx_model.split_ranks(ranks, layout)
+    assert groups.max() < layout.groups
+    np.testing.assert_array_equal(ctx_model.join_ranks(groups, parts, layout), ranks)
+
+
+def test_literal_rounds():
+    assert ctx_model.literal_rounds(0) == [0]
+    assert ctx_model.literal_rounds(5) == [0, 5]
+    assert ctx_model.literal_rounds(16) == [0, 16]
+    assert ctx_model.literal_rounds(100) == [0, 16, 32, 64, 100]
+
+
+def test_code_order_groups_similar_codes():
+    """code_order is a permutation whose groups (runs of consecutive ranks) are compact clusters."""
+    codes = np.random.default_rng(3).normal(size=(1024, 8))
+    codes /= np.linalg.norm(codes, axis=1, keepdims=True)
+    ranks = code_order(codes)
+    assert sorted(ranks.tolist()) == list(range(1024))
+    by_rank = codes[np.argsort(ranks)].reshape(64, 16, 8)  # 64 groups of 16 consecutive ranks
+    within = np.linalg.norm(by_rank - by_rank.mean(axis=1, keepdims=True), axis=2).mean()
+    overall = np.linalg.norm(codes - codes.mean(axis=0), axis=1).mean()
+    assert within < 0.7 * overall, (within, overall)
+
+
+def _drifting_tokens(steps: int, grid: tuple[int, int], k: int, seed: int) -> np.ndarray:
+    """Every step replaces half its tokens by a random token of the same group (rank >> lo_bits, identity
+    order) as the previous step's token there: the group of a literal follows from its context."""
+    rng = np.random.default_rng(seed)
+    lo = ctx_model.group_layout(k).lo_bits
+    out = rng.integers(0, k, (steps,) + grid, dtype=np.int64)
+    for s in range(1, steps):
+        change = rng.random(grid) < 0.5
+        fresh = (out[s - 1] >> lo << lo) | rng.integers(0, 1 << lo, grid)
+        out[s] = np.where(change, fresh, out[s - 1])
+    return out
+
+
+def test_grouped_literals_use_the_previous_steps_group():
+    """Literal model 1 codes a literal's group from the previous step's group: on tokens that keep their
+    group, its literals cost far fewer bits than model 0's, and both round-trip."""
+    k, grid = 8192, (24, 32)
+    tokens = _drifting_tokens(20, grid, k, seed=9)
+    sizes = {}
+    for model in (0, 1):
+        header = make_header(grid, k, gop=0, coder_params=CtxParams(literal_model=model))
+        data = encode(header, tokens)
+        np.testing.assert_array_equal(read_tokens(io.BytesIO(data)), tokens)
+        sizes[model] = len(data)
+    # model 0: ~13 bits per literal; model 1: ~7 bits (the lo part) plus a learned group after step 0
+    assert sizes[1] < 0.75 * sizes[0], sizes
 
 
 def test_part_layout_bounds_alphabets():
@@ -285,19 +351,22 @@ def mixed_mode_grids(steps: int, grid: tuple[int, int], k: int, weights, gop: in
     with_prior=st.booleans(),
     mode_limit=st.sampled_from([4, 40, 1 << 16]),
     increment=st.sampled_from([1, 8, 1 << 16]),
+    literal_model=st.sampled_from([0, 1]),
     seed=st.integers(0, 2**16),
 )
 def test_round_trip_mixed_modes(log_k, h, w, steps, gop, weights, per_chunk, with_prior, mode_limit, increment,
-                                seed):
-    """Every mode, context and round pattern round-trips, with and without a prior, across chunkings, and
-    with count rows that halve (small mode_limit, large literal increments) or not."""
+                                literal_model, seed):
+    """Every mode, context, round and literal-model pattern round-trips, with and without a prior (with a
+    random code order), across chunkings, and with count rows that halve (small mode_limit, large literal
+    increments) or not."""
     k = max(2, 1 << log_k)
     tokens = mixed_mode_grids(steps, (h, w), k, weights, gop, seed)
     prior = None
     if with_prior:
         sample = mixed_mode_grids(4, (h, w), k, weights, 0, seed + 1)
-        prior = Prior.from_tokens([sample], k)
-    header = make_header((h, w), k, "ctx", gop, coder_params=CtxParams(bytes(32), mode_limit, 1 << 20, increment))
+        prior = Prior.from_tokens([sample], k, order=np.random.default_rng(seed).permutation(k))
+    params = CtxParams(bytes(32), mode_limit, 1 << 20, increment, literal_model)
+    header = make_header((h, w), k, "ctx", gop, coder_params=params)
     data = encode(header, tokens, steps_per_chunk=per_chunk, prior=prior)
     np.testing.assert_array_equal(read_tokens(io.BytesIO(data)), tokens)
 
@@ -351,11 +420,46 @@ def test_structured_grids_round_trip_and_shrink(kind):
     assert len(data) < limit * len(base), (len(data), len(base))
 
 
-def test_ctx_writes_format_1_1_and_others_1_0():
+def test_each_file_has_the_lowest_format_version_that_fits():
+    """ctx with literal model 1 writes format 1.2, ctx with model 0 1.1 (44-byte parameters, as 1.1
+    readers expect), raw and zstd 1.0."""
     tokens = repetition_grids(3, (2, 3), 10, 0.5, 5)
-    for coder, minor in [("ctx", 1), ("raw", 0), ("zstd", 0)]:
-        data = encode(make_header((2, 3), 10, coder), tokens)
+    for coder, model, minor in [("ctx", 1, 2), ("ctx", 0, 1), ("raw", None, 0), ("zstd", None, 0)]:
+        params = {} if model is None else {"coder_params": CtxParams(literal_model=model)}
+        header = make_header((2, 3), 10, coder, **params)
+        data = encode(header, tokens)
         assert data[8:12] == bytes([1, 0, minor, 0]), coder
+        if model is not None:
+            assert len(header.coder_params.pack()) == (48 if model else 44)
+            np.testing.assert_array_equal(read_tokens(io.BytesIO(data)), tokens)
+
+
+def test_prior_versions():
+    """A table with a code order is version 3; one without is version 2, byte for byte as before (so files
+    that reference a version-2 table by hash still find it); both parse back to the same hash."""
+    tokens = repetition_grids(10, (6, 8), 300, 0.8, 5, seed=4)
+    order = np.random.default_rng(1).permutation(300)
+    v3 = Prior.from_tokens([tokens[:5], tokens[5:]], 300, order=order)
+    assert v3.version == 3 and Prior.from_bytes(v3.to_bytes()) == v3
+    np.testing.assert_array_equal(Prior.from_bytes(v3.to_bytes()).order, order)
+    np.testing.assert_array_equal(v3.tokens_by_rank[order], np.arange(300))
+    assert v3.group_counts.shape == (ctx_model.group_layout(300).contexts, ctx_model.group_layout(300).groups)
+    assert v3.group_counts.sum() > 0
+    v2 = Prior(300, v3.mode_counts, v3.part_counts)
+    assert v2.version == 2 and v2.to_bytes()[8:10] == b"\x02\x00"
+    assert Prior.from_bytes(v2.to_bytes()) == v2 and Prior.from_bytes(v2.to_bytes()).version == 2
+    assert v2.sha256 != v3.sha256
+    # A version-2 table serves literal model 1 too (identity order, no group counts).
+    header = make_header((6, 8), 300, coder_params=CtxParams(literal_model=1))
+    np.testing.assert_array_equal(read_tokens(io.BytesIO(encode(header, tokens, prior=v2))), tokens)
+
+
+def test_prior_order_must_be_a_permutation():
+    tokens = repetition_grids(5, (4, 4), 50, 0.5, 5)
+    with pytest.raises(UsageError, match="permutation"):
+        Prior.from_tokens([tokens], 50, order=np.zeros(50, dtype=np.int64))
+    with pytest.raises(UsageError, match="permutation"):
+        Prior.from_tokens([tokens], 50, order=np.arange(49))
 
 
 def test_path_io(tmp_path):

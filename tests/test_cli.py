@@ -4,6 +4,7 @@ a non-zero exit, no traceback and no output file."""
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -104,6 +105,7 @@ def test_info_json_has_the_promised_fields(tmp_path, capsys, model_path, clip):
     assert info["weights_sha256"] == tiny().weights_sha256()
     assert info["grid"] == [8, 12]  # 46x70 pads to 64x96 (a multiple of patch 8 x window 4)
     assert info["bits_per_token"] == pytest.approx(8 * info["bytes"] / (3 * 8 * 12))
+    assert (info["coder"], info["format_version"], info["literal_model"]) == ("ctx", "1.2", 1)
     assert info["bpp"] == pytest.approx(8 * info["bytes"] / (9 * 70 * 46))
     status, out, _ = run(capsys, "info", coded)
     assert status == 0 and "70x46" in out and "9 frames" in out
@@ -333,13 +335,48 @@ def test_ten_bit_input_is_coded_as_8_bit_rgb(tmp_path, capsys, model_path):
 
 
 def test_encode_tunes_ctx_for_model_tokens(tmp_path, capsys, model_path, clip):
-    """`otok encode` writes ctx with the literal increment measured best on real tokens; the file reads back."""
+    """`otok encode` writes ctx with the literal increment measured best on real tokens and grouped
+    literals (format 1.2); the file reads back."""
     from otok.bitstream import read_header
 
     coded = tmp_path / "c.otok"
     assert run(capsys, "encode", clip, coded, "--model", model_path, "--coder", "ctx")[0] == 0
-    assert read_header(coded).coder_params.literal_increment == pipeline.TOKEN_LITERAL_INCREMENT == 4
+    params = read_header(coded).coder_params
+    assert params.literal_increment == pipeline.TOKEN_LITERAL_INCREMENT == 4
+    assert params.literal_model == pipeline.TOKEN_LITERAL_MODEL == 1
+    assert coded.read_bytes()[8:12] == bytes([1, 0, 2, 0])
     assert run(capsys, "decode", coded, tmp_path / "back.mp4", "--model", model_path)[0] == 0
+
+
+def test_files_that_reference_an_earlier_prior_still_decode(tmp_path, capsys, clip):
+    """A model keeps the prior tables of its earlier releases beside its current one (NAME.<hash>.prior):
+    new files reference the current table, older files still decode, and `otok export onnx` carries all."""
+    from otok.bitstream import CtxParams, OtokWriter, Prior, read_header
+
+    model = save(tiny(), tmp_path / "m.safetensors")
+    tokens = tiny().encode(pipeline.frames_to_video(list(VideoReader(clip)), "cpu"))[0].numpy()
+    old = Prior(256, Prior.from_tokens([tokens[:5]], 256).mode_counts, Prior.uniform(256).part_counts)
+    new = Prior.from_tokens([tokens[:5], tokens[5:]], 256)
+    old.save(tmp_path / pipeline.legacy_prior_name("m", old))
+    new.save(tmp_path / "m.prior")
+    tok = pipeline.load_model(model)
+    assert pipeline.model_priors(tok) == [new, old] and pipeline.model_prior(tok) == new
+    coded = tmp_path / "c.otok"
+    assert run(capsys, "encode", clip, coded, "--model", model)[0] == 0
+    assert read_header(coded).coder_params.prior_sha256 == new.sha256
+    older = tmp_path / "older.otok"  # as an earlier release wrote it: format 1.1, the old table by hash
+    header = read_header(coded).with_params(CtxParams(old.sha256, literal_increment=4))
+    with OtokWriter(older, header, prior=old, embed_prior=False) as writer:
+        writer.write(read_tokens(coded, prior=new))
+    assert older.read_bytes()[8:12] == bytes([1, 0, 1, 0])
+    for path in (coded, older):
+        assert run(capsys, "decode", path, tmp_path / f"{path.stem}.mp4", "--model", model)[0] == 0
+    if importlib.util.find_spec("onnxruntime") is not None:
+        engines = tmp_path / "engines"
+        assert run(capsys, "export", "onnx", "--model", model, "--out", engines)[0] == 0
+        assert {p.name for p in engines.glob("*.prior")} == {"model.prior", pipeline.legacy_prior_name("model", old)}
+        status, _, err = run(capsys, "decode", older, tmp_path / "e.mp4", "--backend", "onnx", "--engine-dir", engines)
+        assert status == 0, err
 
 
 def test_rdo_flag_chooses_the_tokens_the_model_chooses(tmp_path, capsys, model_path, clip):

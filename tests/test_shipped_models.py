@@ -35,6 +35,10 @@ def test_shipped_model_has_card_and_prior(name):
     if tok.config.discrete:
         prior = Prior.load(PACKAGED_WEIGHTS / f"{name}.prior")
         assert prior.codebook_size == tok.config.codebook_size
+        assert prior.sha256.hex() in card, "the model card names the prior table it ships"
+        # Tables of earlier releases stay, named by their hash, so that older files still decode.
+        for path in PACKAGED_WEIGHTS.glob(f"{name}.*.prior"):
+            assert Prior.load(path).sha256.hex().startswith(path.name.split(".")[1])
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -214,7 +214,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("tokens", f"{info['steps']} steps of {info['grid'][0]}x{info['grid'][1]}, {info['segments']} segments "
                    f"(gop {info['gop']}), " + (f"codebook {info['codebook_size']}" if info["codebook_size"]
                                                 else f"{info['latent_channels']} latent channels")),
-        ("coding", f"{info['coder']}, {info['bytes']:,} bytes, "
+        ("coding", f"{info['coder']}{' (grouped literals)' if info['literal_model'] else ''}, format "
+                   f"{info['format_version']}, {info['bytes']:,} bytes, "
                    + (f"{info['bits_per_token']:.3f} bits/token, " if info["bits_per_token"] else "")
                    + (f"{info['bpp']:.4f} bpp" if info["bpp"] else "")),
     ]

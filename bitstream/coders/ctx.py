@@ -3,9 +3,11 @@
 Per position of every step a mode: 0 T (same token as the previous step here), 1 U (same as the token
 above), 2 L (same as the token to the left), 3 literal. Modes are coded in two checkerboard passes whose
 contexts are known to the decoder before each pass (so each pass is a handful of vectorized calls); then
-the literals as sub-symbols. In a chunk, all modes come first (step by step), then all literals (step by
-step). Counts adapt after each pass (or round of a pass, while a context is fresh) / step and reset at
-segment starts.
+the literals: as sub-symbols of the index (literal model 0, format 1.1), or (literal model 1, format 1.2)
+through their rank in the prior's code order as a group, in the context of the previous step's token at
+the same place, and the bits below it, in the context of the group. In a chunk, all modes come first (step
+by step), then all literals (step by step). Counts adapt after each pass (or round of a pass, while a
+context is fresh) / step (model 0) or round of a step's literals (model 1), and reset at segment starts.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from .ctx_modes import ModePlanes, resolve_values
 Categorical = constriction.stream.model.Categorical
 AnsCoder = constriction.stream.stack.AnsCoder
 NO_PRIOR = bytes(32)
-# Mode models as a family: probabilities given per symbol when coding. With perfect=False a family
-# quantizes each row exactly as a fixed Categorical(row, perfect=False) would (constriction documents
-# that laziness does not change the semantics), so the bytes are those of per-context models.
-MODE_FAMILY = Categorical(perfect=False)
+# Models as a family: probabilities given per symbol when coding. With perfect=False a family quantizes
+# each row exactly as a fixed Categorical(row, perfect=False) would (constriction documents that
+# laziness does not change the semantics), so the bytes are those of per-context models.
+FAMILY = Categorical(perfect=False)
+LITERAL_MODELS = (0, 1)  # 0: sub-symbols of the index (format 1.1); 1: grouped by code order (format 1.2)
 
 
 @dataclass(frozen=True)
@@ -38,21 +41,27 @@ class CtxParams:
     literal_increment: what each coded literal adds to its count. Above 1, a token seen earlier in the
     segment becomes likely quickly against the 2**13 or so starting counts: on real tokens 4 codes the
     literals ~4 % smaller than 1, on i.i.d. literals it costs up to 0.3 bit/token (360p). The default
-    suits any source; `otok encode` writes 4 for model tokens."""
+    suits any source; `otok encode` writes 4 for model tokens.
+    literal_model: 0 codes literals as sub-symbols of the index (format 1.1, the fastest); 1 codes them by
+    group of the prior's code order with the previous step's group as context, counts adapting inside a
+    step (format 1.2; smaller on real tokens, slower). `otok encode` writes 1 for model tokens.
+    Parameters with literal_model 0 pack to the 44 bytes of format 1.1, with 1 to 48."""
 
     prior_sha256: bytes = NO_PRIOR
     mode_limit: int = 1 << 16
     literal_limit: int = 1 << 24
     literal_increment: int = 1
+    literal_model: int = 0
 
     def pack(self) -> bytes:
-        return struct.pack("<32sIII", self.prior_sha256, self.mode_limit, self.literal_limit, self.literal_increment)
+        head = struct.pack("<32sIII", self.prior_sha256, self.mode_limit, self.literal_limit, self.literal_increment)
+        return head + struct.pack("<I", self.literal_model) if self.literal_model else head
 
     @classmethod
     def unpack(cls, data: bytes) -> CtxParams:
-        if len(data) != 44:
-            raise UsageError(f"ctx coder parameters must be 44 bytes, found {len(data)}")
-        return cls(*struct.unpack("<32sIII", data))
+        if len(data) not in (44, 48):
+            raise UsageError(f"ctx coder parameters must be 44 or 48 bytes, found {len(data)}")
+        return cls(*struct.unpack("<32sIII" + "I" * (len(data) == 48), data))
 
     def validate(self, header: object) -> None:
         if not isinstance(self.prior_sha256, bytes) or len(self.prior_sha256) != 32:
@@ -65,6 +74,9 @@ class CtxParams:
             raise UsageError(f"ctx literal_limit {self.literal_limit} is below the literal alphabet size {alphabet}")
         if not 1 <= self.literal_increment <= 1 << 16:
             raise UsageError(f"ctx literal_increment must lie in 1..2**16, found {self.literal_increment}")
+        if self.literal_model not in LITERAL_MODELS:
+            raise UsageError(f"ctx literal_model {self.literal_model} is not one of {LITERAL_MODELS} "
+                             "(a newer otok may read it)")
 
 
 def _model(counts: np.ndarray) -> Categorical:
@@ -79,20 +91,27 @@ class _State:
     Counts are float64 holding integers (exact), the dtype constriction takes, so no table is converted per
     step; the sums are tracked so that the halving check does not re-sum a table per pass or step."""
 
-    def __init__(self, modes: np.ndarray, parts: list[np.ndarray], part_sums: list[int]) -> None:
+    def __init__(self, modes: np.ndarray, parts: list[np.ndarray], part_sums: list[int],
+                 grouped: tuple[np.ndarray, list[np.ndarray]] | None = None) -> None:
         self.ref: np.ndarray | None = None  # (h, w) int64, the previous step
+        self.steps_done = 0  # steps of the segment coded before the current chunk
         self.prev: np.ndarray | None = None  # (h, w) uint8, the previous step's modes (encoder side)
         self.modes = modes.copy()  # (NUM_MODE_CTX, NUM_MODES) float64
         self.row_sums = self.modes.sum(axis=1)  # (NUM_MODE_CTX,) float64, kept equal to modes.sum(axis=1)
         self.parts = [t.copy() for t in parts]  # per sub-symbol (alphabet,) float64
         self.part_sums = list(part_sums)  # per sub-symbol, sum of its table
         self.max_bound = int(self.row_sums.max())  # at least the largest row sum (see _count_modes)
+        if grouped is not None:  # literal model 1: group counts (contexts, G), lo-part counts (G, a_j) each
+            self.group_table = grouped[0].copy()
+            self.lo_tables = [t.copy() for t in grouped[1]]
+            # at least the largest row sum of each table: checked against the limit only when it can pass it
+            self.grouped_bounds = [int(t.sum(axis=1).max()) for t in (self.group_table, *self.lo_tables)]
 
 
 class CtxCoder(Coder):
     name = "ctx"
     coder_id = 4
-    format_minor = 1  # defined by format version 1.1
+    format_minor = 1  # defined by format version 1.1; literal model 1 by 1.2 (set per instance)
     Params = CtxParams
 
     def __init__(self, header, prior=None) -> None:
@@ -103,13 +122,28 @@ class CtxCoder(Coder):
         self.literal_increment = float(params.literal_increment)
         self.layout = cm.part_layout(header.codebook_size)
         if params.prior_sha256 == NO_PRIOR:
+            prior = None
+        elif prior is None or prior.sha256 != params.prior_sha256:
+            raise UsageError(f"this stream needs the prior table {params.prior_sha256.hex()}, which was not given")
+        if prior is None:
             self._mode_init = np.ones((cm.NUM_MODE_CTX, cm.NUM_MODES))
             self._part_init = [np.ones(a) for a in self.layout.alphabets]
-        elif prior is not None and prior.sha256 == params.prior_sha256:
+        else:
             self._mode_init = 1 + prior.mode_counts.astype(np.float64)
             self._part_init = [1 + t.astype(np.float64) for t in prior.part_counts]
-        else:
-            raise UsageError(f"this stream needs the prior table {params.prior_sha256.hex()}, which was not given")
+        self.literal_model = params.literal_model
+        self.format_minor = 2 if self.literal_model else 1
+        self._grouped_init = None
+        if self.literal_model:
+            self.groups = cm.group_layout(header.codebook_size)
+            ordered = prior is not None and prior.has_order  # else the identity order: ranks are tokens
+            self._rank = prior.order.astype(np.int64) if ordered else None
+            self._token = prior.tokens_by_rank if ordered else None
+            group_init = np.ones((self.groups.contexts, self.groups.groups))
+            if prior is not None:
+                group_init += prior.group_counts
+            cm.add_counts(group_init, 0, self.literal_limit)  # rows above the limit start halved, as modes do
+            self._grouped_init = (group_init, [np.ones((self.groups.groups, a)) for a in self.groups.lo_alphabets])
         # Rows of a prior above the limit are halved before use, so every row starts within it: an update
         # can then only push the rows it touches over the limit (pass A's update never halves a pass-B row).
         cm.add_counts(self._mode_init, 0, self.mode_limit)
@@ -121,7 +155,7 @@ class CtxCoder(Coder):
     def _begin(self, first_step: int, n_steps: int) -> _State:
         """The state for a chunk of steps [first_step, first_step + n_steps) inside one segment."""
         if timeline.is_segment_start(first_step, self.header.gop):
-            self.state = _State(self._mode_init, self._part_init, self._part_init_sums)
+            self.state = _State(self._mode_init, self._part_init, self._part_init_sums, self._grouped_init)
             self.planes.reset()
         elif self.state is None or first_step != self.next_step:
             raise CorruptError(f"step {first_step} continues a segment whose earlier steps were not decoded")
@@ -159,24 +193,67 @@ class CtxCoder(Coder):
         modes = cm.step_modes(steps, st.ref)
         mode_symbols = self._mode_symbols(modes, st) if n else None
         is_literal = modes.reshape(n, self.values_per_step) == cm.MODE_LIT
+        literal_ops = (self._grouped_literal_ops if self.literal_model else self._literal_ops)(steps, is_literal, st)
+        if n:
+            st.ref = steps[-1]
+        st.steps_done += n
+        coder = AnsCoder()
+        for symbols, rows in reversed(literal_ops):  # literals come after all modes of the chunk
+            if isinstance(rows, Categorical):
+                coder.encode_reverse(symbols, rows)
+            else:
+                coder.encode_reverse(symbols, FAMILY, rows)
+        if mode_symbols is not None:
+            _encode_modes_reverse(coder, *mode_symbols)
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def _literal_ops(self, steps: np.ndarray, is_literal: np.ndarray, st: _State) -> list:
+        """Literal model 0: per step, per part, (sub-symbols, fixed model), counted after each."""
         ends = np.cumsum(np.count_nonzero(is_literal, axis=1)).tolist()
-        parts = cm.split_parts(steps.reshape(n, -1)[is_literal], self.layout)
-        literal_ops = []
-        for i in range(n):
+        parts = cm.split_parts(steps.reshape(len(steps), -1)[is_literal], self.layout)
+        ops = []
+        for i in range(len(steps)):
             lo = ends[i - 1] if i else 0
             for part, values in enumerate(parts):
                 chunk = values[lo:ends[i]]
                 if len(chunk):
-                    literal_ops.append((chunk, _model(st.parts[part])))
+                    ops.append((chunk, _model(st.parts[part])))
                     self._count_literals(st, part, chunk)
-        if n:
-            st.ref = steps[-1]
-        coder = AnsCoder()
-        for symbols, model in reversed(literal_ops):  # literals come after all modes of the chunk
-            coder.encode_reverse(symbols, model)
-        if mode_symbols is not None:
-            _encode_modes_reverse(coder, *mode_symbols)
-        return coder.get_compressed().astype("<u4").tobytes()
+        return ops
+
+    def _grouped_literal_ops(self, steps: np.ndarray, is_literal: np.ndarray, st: _State) -> list:
+        """Literal model 1: per step, per round, the groups then each lo part, as (symbols, fixed model) or
+        (symbols, per-symbol count rows); counted after each round."""
+        ops = []
+        for i in range(len(steps)):
+            at = is_literal[i]
+            if not at.any():
+                continue
+            ref = steps[i - 1] if i else st.ref
+            ref_ranks = None if ref is None else self._ranks(ref.reshape(-1)[at])
+            groups, los = cm.split_ranks(self._ranks(steps[i].reshape(-1)[at]), self.groups)
+            ctx = cm.group_contexts(ref_ranks, len(groups), self.groups, st.steps_done + i == 1)
+            cuts = cm.literal_rounds(len(groups))
+            for a, b in zip(cuts, cuts[1:]):
+                g, piece = groups[a:b], [lo[a:b] for lo in los]
+                ops.append((g.astype(np.int32), _rows(st.group_table, ctx[a:b])))
+                ops += [(lo, _rows(table, g)) for lo, table in zip(piece, st.lo_tables)]
+                self._count_grouped(st, ctx[a:b], g, piece)
+        return ops
+
+    def _ranks(self, tokens: np.ndarray) -> np.ndarray:
+        return tokens if self._rank is None else self._rank[tokens]
+
+    def _count_grouped(self, st: _State, ctx: np.ndarray, groups: np.ndarray, los: list[np.ndarray]) -> None:
+        """Add a round of literal model 1 to its counts (literal_increment each), halving a row above
+        literal_limit as add_counts would."""
+        tables = (st.group_table, *st.lo_tables)
+        for t, (table, rows, symbols) in enumerate(zip(tables, (ctx, *[groups] * len(los)), (groups, *los))):
+            np.add.at(table, (rows, symbols), self.literal_increment)
+            st.grouped_bounds[t] += self.literal_increment_int * len(symbols)
+            if st.grouped_bounds[t] > self.literal_limit:
+                cm.add_counts(table, 0, self.literal_limit)
+                st.grouped_bounds[t] = int(table.sum(axis=1).max())
 
     def _mode_symbols(self, modes: np.ndarray, st: _State) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All modes of a chunk in decoding order, in groups that each use one count row:
@@ -302,12 +379,23 @@ class CtxCoder(Coder):
             self._decode_modes(coder, st, modes[i])
         self._check_modes(modes, st.ref is None)
         flat = modes.reshape(n_steps, -1)
-        counts = np.count_nonzero(flat == cm.MODE_LIT, axis=1).tolist()
-        literals = np.concatenate([self._decode_literals(coder, st, c) for c in counts]) if n_steps else None
         ref = None if st.ref is None else st.ref.reshape(-1)
-        out = resolve_values(flat, literals, ref, w).reshape(n_steps, h, w)
+        if self.literal_model:
+            out = np.empty((n_steps, h * w), dtype=np.int64)
+            for i in range(n_steps):  # a step's literal contexts need the previous step's values
+                at = flat[i] == cm.MODE_LIT
+                literals = self._decode_grouped(coder, st, None if ref is None else ref[at], int(at.sum()),
+                                                st.steps_done + i == 1)
+                out[i] = resolve_values(flat[i:i + 1], literals, ref, w)[0]
+                ref = out[i]
+            out = out.reshape(n_steps, h, w)
+        else:
+            counts = np.count_nonzero(flat == cm.MODE_LIT, axis=1).tolist()
+            literals = np.concatenate([self._decode_literals(coder, st, c) for c in counts]) if n_steps else None
+            out = resolve_values(flat, literals, ref, w).reshape(n_steps, h, w)
         if n_steps:
             st.ref = out[-1]
+        st.steps_done += n_steps
         if not coder.is_empty():
             raise CorruptError("ctx chunk has data left over after its last step")
         return out
@@ -369,7 +457,7 @@ class CtxCoder(Coder):
             if len(rnd) == 1:
                 piece = coder.decode(_model(table[0]), int(qs[0]))
             else:
-                piece = coder.decode(MODE_FAMILY, np.repeat(table, qs, axis=0))
+                piece = coder.decode(FAMILY, np.repeat(table, qs, axis=0))
             seen = np.empty((len(rnd), cm.NUM_MODES), dtype=np.int64)
             at = 0
             for k, (c, q) in enumerate(rnd):
@@ -386,6 +474,28 @@ class CtxCoder(Coder):
         if (modes[:, 0, :] == cm.MODE_U).any() or (modes[:, :, 0] == cm.MODE_L).any() or (
                 first_is_key and len(modes) and (modes[0] == cm.MODE_T).any()):
             raise CorruptError("ctx chunk has a mode that refers to a token outside the segment or grid")
+
+    def _decode_grouped(self, coder: AnsCoder, st: _State, ref: np.ndarray | None, n: int,
+                        ref_is_first: bool) -> np.ndarray:
+        """Literal model 1: a step's n literals (tokens, int64), given the previous step's tokens at their
+        places (None for a segment's first step) and whether that step is the segment's first."""
+        if not n:
+            return np.zeros(0, dtype=np.int64)
+        ctx = cm.group_contexts(None if ref is None else self._ranks(ref), n, self.groups, ref_is_first)
+        groups = np.empty(n, dtype=np.intp)
+        los = [np.empty(n, dtype=np.int32) for _ in st.lo_tables]
+        cuts = cm.literal_rounds(n)
+        for a, b in zip(cuts, cuts[1:]):
+            g = groups[a:b]
+            g[...] = _decode_rows(coder, st.group_table, ctx[a:b], b - a)
+            for lo, table in zip(los, st.lo_tables):
+                lo[a:b] = _decode_rows(coder, table, g, b - a)
+            self._count_grouped(st, ctx[a:b], g, [lo[a:b] for lo in los])
+        ranks = cm.join_ranks(groups, los, self.groups)
+        if int(ranks.max()) >= self.header.codebook_size:
+            raise CorruptError(f"decoded token rank {int(ranks.max())} is outside the codebook of "
+                               f"{self.header.codebook_size}")
+        return ranks if self._token is None else self._token[ranks]
 
     def _decode_literals(self, coder: AnsCoder, st: _State, n: int) -> np.ndarray:
         if not n:
@@ -411,6 +521,19 @@ _PASS_CONTEXTS = cm.CTX_A  # contexts per pass (both passes have 125)
 _GID4 = cm.NUM_MODES * np.arange(_PASS_CONTEXTS)
 
 
+def _rows(table: np.ndarray, ctx: np.ndarray) -> Categorical | np.ndarray:
+    """How to code symbols whose contexts are `ctx` with count rows `table`: a fixed model when they
+    share one context (cheaper per symbol), else a row per symbol for the family (the same bytes)."""
+    if (ctx == ctx[0]).all():
+        return _model(table[ctx[0]])
+    return table[ctx]
+
+
+def _decode_rows(coder: AnsCoder, table: np.ndarray, ctx: np.ndarray, n: int) -> np.ndarray:
+    rows = _rows(table, ctx)
+    return coder.decode(rows, n) if isinstance(rows, Categorical) else coder.decode(FAMILY, rows)
+
+
 def _call_plan(sizes: np.ndarray, ends: np.ndarray, big_group: int) -> list[tuple[int, int]]:
     """Group ranges [lo, hi) to code in one call each: a group of >= big_group symbols alone, each
     stretch of smaller ones between them (empty groups included) together when it holds any symbol.
@@ -434,14 +557,14 @@ def _encode_modes_reverse(coder: AnsCoder, symbols: np.ndarray, sizes: np.ndarra
         if hi - lo == 1:
             coder.encode_reverse(symbols[a:b], _model(rows[lo]))
         else:
-            coder.encode_reverse(symbols[a:b], MODE_FAMILY, np.repeat(rows[lo:hi], sizes[lo:hi], axis=0))
+            coder.encode_reverse(symbols[a:b], FAMILY, np.repeat(rows[lo:hi], sizes[lo:hi], axis=0))
 
 
 def _decode_groups(coder: AnsCoder, sizes: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Decode groups of `sizes` symbols coded with count `rows`, one after another -> int32 symbols."""
     big = np.flatnonzero(sizes >= BIG_GROUP_DECODE).tolist()
     if not big:  # one call of the family
-        return coder.decode(MODE_FAMILY, np.repeat(rows, sizes, axis=0))
+        return coder.decode(FAMILY, np.repeat(rows, sizes, axis=0))
     ends = np.cumsum(sizes).tolist()
     if len(big) == 1 and sizes[big[0]] == ends[-1]:  # one group only
         return coder.decode(_model(rows[big[0]]), ends[-1])
@@ -450,7 +573,7 @@ def _decode_groups(coder: AnsCoder, sizes: np.ndarray, rows: np.ndarray) -> np.n
     for b in big + [len(sizes)]:
         start = ends[lo - 1] if lo else 0
         if b > lo and ends[b - 1] > start:  # the smaller groups before b
-            out[start:ends[b - 1]] = coder.decode(MODE_FAMILY, np.repeat(rows[lo:b], sizes[lo:b], axis=0))
+            out[start:ends[b - 1]] = coder.decode(FAMILY, np.repeat(rows[lo:b], sizes[lo:b], axis=0))
         if b < len(sizes):
             start = ends[b - 1] if b else 0
             out[start:ends[b]] = coder.decode(_model(rows[b]), ends[b] - start)

@@ -67,6 +67,78 @@ def join_parts(parts: list[np.ndarray], layout: PartLayout) -> np.ndarray:
     return out
 
 
+# The grouped literal model (literal_model 1, format 1.2): a literal is coded through its rank in the
+# prior's code order, as a group (the top GROUP_BITS bits of the rank, in the context of the group of the
+# previous step's token at the same place) and then the bits below (one or more parts of at most
+# LO_PART_BITS bits, each in the context of the group). Counts adapt in rounds inside a step.
+GROUP_BITS = 6
+LO_PART_BITS = 7
+FIRST_LITERAL_ROUND = 16
+
+
+@dataclass(frozen=True)
+class GroupLayout:
+    """How a rank r in [0, K) splits: group r >> lo_bits (alphabet `groups`), then the lo parts, most
+    significant first: part j = (r >> lo_shifts[j]) mod lo_alphabets[j]."""
+
+    lo_bits: int
+    groups: int
+    lo_shifts: tuple[int, ...]
+    lo_alphabets: tuple[int, ...]
+
+    @property
+    def contexts(self) -> int:
+        """Group contexts: 0 = no previous step; 1 + g = the previous step's token is in group g and that
+        step is the segment's first (an image step); 1 + G + g = the same after a later step."""
+        return 2 * self.groups + 1
+
+
+@lru_cache(maxsize=64)
+def group_layout(codebook_size: int) -> GroupLayout:
+    """GROUP_BITS (or all b = ceil(log2 K) bits when fewer) for the group; the b - GROUP_BITS bits below
+    in m = ceil(lo / LO_PART_BITS) parts of q = ceil(lo / m) bits, the first taking what is left."""
+    bits = bitpack.bits_for(codebook_size)
+    lo_bits = bits - min(GROUP_BITS, bits)
+    m = -(-lo_bits // LO_PART_BITS)
+    q = -(-lo_bits // m) if m else 0
+    widths = [lo_bits - q * (m - 1)] + [q] * (m - 1) if m else []
+    shifts = tuple(q * (m - 1 - j) for j in range(m))
+    return GroupLayout(lo_bits, ((codebook_size - 1) >> lo_bits) + 1, shifts, tuple(1 << b for b in widths))
+
+
+def literal_rounds(n: int) -> list[int]:
+    """Boundaries of the rounds of a step's n literals: [0, 16, 32, 64, ..., n] (each round doubles what
+    came before it, the first takes FIRST_LITERAL_ROUND); counts adapt after each round."""
+    cuts = [0]
+    while cuts[-1] < n:
+        cuts.append(min(n, max(FIRST_LITERAL_ROUND, 2 * cuts[-1])))
+    return cuts
+
+
+def group_contexts(ref_ranks: np.ndarray | None, n: int, layout: GroupLayout, ref_is_first: bool) -> np.ndarray:
+    """Group contexts (intp (n,)) of a step's literals, from the ranks of the previous step's tokens at
+    their places (None for a segment's first step: 0 everywhere): 1 + their group, plus G unless that
+    previous step is the segment's first (an image step's tokens predict a video step's differently)."""
+    if ref_ranks is None:
+        return np.zeros(n, dtype=np.intp)
+    return (ref_ranks >> layout.lo_bits).astype(np.intp) + (1 if ref_is_first else 1 + layout.groups)
+
+
+def split_ranks(ranks: np.ndarray, layout: GroupLayout) -> tuple[np.ndarray, list[np.ndarray]]:
+    """ranks (N,) -> (groups intp (N,), one int32 array (N,) per lo part)."""
+    groups = (ranks >> layout.lo_bits).astype(np.intp)
+    parts = [((ranks >> s) & (a - 1)).astype(np.int32) for s, a in zip(layout.lo_shifts, layout.lo_alphabets)]
+    return groups, parts
+
+
+def join_ranks(groups: np.ndarray, parts: list[np.ndarray], layout: GroupLayout) -> np.ndarray:
+    """Inverse of split_ranks -> int64 (N,)."""
+    out = groups.astype(np.int64) << layout.lo_bits
+    for part, shift in zip(parts, layout.lo_shifts):
+        out |= part.astype(np.int64) << shift
+    return out
+
+
 @lru_cache(maxsize=16)
 def parity_positions(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Flat raster indices of the checkerboard halves: ((i + j) even, (i + j) odd)."""
