@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from otok.bitstream import Prior
 from otok.bitstream.synthetic import repetition_grids
 from otok.tools import bench_bitstream
 
@@ -14,5 +15,10 @@ def test_real_token_bench_round_trips_every_coder(tmp_path, capsys):
     assert bench_bitstream.main(["--tokens", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"),
                                  "--gop", "3", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
-    for coder in ("raw", "zstd", "ctx", "ctx+loo"):
+    for coder in ("raw", "zstd", "ctx+loo", "ctx1+loo"):
         assert f" {coder} " in out
+    Prior.from_tokens([repetition_grids(3, (6, 10), 300, 0.6, 3, seed=3)], 300).save(tmp_path / "m.prior")
+    assert bench_bitstream.main(["--tokens", str(tmp_path / "a.npy"), "--gop", "3", "--repeat", "1",
+                                 "--prior", str(tmp_path / "m.prior")]) == 0
+    out = capsys.readouterr().out
+    assert " ctx+prior " in out and " ctx1+prior " in out

@@ -5,17 +5,19 @@
                                                                  # int (S, h, w) or (1, S, h, w)
 
 Synthetic streams: uniform tokens, and 70/80/90 % "same token as the previous step" (segments of 5 steps,
-codebook 8192 by default); the entropy bound of each stream is printed beside the ctx rows. `ctx+prior`
-starts from a prior table built from a separate sample of the same source (referenced by hash, as a model
-would ship it; not counted in the file size). Timings are the median of `--repeat` runs through the full
-writer and reader on an in-memory file.
+codebook 8192 by default); the entropy bound of each stream is printed beside the ctx rows. `ctx` is
+literal model 0 (format 1.1), `ctx1` literal model 1 (grouped literals, format 1.2); `+prior` starts from
+a prior table built from a separate sample of the same source (referenced by hash, as a model would ship
+it; not counted in the file size). Timings are the median of `--repeat` runs through the full writer and
+reader on an in-memory file.
 
-Real tokens (`--tokens`): per file raw, zstd, ctx, and `ctx+loo`: ctx with a prior built by
-`Prior.from_tokens` from the OTHER files given (leave-one-out; with a single file the prior is in-sample,
-shown as `ctx+self`, an optimistic stand-in). An .otok file brings its segment length and codebook size;
-for .npy, --gop and --codebook (default: max + 1) apply. The last column is the size against zstd. ctx
-uses `--literal-increment` (default: 1 on synthetic streams, the value `otok encode` writes on real
-tokens, so the sizes are those of real files).
+Real tokens (`--tokens`): per file raw, zstd, ctx and ctx1 with `--prior FILE` (a model's shipped table,
+e.g. codec/weights/otok-s.prior: what `otok encode` codes with), or else with `+loo`: a prior built by
+`Prior.from_tokens` from the OTHER files given (leave-one-out, identity code order; with a single file
+the prior is in-sample, shown as `+self`, an optimistic stand-in). An .otok file brings its segment length
+and codebook size; for .npy, --gop and --codebook (default: max + 1) apply. The last column is the size
+against zstd. ctx uses `--literal-increment` (default: 1 on synthetic streams, the value `otok encode`
+writes on real tokens, so the sizes are those of real files).
 """
 
 from __future__ import annotations
@@ -45,9 +47,13 @@ def _median_time(fn, repeat: int) -> tuple[float, object]:
 
 def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None, repeat: int,
           literal_increment: int = 1) -> tuple[float, float, float]:
-    """-> (bits/token, encode M tokens/s, decode M tokens/s) for tokens (S, h, w)."""
+    """-> (bits/token, encode M tokens/s, decode M tokens/s) for tokens (S, h, w). coder: raw, zstd, ctx
+    (literal model 0) or ctx1 (literal model 1)."""
     h, w = tokens.shape[1:]
-    params = CtxParams(literal_increment=literal_increment) if coder == "ctx" else None
+    params = None
+    if coder.startswith("ctx"):
+        params = CtxParams(literal_increment=literal_increment, literal_model=int(coder == "ctx1"))
+        coder = "ctx"
     header = Header("bench", bytes(32), 8, 4, gop, (h, w), 8 * w, 8 * h, (30, 1), codebook_size=k, coder=coder,
                     coder_params=params)
 
@@ -66,7 +72,8 @@ def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None,
 
 def _rows(name: str, tokens: np.ndarray, k: int, gop: int, prior: Prior | None, bound: float | None,
           repeat: int, literal_increment: int) -> None:
-    for coder, p in [("raw", None), ("zstd", None), ("ctx", None), ("ctx+prior", prior)]:
+    for coder, p in [("raw", None), ("zstd", None), ("ctx", None), ("ctx+prior", prior), ("ctx1", None),
+                     ("ctx1+prior", prior)]:
         if coder == "ctx+prior" and p is None:
             continue
         bits, enc, dec = bench(tokens, k, gop, coder.split("+")[0], p, repeat, literal_increment)
@@ -88,28 +95,33 @@ def _segments(tokens: np.ndarray, gop: int) -> list[np.ndarray]:
     return [tokens[i:i + gop] for i in range(0, len(tokens), gop)] if gop else [tokens]
 
 
-def real_tokens(paths: list[str], gop: int, codebook: int | None, repeat: int, literal_increment: int) -> None:
-    """Per file: bytes and bits/token of raw, zstd, ctx and ctx with a leave-one-out prior."""
+def real_tokens(paths: list[str], gop: int, codebook: int | None, repeat: int, literal_increment: int,
+                model_prior: Prior | None = None) -> None:
+    """Per file: bytes and bits/token of raw, zstd, and ctx / ctx1 with `model_prior` or a leave-one-out
+    prior."""
     files = [(p, *_load_tokens(p, gop, codebook)) for p in paths]
-    print(f"{'file':<32} {'coder':<9} {'bytes':>9} {'bits/tok':>8} {'enc Mt/s':>9} {'dec Mt/s':>9}  {'vs zstd':>7}")
+    print(f"{'file':<32} {'coder':<10} {'bytes':>9} {'bits/tok':>8} {'enc Mt/s':>9} {'dec Mt/s':>9}  {'vs zstd':>7}")
     totals: dict[str, int] = {}
     for path, tokens, g, k in files:
-        others = [seg for p, t, og, ok in files if p != path and ok == k for seg in _segments(t, og)]
-        label = "ctx+loo" if others else "ctx+self"
-        prior = Prior.from_tokens(others or _segments(tokens, g), k)
+        if model_prior is not None:
+            suffix, prior = "+prior", model_prior
+        else:
+            others = [seg for p, t, og, ok in files if p != path and ok == k for seg in _segments(t, og)]
+            suffix = "+loo" if others else "+self"
+            prior = Prior.from_tokens(others or _segments(tokens, g), k)
         zstd_bytes = None
-        for coder, p in [("raw", None), ("zstd", None), ("ctx", None), (label, prior)]:
+        for coder, p in [("raw", None), ("zstd", None), ("ctx" + suffix, prior), ("ctx1" + suffix, prior)]:
             bits, enc, dec = bench(tokens, k, g, coder.split("+")[0], p, repeat, literal_increment)
             size = round(bits * tokens.size / 8)
             zstd_bytes = size if coder == "zstd" else zstd_bytes
             totals[coder.replace("self", "loo")] = totals.get(coder.replace("self", "loo"), 0) + size
             vs = f"{size / zstd_bytes - 1:+7.1%}" if zstd_bytes and coder != "zstd" else ""
             name = path.rsplit("/", 1)[-1][:32]
-            print(f"{name:<32} {coder:<9} {size:>9,} {bits:8.3f} {enc:9.1f} {dec:9.1f}  {vs}", flush=True)
+            print(f"{name:<32} {coder:<10} {size:>9,} {bits:8.3f} {enc:9.1f} {dec:9.1f}  {vs}", flush=True)
     if len(files) > 1:
         for coder, size in totals.items():
             vs = f"{size / totals['zstd'] - 1:+7.1%}" if coder != "zstd" else ""
-            print(f"{'total':<32} {coder:<9} {size:>9,} {'':>8} {'':>9} {'':>9}  {vs}")
+            print(f"{'total':<32} {coder:<10} {size:>9,} {'':>8} {'':>9} {'':>9}  {vs}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,12 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timing runs (the median is kept)")
     ap.add_argument("--literal-increment", type=int, default=None,
                     help="ctx literal_increment (default: 1 synthetic, what `otok encode` writes for --tokens)")
+    ap.add_argument("--prior", metavar="FILE", help="--tokens: code ctx with this prior table (e.g. a model's "
+                                                    ".prior) instead of a leave-one-out one")
     args = ap.parse_args(argv)
     if args.tokens:
         from otok.tools.pipeline import TOKEN_LITERAL_INCREMENT  # imports torch: only for real tokens
 
         increment = TOKEN_LITERAL_INCREMENT if args.literal_increment is None else args.literal_increment
-        real_tokens(args.tokens, args.gop, args.codebook, args.repeat, increment)
+        real_tokens(args.tokens, args.gop, args.codebook, args.repeat, increment,
+                    Prior.load(args.prior) if args.prior else None)
         return 0
     increment = 1 if args.literal_increment is None else args.literal_increment
     k = args.codebook or 8192

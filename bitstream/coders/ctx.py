@@ -149,6 +149,7 @@ class CtxCoder(Coder):
         cm.add_counts(self._mode_init, 0, self.mode_limit)
         self._part_init_sums = [int(t.sum()) for t in self._part_init]
         self.planes = ModePlanes(*header.grid)  # decoder-side mode contexts
+        self._rows = _RowBuffer()  # literal model 1's per-symbol rows
         self.state: _State | None = None
         self.next_step = 0
 
@@ -202,7 +203,7 @@ class CtxCoder(Coder):
             if isinstance(rows, Categorical):
                 coder.encode_reverse(symbols, rows)
             else:
-                coder.encode_reverse(symbols, FAMILY, rows)
+                coder.encode_reverse(symbols, FAMILY, rows if isinstance(rows, np.ndarray) else self._rows.take(*rows))
         if mode_symbols is not None:
             _encode_modes_reverse(coder, *mode_symbols)
         return coder.get_compressed().astype("<u4").tobytes()
@@ -222,8 +223,10 @@ class CtxCoder(Coder):
         return ops
 
     def _grouped_literal_ops(self, steps: np.ndarray, is_literal: np.ndarray, st: _State) -> list:
-        """Literal model 1: per step, per round, the groups then each lo part, as (symbols, fixed model) or
-        (symbols, per-symbol count rows); counted after each round."""
+        """Literal model 1: per step, per round, the groups then each lo part, as (symbols, fixed model),
+        (symbols, per-symbol count rows) or, for a round with more rows than its table has, (symbols,
+        (copy of the table, contexts)): gathered when coded, so the chunk's rows never all exist at once;
+        counted after each round."""
         ops = []
         for i in range(len(steps)):
             at = is_literal[i]
@@ -236,8 +239,8 @@ class CtxCoder(Coder):
             cuts = cm.literal_rounds(len(groups))
             for a, b in zip(cuts, cuts[1:]):
                 g, piece = groups[a:b], [lo[a:b] for lo in los]
-                ops.append((g.astype(np.int32), _rows(st.group_table, ctx[a:b])))
-                ops += [(lo, _rows(table, g)) for lo, table in zip(piece, st.lo_tables)]
+                ops.append((g.astype(np.int32), _encoder_rows(st.group_table, ctx[a:b])))
+                ops += [(lo, _encoder_rows(table, g)) for lo, table in zip(piece, st.lo_tables)]
                 self._count_grouped(st, ctx[a:b], g, piece)
         return ops
 
@@ -249,7 +252,12 @@ class CtxCoder(Coder):
         literal_limit as add_counts would."""
         tables = (st.group_table, *st.lo_tables)
         for t, (table, rows, symbols) in enumerate(zip(tables, (ctx, *[groups] * len(los)), (groups, *los))):
-            np.add.at(table, (rows, symbols), self.literal_increment)
+            if 8 * len(symbols) < table.size:
+                np.add.at(table, (rows, symbols), self.literal_increment)
+            else:  # a histogram of the whole table is cheaper than add.at over many symbols (same counts)
+                width = table.shape[1]
+                seen = np.bincount(rows * width + symbols, minlength=table.size).reshape(table.shape)
+                table += self.literal_increment * seen
             st.grouped_bounds[t] += self.literal_increment_int * len(symbols)
             if st.grouped_bounds[t] > self.literal_limit:
                 cm.add_counts(table, 0, self.literal_limit)
@@ -487,15 +495,21 @@ class CtxCoder(Coder):
         cuts = cm.literal_rounds(n)
         for a, b in zip(cuts, cuts[1:]):
             g = groups[a:b]
-            g[...] = _decode_rows(coder, st.group_table, ctx[a:b], b - a)
+            g[...] = self._decode_rows(coder, st.group_table, ctx[a:b])
             for lo, table in zip(los, st.lo_tables):
-                lo[a:b] = _decode_rows(coder, table, g, b - a)
+                lo[a:b] = self._decode_rows(coder, table, g)
             self._count_grouped(st, ctx[a:b], g, [lo[a:b] for lo in los])
         ranks = cm.join_ranks(groups, los, self.groups)
         if int(ranks.max()) >= self.header.codebook_size:
             raise CorruptError(f"decoded token rank {int(ranks.max())} is outside the codebook of "
                                f"{self.header.codebook_size}")
         return ranks if self._token is None else self._token[ranks]
+
+    def _decode_rows(self, coder: AnsCoder, table: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+        """Decode len(ctx) symbols, each with the count row of its context."""
+        if (ctx == ctx[0]).all():
+            return coder.decode(_model(table[ctx[0]]), len(ctx))
+        return coder.decode(FAMILY, self._rows.take(table, ctx))
 
     def _decode_literals(self, coder: AnsCoder, st: _State, n: int) -> np.ndarray:
         if not n:
@@ -521,17 +535,33 @@ _PASS_CONTEXTS = cm.CTX_A  # contexts per pass (both passes have 125)
 _GID4 = cm.NUM_MODES * np.arange(_PASS_CONTEXTS)
 
 
-def _rows(table: np.ndarray, ctx: np.ndarray) -> Categorical | np.ndarray:
-    """How to code symbols whose contexts are `ctx` with count rows `table`: a fixed model when they
-    share one context (cheaper per symbol), else a row per symbol for the family (the same bytes)."""
+class _RowBuffer:
+    """Per-symbol count rows gathered into buffers that are reused (one per row width): a fresh array per
+    call would cost a page fault per 4 KiB, several times the coding itself on large rounds."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[int, np.ndarray] = {}
+
+    def take(self, table: np.ndarray, ctx: np.ndarray) -> np.ndarray:
+        """table[ctx] (len(ctx), width), valid until the next take of the same width."""
+        width = table.shape[1]
+        buf = self._buffers.get(width)
+        if buf is None or len(buf) < len(ctx):
+            buf = self._buffers[width] = np.empty((max(len(ctx), 2 * len(buf) if buf is not None else 0), width))
+        out = buf[:len(ctx)]
+        np.take(table, ctx, axis=0, out=out, mode="clip")  # contexts are in range; "raise" would buffer
+        return out
+
+
+def _encoder_rows(table: np.ndarray, ctx: np.ndarray) -> Categorical | np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """How the encoder codes symbols whose contexts are `ctx` with count rows `table` as they are now: a
+    fixed model when they share one context (cheaper per symbol; the same bytes as the family), else the
+    rows, or when there are more rows than the table has, a copy of the table and the contexts."""
     if (ctx == ctx[0]).all():
         return _model(table[ctx[0]])
-    return table[ctx]
-
-
-def _decode_rows(coder: AnsCoder, table: np.ndarray, ctx: np.ndarray, n: int) -> np.ndarray:
-    rows = _rows(table, ctx)
-    return coder.decode(rows, n) if isinstance(rows, Categorical) else coder.decode(FAMILY, rows)
+    if len(ctx) * table.shape[1] <= table.size:
+        return table[ctx]
+    return table.copy(), ctx
 
 
 def _call_plan(sizes: np.ndarray, ends: np.ndarray, big_group: int) -> list[tuple[int, int]]:
