@@ -118,7 +118,10 @@ class Prior:
                 table += np.bincount(values, minlength=len(table))
             for s in range(len(seg)):
                 at = seg_modes[s] == cm.MODE_LIT
-                ctx = cm.group_contexts(order[seg[s - 1][at]] if s else None, int(at.sum()), groups, s == 1)
+                if s:
+                    ctx = cm.group_contexts(order[seg[s - 1][at]], int(at.sum()), groups, s == 1)
+                else:
+                    ctx = cm.key_step_contexts(order[seg[0]], at, groups)[0]
                 key = ctx * groups.groups + (order[seg[s][at]] >> groups.lo_bits)
                 group_counts += np.bincount(key, minlength=len(group_counts))
         return cls(codebook_size, _scale(modes, mode_weight), [_scale(t, literal_weight) for t in parts],

@@ -29,6 +29,7 @@ from otok.bitstream import (
 )
 from otok.bitstream import container as ct
 from otok.bitstream.coders.zstd import compress as zstd_compress
+from otok.bitstream.coders.zstd import decompress as zstd_decompress
 from otok.bitstream.synthetic import repetition_grids
 from otok.bitstream.timeline import frames_in_steps
 
@@ -214,6 +215,29 @@ def test_version_1_prior_is_refused():
     prio = data.index(b"PRIO") - 4
     with pytest.raises(UnsupportedError, match="version 1"):
         OtokReader(io.BytesIO(_rechunk(data, prio, payload=old)))
+
+
+def _forged_prior(k: int, tables: np.ndarray, version: int = 3) -> bytes:
+    raw = tables.astype("<u4").tobytes()
+    body = struct.pack("<8sHHII", b"OTKPRIOR", version, 250, k, len(raw)) + zstd_compress(raw, 19)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_version_3_prior_with_a_bad_order_or_size_is_refused():
+    """A code order that is not a permutation, or tables of the wrong size, are damage, not a crash."""
+    k = 300
+    good = Prior.from_tokens([TOKENS], k, order=np.random.default_rng(2).permutation(k))
+    raw = np.frombuffer(zstd_decompress(good.to_bytes()[20:-4], len(good.tables_bytes())), dtype="<u4").copy()
+    assert Prior.from_bytes(_forged_prior(k, raw)) == good
+    order_at = 1000 + sum(len(t) for t in good.part_counts)
+    duplicate = raw.copy()
+    duplicate[order_at] = duplicate[order_at + 1]
+    with pytest.raises(CorruptError, match="permutation"):
+        Prior.from_bytes(_forged_prior(k, duplicate))
+    with pytest.raises(CorruptError, match="size"):
+        Prior.from_bytes(_forged_prior(k, raw[:-1]))
+    with pytest.raises(CorruptError, match="size"):  # version-3 tables under a version-2 head
+        Prior.from_bytes(_forged_prior(k, raw, version=2))
 
 
 @pytest.mark.parametrize("field,offset,value", [

@@ -80,7 +80,7 @@ def test_group_layout(k):
     assert layout.lo_bits + (layout.groups - 1).bit_length() == bits or layout.groups == 1
     assert all(a <= 1 << ctx_model.LO_PART_BITS for a in layout.lo_alphabets)
     assert sum(a.bit_length() - 1 for a in layout.lo_alphabets) == layout.lo_bits
-    assert layout.groups <= 1 << ctx_model.GROUP_BITS and layout.contexts == 2 * layout.groups + 1
+    assert layout.groups <= 1 << ctx_model.GROUP_BITS and layout.contexts == 3 * layout.groups + 1
     ranks = np.unique(np.r_[0, k - 1, np.random.default_rng(k).integers(0, k, 500)])
     groups, parts = ctx_model.split_ranks(ranks, layout)
     assert groups.max() < layout.groups

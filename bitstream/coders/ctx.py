@@ -5,9 +5,10 @@ above), 2 L (same as the token to the left), 3 literal. Modes are coded in two c
 contexts are known to the decoder before each pass (so each pass is a handful of vectorized calls); then
 the literals: as sub-symbols of the index (literal model 0, format 1.1), or (literal model 1, format 1.2)
 through their rank in the prior's code order as a group, in the context of the previous step's token at
-the same place, and the bits below it, in the context of the group. In a chunk, all modes come first (step
-by step), then all literals (step by step). Counts adapt after each pass (or round of a pass, while a
-context is fresh) / step (model 0) or round of a step's literals (model 1), and reset at segment starts.
+the same place (in a segment's first step, of the token above), and the bits below it, in the context of
+the group. In a chunk, all modes come first (step by step), then all literals (step by step). Counts adapt
+after each pass (or round of a pass, while a context is fresh) / step (model 0) or round (row, in a
+segment's first step) of a step's literals (model 1), and reset at segment starts.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class CtxParams:
     literals ~4 % smaller than 1, on i.i.d. literals it costs up to 0.3 bit/token (360p). The default
     suits any source; `otok encode` writes 4 for model tokens.
     literal_model: 0 codes literals as sub-symbols of the index (format 1.1, the fastest); 1 codes them by
-    group of the prior's code order with the previous step's group as context, counts adapting inside a
-    step (format 1.2; smaller on real tokens, slower). `otok encode` writes 1 for model tokens.
+    group of the prior's code order with the previous step's group (in a segment's first step, the group
+    above) as context, counts adapting inside a step (format 1.2; smaller on real tokens, slower). `otok encode` writes 1 for model tokens.
     Parameters with literal_model 0 pack to the 44 bytes of format 1.1, with 1 to 48."""
 
     prior_sha256: bytes = NO_PRIOR
@@ -233,11 +234,17 @@ class CtxCoder(Coder):
             if not at.any():
                 continue
             ref = steps[i - 1] if i else st.ref
-            ref_ranks = None if ref is None else self._ranks(ref.reshape(-1)[at])
-            groups, los = cm.split_ranks(self._ranks(steps[i].reshape(-1)[at]), self.groups)
-            ctx = cm.group_contexts(ref_ranks, len(groups), self.groups, st.steps_done + i == 1)
-            cuts = cm.literal_rounds(len(groups))
+            ranks = self._ranks(steps[i])
+            groups, los = cm.split_ranks(ranks.reshape(-1)[at], self.groups)
+            if ref is None:  # a segment's first step: row by row, in the context of the group above
+                ctx, cuts = cm.key_step_contexts(ranks, at.reshape(ranks.shape), self.groups)
+            else:
+                ctx = cm.group_contexts(self._ranks(ref.reshape(-1)[at]), len(groups), self.groups,
+                                        st.steps_done + i == 1)
+                cuts = cm.literal_rounds(len(groups))
             for a, b in zip(cuts, cuts[1:]):
+                if a == b:
+                    continue
                 g, piece = groups[a:b], [lo[a:b] for lo in los]
                 ops.append((g.astype(np.int32), _encoder_rows(st.group_table, ctx[a:b])))
                 ops += [(lo, _encoder_rows(table, g)) for lo, table in zip(piece, st.lo_tables)]
@@ -391,10 +398,12 @@ class CtxCoder(Coder):
         if self.literal_model:
             out = np.empty((n_steps, h * w), dtype=np.int64)
             for i in range(n_steps):  # a step's literal contexts need the previous step's values
-                at = flat[i] == cm.MODE_LIT
-                literals = self._decode_grouped(coder, st, None if ref is None else ref[at], int(at.sum()),
-                                                st.steps_done + i == 1)
-                out[i] = resolve_values(flat[i:i + 1], literals, ref, w)[0]
+                if ref is None:
+                    self._decode_key_step(coder, st, modes[i], out[i].reshape(h, w))
+                else:
+                    at = flat[i] == cm.MODE_LIT
+                    literals = self._decode_grouped(coder, st, ref[at], int(at.sum()), st.steps_done + i == 1)
+                    out[i] = resolve_values(flat[i:i + 1], literals, ref, w)[0]
                 ref = out[i]
             out = out.reshape(n_steps, h, w)
         else:
@@ -483,22 +492,41 @@ class CtxCoder(Coder):
                 first_is_key and len(modes) and (modes[0] == cm.MODE_T).any()):
             raise CorruptError("ctx chunk has a mode that refers to a token outside the segment or grid")
 
-    def _decode_grouped(self, coder: AnsCoder, st: _State, ref: np.ndarray | None, n: int,
-                        ref_is_first: bool) -> np.ndarray:
-        """Literal model 1: a step's n literals (tokens, int64), given the previous step's tokens at their
-        places (None for a segment's first step) and whether that step is the segment's first."""
+    def _decode_grouped(self, coder: AnsCoder, st: _State, ref: np.ndarray, n: int, ref_is_first: bool) -> np.ndarray:
+        """Literal model 1, a step with a previous step: its n literals (tokens, int64), given the previous
+        step's tokens at their places and whether that step is the segment's first."""
         if not n:
             return np.zeros(0, dtype=np.int64)
-        ctx = cm.group_contexts(None if ref is None else self._ranks(ref), n, self.groups, ref_is_first)
-        groups = np.empty(n, dtype=np.intp)
-        los = [np.empty(n, dtype=np.int32) for _ in st.lo_tables]
+        ctx = cm.group_contexts(self._ranks(ref), n, self.groups, ref_is_first)
         cuts = cm.literal_rounds(n)
-        for a, b in zip(cuts, cuts[1:]):
-            g = groups[a:b]
-            g[...] = self._decode_rows(coder, st.group_table, ctx[a:b])
-            for lo, table in zip(los, st.lo_tables):
-                lo[a:b] = self._decode_rows(coder, table, g)
-            self._count_grouped(st, ctx[a:b], g, [lo[a:b] for lo in los])
+        return np.concatenate([self._decode_piece(coder, st, ctx[a:b]) for a, b in zip(cuts, cuts[1:])])
+
+    def _decode_key_step(self, coder: AnsCoder, st: _State, modes: np.ndarray, out: np.ndarray) -> None:
+        """Literal model 1, a segment's first step: row by row, its literals (in the context of the group of
+        the token above) and then the row's values (literals, U from the row above, L from the left)
+        into out (h, w). modes (h, w) are checked (no T, no U in row 0, no L in column 0)."""
+        columns = np.arange(out.shape[1])
+        for i, row in enumerate(modes):
+            at = row == cm.MODE_LIT
+            n = int(np.count_nonzero(at))
+            if n:
+                ctx = (np.zeros(n, dtype=np.intp) if i == 0 else
+                       (self._ranks(out[i - 1][at]) >> self.groups.lo_bits) + (1 + 2 * self.groups.groups))
+                out[i][at] = self._decode_piece(coder, st, ctx)
+            if i:
+                up = row == cm.MODE_U
+                out[i][up] = out[i - 1][up]
+            left = row == cm.MODE_L
+            if left.any():  # each L takes the nearest value to its left that is not an L
+                source = np.where(left, 0, columns)
+                np.maximum.accumulate(source, out=source)
+                out[i] = out[i][source]
+
+    def _decode_piece(self, coder: AnsCoder, st: _State, ctx: np.ndarray) -> np.ndarray:
+        """The literals of one round or row (tokens, int64), given their group contexts; then counted."""
+        groups = self._decode_rows(coder, st.group_table, ctx).astype(np.intp)
+        los = [self._decode_rows(coder, table, groups) for table in st.lo_tables]
+        self._count_grouped(st, ctx, groups, los)
         ranks = cm.join_ranks(groups, los, self.groups)
         if int(ranks.max()) >= self.header.codebook_size:
             raise CorruptError(f"decoded token rank {int(ranks.max())} is outside the codebook of "

@@ -69,8 +69,9 @@ def join_parts(parts: list[np.ndarray], layout: PartLayout) -> np.ndarray:
 
 # The grouped literal model (literal_model 1, format 1.2): a literal is coded through its rank in the
 # prior's code order, as a group (the top GROUP_BITS bits of the rank, in the context of the group of the
-# previous step's token at the same place) and then the bits below (one or more parts of at most
-# LO_PART_BITS bits, each in the context of the group). Counts adapt in rounds inside a step.
+# previous step's token at the same place, or in a segment's first step of the token above) and then the
+# bits below (one or more parts of at most LO_PART_BITS bits, each in the context of the group). Counts
+# adapt in rounds inside a step, or row by row in a segment's first step.
 GROUP_BITS = 6
 LO_PART_BITS = 7
 FIRST_LITERAL_ROUND = 16
@@ -88,9 +89,10 @@ class GroupLayout:
 
     @property
     def contexts(self) -> int:
-        """Group contexts: 0 = no previous step; 1 + g = the previous step's token is in group g and that
-        step is the segment's first (an image step); 1 + G + g = the same after a later step."""
-        return 2 * self.groups + 1
+        """Group contexts: 0 = nothing known (row 0 of a segment's first step); 1 + g = the previous step's
+        token is in group g and that step is the segment's first (an image step); 1 + G + g = the same
+        after a later step; 1 + 2G + g = in a segment's first step, the token above is in group g."""
+        return 3 * self.groups + 1
 
 
 @lru_cache(maxsize=64)
@@ -122,6 +124,17 @@ def group_contexts(ref_ranks: np.ndarray | None, n: int, layout: GroupLayout, re
     if ref_ranks is None:
         return np.zeros(n, dtype=np.intp)
     return (ref_ranks >> layout.lo_bits).astype(np.intp) + (1 if ref_is_first else 1 + layout.groups)
+
+
+def key_step_contexts(ranks: np.ndarray, at: np.ndarray, layout: GroupLayout) -> tuple[np.ndarray, np.ndarray]:
+    """Group contexts (intp (n,)) of the literals of a segment's first step, in raster order, from the
+    step's ranks (h, w) and its literal positions `at` (bool (h, w)): 1 + 2G + the group of the token
+    above, 0 in row 0; and the rows' boundaries in that order (the step's literals are coded and counted
+    row by row, since a decoder knows a row's tokens only after it)."""
+    i, j = np.nonzero(at)
+    above = ranks[np.maximum(i - 1, 0), j] >> layout.lo_bits
+    ctx = np.where(i > 0, above + 1 + 2 * layout.groups, 0).astype(np.intp)
+    return ctx, np.searchsorted(i, np.arange(at.shape[0] + 1))
 
 
 def split_ranks(ranks: np.ndarray, layout: GroupLayout) -> tuple[np.ndarray, list[np.ndarray]]:
