@@ -32,7 +32,7 @@ class Prior:
     part_counts: one uint32 array (alphabet_i,) per literal sub-symbol (see `ctx_model.part_layout`).
     order: uint32 (K,), the rank of each token in the grouped literal model (a permutation of 0..K-1;
         `code_order` puts similar codes next to each other).
-    group_counts: uint32 (G + 1, G), counts of the group of a literal's rank per group context
+    group_counts: uint32 (3G + 1, G), counts of the group of a literal's rank per group context
         (`ctx_model.group_layout`).
     A table made without order and group_counts is a version-2 table (identity order, zero group counts),
     serialized as such; with either, version 3.

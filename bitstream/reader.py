@@ -124,6 +124,9 @@ class OtokReader:
         given = [] if given is None else [given] if isinstance(given, Prior) else list(given)
         for p in (embedded, *given):
             if p is not None and p.sha256 == want:
+                if p.codebook_size != self.header.codebook_size:  # a forged header: its hash names such a table
+                    raise CorruptError(f"the prior table the header names is for a codebook of {p.codebook_size}, "
+                                       f"not {self.header.codebook_size}")
                 return p
         if embedded is not None:
             raise CorruptError("the embedded prior table does not match the SHA-256 in the header")

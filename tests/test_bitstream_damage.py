@@ -25,6 +25,7 @@ from otok.bitstream import (
     Prior,
     TruncatedError,
     UnsupportedError,
+    UsageError,
     read_tokens,
 )
 from otok.bitstream import container as ct
@@ -238,6 +239,33 @@ def test_version_3_prior_with_a_bad_order_or_size_is_refused():
         Prior.from_bytes(_forged_prior(k, raw[:-1]))
     with pytest.raises(CorruptError, match="size"):  # version-3 tables under a version-2 head
         Prior.from_bytes(_forged_prior(k, raw, version=2))
+
+
+@pytest.mark.parametrize("literal_model", [0, 1])
+def test_prior_for_another_codebook_is_refused(literal_model):
+    """A header that names (and embeds) a prior table of another codebook size is damage, not a crash or
+    tokens outside the codebook."""
+    k = 300
+    tokens = TOKENS.copy()
+    tokens[0, 0, 0] = k - 1
+    other = Prior.from_tokens([tokens], k + 1, order=np.random.default_rng(3).permutation(k + 1))
+    header = Header("otok-test", SHA, 8, 4, 3, tokens.shape[1:], 32, 24, (30, 1), codebook_size=k, coder="ctx",
+                    coder_params=CtxParams(other.sha256, literal_model=literal_model))
+    with pytest.raises(UsageError, match="codebook of 301"):
+        OtokWriter(io.BytesIO(), header, prior=other)
+    right = Prior.from_tokens([tokens], k, order=np.random.default_rng(3).permutation(k))
+    buf = io.BytesIO()
+    with OtokWriter(buf, header.with_params(CtxParams(right.sha256, literal_model=literal_model)), prior=right) as w:
+        w.write(tokens)
+    data = buf.getvalue()
+    head_at, prio_at = 12, data.index(b"PRIO") - 4
+    forged_head = bytearray(ct.ChunkReader(io.BytesIO(data[head_at:]), 0, None).next().payload)
+    params_at = len(forged_head) - (48 if literal_model else 44)  # the coder parameters end the header
+    forged_head[params_at:params_at + 32] = other.sha256
+    forged = _rechunk(_rechunk(data, prio_at, payload=other.to_bytes()), head_at, payload=bytes(forged_head))
+    for given in (None, [other]):
+        with pytest.raises(CorruptError, match="codebook of 301"):
+            read_tokens(io.BytesIO(forged), prior=given)
 
 
 @pytest.mark.parametrize("field,offset,value", [

@@ -361,6 +361,10 @@ def test_files_that_reference_an_earlier_prior_still_decode(tmp_path, capsys, cl
     new.save(tmp_path / "m.prior")
     tok = pipeline.load_model(model)
     assert pipeline.model_priors(tok) == [new, old] and pipeline.model_prior(tok) == new
+    (tmp_path / "m.0123456789abcdef.prior").write_bytes(b"not a prior")  # a damaged earlier table: left out
+    with pytest.warns(UserWarning, match="m.0123456789abcdef.prior"):
+        assert pipeline.model_priors(tok) == [new, old]
+    (tmp_path / "m.0123456789abcdef.prior").unlink()
     coded = tmp_path / "c.otok"
     assert run(capsys, "encode", clip, coded, "--model", model)[0] == 0
     assert read_header(coded).coder_params.prior_sha256 == new.sha256

@@ -167,12 +167,18 @@ def model_prior(tok: Tokenizer) -> Prior | None:
 
 def model_priors(tok: Tokenizer) -> list[Prior]:
     """Every prior table a file of this model may reference: the current one, then those kept from
-    earlier releases of the model (NAME.<hash>.prior), so that older files still decode."""
+    earlier releases of the model (NAME.<hash>.prior), so that older files still decode. An earlier table
+    that does not load is left out with a warning (only files that reference it need it)."""
     path = _prior_path(tok)
     if path is None:
         return []
-    current = [path] if path.is_file() else []
-    return [_load_prior(p) for p in current + sorted(path.parent.glob(f"{path.stem}.*.prior"))]
+    priors = [_load_prior(path)] if path.is_file() else []
+    for legacy in sorted(path.parent.glob(f"{path.stem}.*.prior")):
+        try:
+            priors.append(Prior.load(legacy))
+        except OtokError as exc:
+            warnings.warn(f"{legacy}: {exc}; files that reference it cannot be decoded", stacklevel=2)
+    return priors
 
 
 def legacy_prior_name(stem: str, prior: Prior) -> str:

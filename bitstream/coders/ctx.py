@@ -20,7 +20,7 @@ import numpy as np
 import constriction
 
 from .. import timeline
-from ..errors import CorruptError, UsageError
+from ..errors import CorruptError, UnsupportedError, UsageError
 from . import ctx_model as cm
 from .base import Coder
 from .ctx_modes import ModePlanes, resolve_values
@@ -76,8 +76,8 @@ class CtxParams:
         if not 1 <= self.literal_increment <= 1 << 16:
             raise UsageError(f"ctx literal_increment must lie in 1..2**16, found {self.literal_increment}")
         if self.literal_model not in LITERAL_MODELS:
-            raise UsageError(f"ctx literal_model {self.literal_model} is not one of {LITERAL_MODELS} "
-                             "(a newer otok may read it)")
+            raise UnsupportedError(f"ctx literal_model {self.literal_model} is not one of {LITERAL_MODELS}: "
+                                   "a newer otok may read it")
 
 
 def _model(counts: np.ndarray) -> Categorical:
@@ -126,6 +126,9 @@ class CtxCoder(Coder):
             prior = None
         elif prior is None or prior.sha256 != params.prior_sha256:
             raise UsageError(f"this stream needs the prior table {params.prior_sha256.hex()}, which was not given")
+        elif prior.codebook_size != header.codebook_size:
+            raise UsageError(f"the prior table is for a codebook of {prior.codebook_size}, the stream has "
+                             f"{header.codebook_size}")
         if prior is None:
             self._mode_init = np.ones((cm.NUM_MODE_CTX, cm.NUM_MODES))
             self._part_init = [np.ones(a) for a in self.layout.alphabets]
@@ -203,8 +206,12 @@ class CtxCoder(Coder):
         for symbols, rows in reversed(literal_ops):  # literals come after all modes of the chunk
             if isinstance(rows, Categorical):
                 coder.encode_reverse(symbols, rows)
-            else:
-                coder.encode_reverse(symbols, FAMILY, rows if isinstance(rows, np.ndarray) else self._rows.take(*rows))
+            elif isinstance(rows, np.ndarray):
+                coder.encode_reverse(symbols, FAMILY, rows)
+            else:  # (table, contexts): gathered MAX_ROWS at a time, last slice first (a stack)
+                table, ctx = rows
+                for a in reversed(range(0, len(ctx), MAX_ROWS)):
+                    coder.encode_reverse(symbols[a:a + MAX_ROWS], FAMILY, self._rows.take(table, ctx[a:a + MAX_ROWS]))
         if mode_symbols is not None:
             _encode_modes_reverse(coder, *mode_symbols)
         return coder.get_compressed().astype("<u4").tobytes()
@@ -499,45 +506,54 @@ class CtxCoder(Coder):
             return np.zeros(0, dtype=np.int64)
         ctx = cm.group_contexts(self._ranks(ref), n, self.groups, ref_is_first)
         cuts = cm.literal_rounds(n)
-        return np.concatenate([self._decode_piece(coder, st, ctx[a:b]) for a, b in zip(cuts, cuts[1:])])
+        return self._tokens(np.concatenate([self._decode_piece(coder, st, ctx[a:b]) for a, b in zip(cuts, cuts[1:])]))
 
     def _decode_key_step(self, coder: AnsCoder, st: _State, modes: np.ndarray, out: np.ndarray) -> None:
         """Literal model 1, a segment's first step: row by row, its literals (in the context of the group of
         the token above) and then the row's values (literals, U from the row above, L from the left)
-        into out (h, w). modes (h, w) are checked (no T, no U in row 0, no L in column 0)."""
+        into out (h, w), all in rank space until the step is done. modes (h, w) are checked (no T, no U in
+        row 0, no L in column 0)."""
         columns = np.arange(out.shape[1])
+        offset = 1 + 2 * self.groups.groups
+        ranks = out  # ranks first, tokens at the end (the order maps ranks to tokens one to one)
         for i, row in enumerate(modes):
             at = row == cm.MODE_LIT
             n = int(np.count_nonzero(at))
             if n:
-                ctx = (np.zeros(n, dtype=np.intp) if i == 0 else
-                       (self._ranks(out[i - 1][at]) >> self.groups.lo_bits) + (1 + 2 * self.groups.groups))
-                out[i][at] = self._decode_piece(coder, st, ctx)
+                ctx = np.zeros(n, dtype=np.intp) if i == 0 else (ranks[i - 1][at] >> self.groups.lo_bits) + offset
+                ranks[i][at] = self._decode_piece(coder, st, ctx)
             if i:
                 up = row == cm.MODE_U
-                out[i][up] = out[i - 1][up]
+                ranks[i][up] = ranks[i - 1][up]
             left = row == cm.MODE_L
             if left.any():  # each L takes the nearest value to its left that is not an L
                 source = np.where(left, 0, columns)
                 np.maximum.accumulate(source, out=source)
-                out[i] = out[i][source]
+                ranks[i] = ranks[i][source]
+        out[...] = self._tokens(ranks)
 
     def _decode_piece(self, coder: AnsCoder, st: _State, ctx: np.ndarray) -> np.ndarray:
-        """The literals of one round or row (tokens, int64), given their group contexts; then counted."""
+        """The ranks (int64) of one round's or row's literals, given their group contexts; then counted."""
         groups = self._decode_rows(coder, st.group_table, ctx).astype(np.intp)
         los = [self._decode_rows(coder, table, groups) for table in st.lo_tables]
         self._count_grouped(st, ctx, groups, los)
-        ranks = cm.join_ranks(groups, los, self.groups)
-        if int(ranks.max()) >= self.header.codebook_size:
+        return cm.join_ranks(groups, los, self.groups)
+
+    def _tokens(self, ranks: np.ndarray) -> np.ndarray:
+        """Tokens of decoded ranks; a rank outside the codebook is damage."""
+        if ranks.size and int(ranks.max()) >= self.header.codebook_size:
             raise CorruptError(f"decoded token rank {int(ranks.max())} is outside the codebook of "
                                f"{self.header.codebook_size}")
         return ranks if self._token is None else self._token[ranks]
 
     def _decode_rows(self, coder: AnsCoder, table: np.ndarray, ctx: np.ndarray) -> np.ndarray:
-        """Decode len(ctx) symbols, each with the count row of its context."""
+        """Decode len(ctx) symbols, each with the count row of its context (MAX_ROWS rows at a time)."""
         if (ctx == ctx[0]).all():
             return coder.decode(_model(table[ctx[0]]), len(ctx))
-        return coder.decode(FAMILY, self._rows.take(table, ctx))
+        if len(ctx) <= MAX_ROWS:
+            return coder.decode(FAMILY, self._rows.take(table, ctx))
+        return np.concatenate([coder.decode(FAMILY, self._rows.take(table, ctx[a:a + MAX_ROWS]))
+                               for a in range(0, len(ctx), MAX_ROWS)])
 
     def _decode_literals(self, coder: AnsCoder, st: _State, n: int) -> np.ndarray:
         if not n:
@@ -563,19 +579,25 @@ _PASS_CONTEXTS = cm.CTX_A  # contexts per pass (both passes have 125)
 _GID4 = cm.NUM_MODES * np.arange(_PASS_CONTEXTS)
 
 
+# Per-symbol count rows are gathered at most this many at a time (a 128-wide lo part: 32 MiB), so a
+# large step costs bounded memory; rows are fixed inside a round, so slicing changes no byte.
+MAX_ROWS = 1 << 15
+
+
 class _RowBuffer:
-    """Per-symbol count rows gathered into buffers that are reused (one per row width): a fresh array per
-    call would cost a page fault per 4 KiB, several times the coding itself on large rounds."""
+    """Per-symbol count rows gathered into buffers that are reused (one per row width, at most MAX_ROWS
+    rows): a fresh array per call would cost a page fault per 4 KiB, several times the coding itself."""
 
     def __init__(self) -> None:
         self._buffers: dict[int, np.ndarray] = {}
 
     def take(self, table: np.ndarray, ctx: np.ndarray) -> np.ndarray:
-        """table[ctx] (len(ctx), width), valid until the next take of the same width."""
+        """table[ctx] (len(ctx) <= MAX_ROWS, width), valid until the next take of the same width."""
         width = table.shape[1]
         buf = self._buffers.get(width)
         if buf is None or len(buf) < len(ctx):
-            buf = self._buffers[width] = np.empty((max(len(ctx), 2 * len(buf) if buf is not None else 0), width))
+            grown = min(MAX_ROWS, max(len(ctx), 2 * len(buf) if buf is not None else 0))
+            buf = self._buffers[width] = np.empty((grown, width))
         out = buf[:len(ctx)]
         np.take(table, ctx, axis=0, out=out, mode="clip")  # contexts are in range; "raise" would buffer
         return out
