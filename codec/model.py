@@ -221,11 +221,14 @@ class Tokenizer(nn.Module):
         video = torch.cat([stream.push(tokens[:, s]) for s in range(steps)], dim=2)
         return video[:, :, :frames]
 
-    def forward(self, video: Tensor, gop: int | None = None) -> TokenizerOutput:
-        """Training pass: encode, quantize (straight-through) and decode a clip (B, 3, T, H, W)."""
+    def forward(self, video: Tensor, gop: int | None = None, rdo: float = 0.0) -> TokenizerOutput:
+        """Training pass: encode, quantize (straight-through) and decode a clip (B, 3, T, H, W).
+
+        rdo: decode the tokens `otok.codec.rdo` chooses at this tolerance (what `otok encode` codes), with
+        straight-through codes, so the decoder learns from them; 0: the nearest codes."""
         check_video(video, self.config.patch, check_values=False)  # push checks the values
         b, _, frames, height, width = video.shape
-        encoder = self.stream_encoder(b, height, width, gop)
+        encoder = self.stream_encoder(b, height, width, gop, rdo)
         decoder = self.stream_decoder(b, height, width, gop)
         outputs = encoder.push_quantized(video) + encoder.flush_quantized()
         recon = torch.cat([decoder.push_codes(out.codes) for out in outputs], dim=2)[:, :, :frames]

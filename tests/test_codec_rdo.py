@@ -132,3 +132,19 @@ def test_gradient_reaches_the_encoder_through_chosen_codes():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tok.encoder.parameters())
     torch.testing.assert_close(outputs[1].codes.detach(), tok.quantizer.codes_from_indices(outputs[1].indices).detach(),
                                atol=1e-6, rtol=0)  # the chosen codes, up to the straight-through rounding
+
+
+def test_training_pass_decodes_the_chosen_tokens_with_a_gradient():
+    """forward(video, rdo=tau) reconstructs from the tokens encode(video, rdo=tau) chooses (what `otok
+    encode` codes, so the decoder can learn from them) and still passes a gradient to the encoder."""
+    tok = tiny()
+    video = random_video(1, 9, 32, 32, seed=5)
+    tau = 0.3  # otok-tiny's random codes lie far apart: a large tolerance changes tokens
+    chosen, nearest = tok.encode(video, rdo=tau), tok.encode(video)
+    assert not torch.equal(chosen, nearest)
+    out = tok(video, rdo=tau)
+    with torch.no_grad():
+        expected = tok.decode(chosen, frames=9)
+    torch.testing.assert_close(out.reconstruction, expected, rtol=1e-4, atol=1e-4)
+    out.reconstruction.square().mean().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tok.encoder.parameters())

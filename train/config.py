@@ -54,6 +54,7 @@ class TrainConfig:
     restart_threshold: float = 0.03
     # Data and bookkeeping.
     min_crop: float = 0.8  # a random square crop covers this fraction of the short side, or more
+    rdo: float = 0.0  # decode the tokens `otok encode --rdo` would choose (VQ, FSQ, LFQ); 0: the nearest codes
     workers: int = 0  # DataLoader worker processes per rank
     threads: int = 0  # torch CPU threads; 0: cores / local ranks
     log_every: int = 10
@@ -82,6 +83,10 @@ class TrainConfig:
             raise ValueError("--fps must be positive")
         if not 0.0 < self.min_crop <= 1.0:
             raise ValueError(f"--min-crop must be in (0, 1], got {self.min_crop}")
+        if not 0.0 <= self.rdo < float("inf"):  # also refuses nan
+            raise ValueError(f"--rdo must be a number >= 0, got {self.rdo}")
+        if self.rdo and self.stage == "kl":
+            raise ValueError("--rdo chooses discrete tokens; the kl stage trains continuous latents")
         res = tuple(int(r) for r in (self.res or DEFAULT_RES[self.stage]))
         if min(res) < 8:
             raise ValueError(f"resolutions must be >= 8 pixels, got {res}")
@@ -156,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart-every", dest="restart_every", type=int)
     p.add_argument("--min-crop", dest="min_crop", type=float,
                    help="smallest random crop, as a fraction of the short side (default 0.8)")
+    p.add_argument("--rdo", type=float, help="decode the tokens `otok encode --rdo TAU` chooses (default 0: nearest)")
     p.add_argument("--workers", type=int)
     p.add_argument("--threads", type=int)
     p.add_argument("--log-every", dest="log_every", type=int)

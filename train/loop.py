@@ -178,7 +178,7 @@ class Trainer:
         video = to_model_input(batch["pixels"], self.device)  # (B, 3, T, H, W) in [-1, 1]
         gan = self.disc is not None and step >= c.gan_start
         with self.autocast():
-            out = self.net(video)
+            out = self.net(video, rdo=c.rdo)
             recon = out.reconstruction.float()
             rec = c.recon_weight * reconstruction_loss(recon, video, c.recon_loss)
             nll = rec
