@@ -48,9 +48,7 @@ class Prior:
         self.part_counts = tuple(np.asarray(c, dtype=np.uint32) for c in part_counts)
         if tuple(len(c) for c in self.part_counts) != layout.alphabets:
             raise UsageError(f"prior tables must have lengths {layout.alphabets} for a codebook of {codebook_size}")
-        self._order = None if order is None else np.asarray(order, dtype=np.uint32).reshape(-1)
-        if self._order is not None and (len(self._order) != codebook_size or not _is_permutation(self._order)):
-            raise UsageError(f"the prior's code order must be a permutation of 0..{codebook_size - 1}")
+        self._order = None if order is None else _checked_order(order, codebook_size).astype(np.uint32)
         shape = (groups.contexts, groups.groups)
         self.group_counts = (np.zeros(shape, dtype=np.uint32) if group_counts is None
                              else np.asarray(group_counts, dtype=np.uint32))
@@ -100,9 +98,7 @@ class Prior:
         """
         layout = cm.part_layout(codebook_size)
         groups = cm.group_layout(codebook_size)
-        order = np.arange(codebook_size, dtype=np.int64) if order is None else np.asarray(order, dtype=np.int64)
-        if order.shape != (codebook_size,) or order.min(initial=0) < 0 or not _is_permutation(order):
-            raise UsageError(f"the prior's code order must be a permutation of 0..{codebook_size - 1}")
+        order = np.arange(codebook_size, dtype=np.int64) if order is None else _checked_order(order, codebook_size)
         modes = np.zeros((cm.NUM_MODE_CTX, cm.NUM_MODES), dtype=np.int64)
         parts = [np.zeros(a, dtype=np.int64) for a in layout.alphabets]
         group_counts = np.zeros(groups.contexts * groups.groups, dtype=np.int64)
@@ -223,8 +219,13 @@ def code_order(codes: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _is_permutation(order: np.ndarray) -> bool:
-    return bool(order.max(initial=0) < len(order)) and bool((np.bincount(order, minlength=len(order)) == 1).all())
+def _checked_order(order: np.ndarray, codebook_size: int) -> np.ndarray:
+    """order as int64 (K,), or UsageError unless it is a permutation of 0..K-1."""
+    order = np.asarray(order, dtype=np.int64)
+    if (order.shape != (codebook_size,) or order.min(initial=0) < 0 or order.max(initial=0) >= codebook_size
+            or not (np.bincount(order, minlength=codebook_size) == 1).all()):
+        raise UsageError(f"the prior's code order must be a permutation of 0..{codebook_size - 1}")
+    return order
 
 
 def _scale(counts: np.ndarray, weight: int) -> np.ndarray:

@@ -254,6 +254,7 @@ def test_perceptual_loss_reads_a_user_weights_file(tmp_path):
     (["--stage", "image", "--model", "otok-tiny", "--steps", "1", "--batch", "1", "--min-crop", "0"], "--min-crop"),
     (["--stage", "image", "--model", "otok-tiny", "--steps", "1", "--batch", "1", "--rdo", "-0.1"], "--rdo"),
     (["--stage", "image", "--model", "otok-tiny", "--steps", "1", "--batch", "1", "--rdo", "nan"], "--rdo"),
+    (["--stage", "image", "--model", "otok-s-kl", "--steps", "1", "--batch", "1", "--rdo", "0.01"], "continuous"),
 ])
 def test_user_errors_print_one_line(footage, tmp_path, capsys, args, message):
     assert main([*args, "--data", str(footage), "--out", str(tmp_path / "o")]) == 2

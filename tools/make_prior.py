@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rdo", type=float, default=DEFAULT_RDO,
                         help=f"the tokens' rate-distortion tolerance: what `otok encode` codes (default {DEFAULT_RDO})")
     args = parser.parse_args(argv)
+    if not 0 <= args.rdo < float("inf"):  # also refuses nan
+        parser.error(f"--rdo must be a number >= 0, got {args.rdo}")
     tok = load(args.model)
     files = sorted(p for d in args.data for p in d.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
     segments = []

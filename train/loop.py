@@ -89,6 +89,8 @@ class Trainer:
             model.load_state_dict(state["model"])
         else:
             model = initial_tokenizer(config)
+        if config.rdo and not model.config.discrete:
+            raise ValueError(f"--rdo chooses discrete tokens; {model.config.name} makes continuous latents")
         self.model = model.to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if config.ema > 0 else None
         betas = (config.beta1, config.beta2)
