@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -209,6 +210,26 @@ class OtokReader:
         if self._trailer:
             return self._trailer.frames
         return timeline.frames_in_steps(self.steps, self.header.gop, self.header.temporal)
+
+    @property
+    def coded_bytes(self) -> int:
+        """Bytes of coder data in the STEP chunks of `index`: each chunk's payload less its fixed step
+        fields, so the container's own bytes (preamble, header, setup and ancillary chunks, chunk framing,
+        index, trailer) are left out. What the coder spent on the tokens; the rest is the same for any
+        content of the same model and coder (about 270 bytes with `ctx` and a referenced prior)."""
+        self._need_seekable("measure chunks")
+        size, here, total = self._size or 0, self._f.tell(), 0
+        try:
+            for entry in self.index:
+                self._f.seek(self._base + entry.offset)
+                head = self._f.read(4)
+                length = struct.unpack("<I", head)[0] if len(head) == 4 else -1
+                if not ct.STEP_HEAD.size <= length <= size - entry.offset - ct.CHUNK_OVERHEAD:
+                    raise CorruptError(f"STEP chunk at byte {entry.offset} has a length that does not fit the file")
+                total += length - ct.STEP_HEAD.size
+        finally:
+            self._f.seek(here)
+        return total
 
     @property
     def complete(self) -> bool:

@@ -263,6 +263,23 @@ def test_seek_and_frames():
         reader.seek(39)
 
 
+def test_coded_bytes_leave_out_the_container():
+    """coded_bytes = the coder data of every STEP chunk (raw: ceil(bits * tokens / 8) per chunk); the rest
+    of the file does not depend on the tokens, and a file cut inside its last chunk counts the chunks
+    before it."""
+    tokens = repetition_grids(12, (3, 4), 50, 0.5, 5, seed=2)
+    data = encode(make_header((3, 4), 50, coder="raw"), tokens, steps_per_chunk=5)
+    chunk_steps = [5, 5, 2]
+    assert OtokReader(io.BytesIO(data)).coded_bytes == sum(-(-6 * 12 * n // 8) for n in chunk_steps)
+    other = encode(make_header((3, 4), 50), np.zeros_like(tokens), steps_per_chunk=5)  # ctx, all repeats
+    ctx_data = encode(make_header((3, 4), 50), tokens, steps_per_chunk=5)
+    overheads = {len(d) - OtokReader(io.BytesIO(d)).coded_bytes for d in (other, ctx_data)}
+    assert len(overheads) == 1
+    tail = (12 + 4 + 16 * 3) + (12 + 24)  # the index (3 entries) and the trailer
+    cut = OtokReader(io.BytesIO(data[:-tail - 5]))  # and the last 5 bytes of the last STEP chunk
+    assert not cut.complete and cut.coded_bytes == 2 * -(-6 * 12 * 5 // 8)
+
+
 def test_true_frame_count_in_trailer():
     tokens = repetition_grids(3, (2, 2), 10, 0.5, 5)
     buf = io.BytesIO()

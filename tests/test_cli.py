@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from codec_helpers import tiny
-from otok.bitstream import read_tokens
+from otok.bitstream import OtokReader, read_tokens
 from otok.codec import save
 from otok.tools import pipeline
 from otok.tools.cli import main
@@ -105,6 +105,9 @@ def test_info_json_has_the_promised_fields(tmp_path, capsys, model_path, clip):
     assert info["weights_sha256"] == tiny().weights_sha256()
     assert info["grid"] == [8, 12]  # 46x70 pads to 64x96 (a multiple of patch 8 x window 4)
     assert info["bits_per_token"] == pytest.approx(8 * info["bytes"] / (3 * 8 * 12))
+    with OtokReader(coded) as reader:  # (the prior is needed to decode, not to measure)
+        assert 0 < info["coded_bytes"] == reader.coded_bytes < info["bytes"]
+    assert info["coded_bits_per_token"] == pytest.approx(8 * info["coded_bytes"] / (3 * 8 * 12))
     assert (info["coder"], info["format_version"], info["literal_model"]) == ("ctx", "1.2", 1)
     assert info["bpp"] == pytest.approx(8 * info["bytes"] / (9 * 70 * 46))
     status, out, _ = run(capsys, "info", coded)
@@ -115,8 +118,10 @@ def test_eval_reports_quality_and_rate(tmp_path, capsys, model_path, clip):
     status, out, err = run(capsys, "eval", clip, "--model", model_path, "--json")
     assert status == 0, err
     r = json.loads(out)
-    for key in ("psnr", "ssim", "bpp", "bits_per_token", "encode_fps", "decode_fps", "frames", "width", "height"):
+    for key in ("psnr", "ssim", "bpp", "bits_per_token", "coded_bits_per_token", "encode_fps", "decode_fps",
+                "frames", "width", "height"):
         assert key in r, key
+    assert 0 < r["coded_bits_per_token"] < r["bits_per_token"]
     assert (r["frames"], r["width"], r["height"]) == (10, 70, 46)
     assert len(r["psnr_per_frame"]) == 10 and r["psnr"] == pytest.approx(np.mean(r["psnr_per_frame"]))
     assert 0 < r["psnr"] < 60 and -1 <= r["ssim"] <= 1
@@ -274,7 +279,7 @@ def test_prior_that_ships_beside_the_model_is_referenced(tmp_path, capsys, clip)
 
 def test_export_onnx_and_run_the_onnx_backend(tmp_path, capsys, model_path, clip):
     pytest.importorskip("onnxruntime")
-    from otok.bitstream import read_tokens
+    from otok.bitstream import OtokReader, read_tokens
 
     engines = tmp_path / "engines"
     status, out, err = run(capsys, "export", "onnx", "--model", model_path, "--out", engines)

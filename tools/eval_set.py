@@ -4,8 +4,10 @@
 
 Each video and image under the folders is encoded and decoded with `otok.tools.pipeline.eval_file`
 (frames scaled down so the shorter side is --short-side, or with --max-side so the longer side is at most
-that); prints PSNR, SSIM, bits/token and bpp per file and their means over files, bicubic x8 down-up PSNR
-as a reference point for images, and for VQ models how much of the codebook the files used.
+that); prints PSNR, SSIM, bits/token (of the whole file, and of the coded steps alone:
+`OtokReader.coded_bytes`, the coder's data without the container's ~270 bytes) and bpp per file and their
+means over files, bicubic x8 down-up PSNR as a reference point for images, and for VQ models how much of
+the codebook the files used.
 """
 
 from __future__ import annotations
@@ -69,15 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         if r.code_counts is not None:
             counts = r.code_counts if counts is None else counts + r.code_counts
         row = {"file": path.name, "frames": r.frames, "size": f"{r.width}x{r.height}", "psnr": r.psnr,
-               "ssim": r.ssim, "bits_per_token": r.bits_per_token, "bpp": r.bpp}
+               "ssim": r.ssim, "bits_per_token": r.bits_per_token, "coded_bits_per_token": r.coded_bits_per_token, "bpp": r.bpp}
         if path.suffix.lower() in IMAGE_SUFFIXES:
             row["bicubic_x8_psnr"] = bicubic_psnr(path, max_side)
         rows.append(row)
         if not args.json:
             extra = f"  (bicubic x8: {row['bicubic_x8_psnr']:.2f} dB)" if "bicubic_x8_psnr" in row else ""
             print(f"{path.name:<28} {r.frames:>4} frames {row['size']:>9}  PSNR {r.psnr:6.2f} dB  SSIM {r.ssim:.4f}  "
-                  f"{r.bits_per_token:6.3f} bits/token  {r.bpp:.4f} bpp{extra}", flush=True)
-    means = {k: float(np.mean([row[k] for row in rows])) for k in ("psnr", "ssim", "bits_per_token", "bpp")}
+                  f"{r.bits_per_token:6.3f} bits/token ({r.coded_bits_per_token:6.3f} coded)  {r.bpp:.4f} bpp{extra}", flush=True)
+    means = {k: float(np.mean([row[k] for row in rows])) for k in ("psnr", "ssim", "bits_per_token", "coded_bits_per_token", "bpp")}
     usage = codebook_usage(counts) if counts is not None else None
     if args.json:
         print(json.dumps({"model": str(args.model), "rdo": rdo, "max_side": args.max_side,
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"rdo {rdo:g}")
         print(f"{'mean over ' + str(len(rows)) + ' files':<28} PSNR {means['psnr']:6.2f} dB  SSIM {means['ssim']:.4f}  "
-              f"{means['bits_per_token']:6.3f} bits/token  {means['bpp']:.4f} bpp")
+              f"{means['bits_per_token']:6.3f} bits/token ({means['coded_bits_per_token']:6.3f} coded)  {means['bpp']:.4f} bpp")
         if usage:
             print(f"codebook: {usage['codes_used']} of {usage['codebook_size']} codes used "
                   f"({100 * usage['codes_used'] / usage['codebook_size']:.1f} %) over {usage['tokens']:,} tokens, "

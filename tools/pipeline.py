@@ -458,6 +458,10 @@ def file_info(src: str | os.PathLike) -> dict:
         size = src.stat().st_size
         fps = Fraction(*h.fps)
         tokens = steps * h.grid[0] * h.grid[1]
+        try:
+            coded = reader.coded_bytes
+        except OtokError as exc:
+            raise UserError(f"{src}: {exc}") from None
         return {
             "file": str(src),
             "model": h.model,
@@ -482,6 +486,8 @@ def file_info(src: str | os.PathLike) -> dict:
             "literal_model": h.coder_params.literal_model if h.coder == "ctx" else None,
             "bytes": size,
             "bits_per_token": 8 * size / tokens if tokens else None,
+            "coded_bytes": coded,
+            "coded_bits_per_token": 8 * coded / tokens if tokens else None,
             "bpp": 8 * size / (frames * h.width * h.height) if frames else None,
             "duration_s": frames / float(fps),
             "complete": reader.complete,
@@ -510,7 +516,8 @@ class EvalResult:
     psnr: float
     ssim: float
     bpp: float
-    bits_per_token: float | None
+    bits_per_token: float | None  # the whole file
+    coded_bits_per_token: float | None  # the coder's data only (OtokReader.coded_bytes), without the container
     encode_fps: float
     decode_fps: float
     coder: str
@@ -562,7 +569,8 @@ def eval_file(
     return EvalResult(
         frames=enc.frames, width=enc.width, height=enc.height, bytes=enc.bytes,
         psnr=float(np.mean(finite)) if finite else float("inf"), ssim=float(np.mean(ssims)),
-        bpp=info["bpp"], bits_per_token=info["bits_per_token"], encode_fps=enc.frames / enc.seconds,
+        bpp=info["bpp"], bits_per_token=info["bits_per_token"],
+        coded_bits_per_token=info["coded_bits_per_token"], encode_fps=enc.frames / enc.seconds,
         decode_fps=enc.frames / decode_seconds if decode_seconds else float("inf"), coder=info["coder"],
         model=tok.config.name, psnr_per_frame=psnrs, ssim_per_frame=ssims, code_counts=code_counts,
         rdo=rdo_for(tok, rdo),
