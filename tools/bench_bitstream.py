@@ -15,8 +15,9 @@ Real tokens (`--tokens`): per file raw, zstd, ctx and ctx1 with `--prior FILE` (
 e.g. codec/weights/otok-s.prior: what `otok encode` codes with), or else with `+loo`: a prior built by
 `Prior.from_tokens` from the OTHER files given (leave-one-out, identity code order; with a single file
 the prior is in-sample, shown as `+self`, an optimistic stand-in). An .otok file brings its segment length
-and codebook size; for .npy, --gop and --codebook (default: max + 1) apply. The last column is the size
-against zstd. ctx uses `--literal-increment` (default: 1 on synthetic streams, the value `otok encode`
+and codebook size; for .npy, --gop and --codebook (default: max + 1) apply. Sizes are given twice, each
+against zstd's: of the whole file, and of the coded steps alone (`OtokReader.coded_bytes`: the coder's data
+without the ~300 bytes of container, which differs between coders only by their parameters). ctx uses `--literal-increment` (default: 1 on synthetic streams, the value `otok encode`
 writes on real tokens, so the sizes are those of real files).
 """
 
@@ -29,7 +30,7 @@ import time
 
 import numpy as np
 
-from otok.bitstream import CtxParams, Header, OtokWriter, Prior, read_header, read_tokens
+from otok.bitstream import CtxParams, Header, OtokReader, OtokWriter, Prior, read_header, read_tokens
 from otok.bitstream.synthetic import entropy_bound, repetition_grids
 
 GRIDS = {"360p": (45, 80), "1080p": (135, 240)}
@@ -46,9 +47,10 @@ def _median_time(fn, repeat: int) -> tuple[float, object]:
 
 
 def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None, repeat: int,
-          literal_increment: int = 1) -> tuple[float, float, float]:
-    """-> (bits/token, encode M tokens/s, decode M tokens/s) for tokens (S, h, w). coder: raw, zstd, ctx
-    (literal model 0) or ctx1 (literal model 1)."""
+          literal_increment: int = 1) -> tuple[float, float, float, int]:
+    """-> (bits/token, encode M tokens/s, decode M tokens/s, coded bytes: the STEP chunks' coder data,
+    without the container) for tokens (S, h, w). coder: raw, zstd, ctx (literal model 0) or ctx1
+    (literal model 1)."""
     h, w = tokens.shape[1:]
     params = None
     if coder.startswith("ctx"):
@@ -67,7 +69,8 @@ def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None,
     t_dec, out = _median_time(lambda: read_tokens(io.BytesIO(data), prior=prior), repeat)
     if not np.array_equal(out, tokens):
         raise SystemExit(f"{coder}: round trip failed")
-    return 8 * len(data) / tokens.size, tokens.size / t_enc / 1e6, tokens.size / t_dec / 1e6
+    coded = OtokReader(io.BytesIO(data)).coded_bytes
+    return 8 * len(data) / tokens.size, tokens.size / t_enc / 1e6, tokens.size / t_dec / 1e6, coded
 
 
 def _rows(name: str, tokens: np.ndarray, k: int, gop: int, prior: Prior | None, bound: float | None,
@@ -76,16 +79,17 @@ def _rows(name: str, tokens: np.ndarray, k: int, gop: int, prior: Prior | None, 
                      ("ctx1+prior", prior)]:
         if coder == "ctx+prior" and p is None:
             continue
-        bits, enc, dec = bench(tokens, k, gop, coder.split("+")[0], p, repeat, literal_increment)
+        bits, enc, dec, _ = bench(tokens, k, gop, coder.split("+")[0], p, repeat, literal_increment)
         gap = "" if bound is None or not coder.startswith("ctx") else f"{bound:8.3f} {bits - bound:+7.3f}"
         print(f"{name:<16} {coder:<10} {bits:8.3f} {enc:9.1f} {dec:9.1f}   {gap}", flush=True)
 
 
-def _load_tokens(path: str, gop: int, codebook: int | None) -> tuple[np.ndarray, int, int]:
-    """-> (tokens int64 (S, h, w), gop, K) from an .otok file (its header's gop and K) or an .npy."""
+def _load_tokens(path: str, gop: int, codebook: int | None, prior: Prior | None = None) -> tuple[np.ndarray, int, int]:
+    """-> (tokens int64 (S, h, w), gop, K) from an .otok file (its header's gop and K; `prior`: the table a
+    `ctx` file references) or an .npy."""
     if path.endswith(".otok"):
         header = read_header(path)
-        return read_tokens(path).astype(np.int64), header.gop, header.codebook_size
+        return read_tokens(path, prior=prior).astype(np.int64), header.gop, header.codebook_size
     tokens = np.load(path)
     tokens = tokens.reshape(tokens.shape[-3:]) if tokens.ndim == 4 and tokens.shape[0] == 1 else tokens
     return tokens.astype(np.int64), gop, codebook or int(tokens.max()) + 1
@@ -99,9 +103,10 @@ def real_tokens(paths: list[str], gop: int, codebook: int | None, repeat: int, l
                 model_prior: Prior | None = None) -> None:
     """Per file: bytes and bits/token of raw, zstd, and ctx / ctx1 with `model_prior` or a leave-one-out
     prior."""
-    files = [(p, *_load_tokens(p, gop, codebook)) for p in paths]
-    print(f"{'file':<32} {'coder':<10} {'bytes':>9} {'bits/tok':>8} {'enc Mt/s':>9} {'dec Mt/s':>9}  {'vs zstd':>7}")
-    totals: dict[str, int] = {}
+    files = [(p, *_load_tokens(p, gop, codebook, model_prior)) for p in paths]
+    print(f"{'file':<32} {'coder':<10} {'bytes':>9} {'bits/tok':>8} {'enc Mt/s':>9} {'dec Mt/s':>9}  {'vs zstd':>7}"
+          f"  {'coded':>9} {'vs zstd':>7}")
+    totals: dict[str, list[int]] = {}
     for path, tokens, g, k in files:
         if model_prior is not None:
             suffix, prior = "+prior", model_prior
@@ -109,19 +114,26 @@ def real_tokens(paths: list[str], gop: int, codebook: int | None, repeat: int, l
             others = [seg for p, t, og, ok in files if p != path and ok == k for seg in _segments(t, og)]
             suffix = "+loo" if others else "+self"
             prior = Prior.from_tokens(others or _segments(tokens, g), k)
-        zstd_bytes = None
+        zstd_sizes = None
         for coder, p in [("raw", None), ("zstd", None), ("ctx" + suffix, prior), ("ctx1" + suffix, prior)]:
-            bits, enc, dec = bench(tokens, k, g, coder.split("+")[0], p, repeat, literal_increment)
-            size = round(bits * tokens.size / 8)
-            zstd_bytes = size if coder == "zstd" else zstd_bytes
-            totals[coder.replace("self", "loo")] = totals.get(coder.replace("self", "loo"), 0) + size
-            vs = f"{size / zstd_bytes - 1:+7.1%}" if zstd_bytes and coder != "zstd" else ""
+            bits, enc, dec, coded = bench(tokens, k, g, coder.split("+")[0], p, repeat, literal_increment)
+            sizes = (round(bits * tokens.size / 8), coded)
+            zstd_sizes = sizes if coder == "zstd" else zstd_sizes
+            total = totals.setdefault(coder.replace("self", "loo"), [0, 0])
+            total[0], total[1] = total[0] + sizes[0], total[1] + sizes[1]
             name = path.rsplit("/", 1)[-1][:32]
-            print(f"{name:<32} {coder:<10} {size:>9,} {bits:8.3f} {enc:9.1f} {dec:9.1f}  {vs}", flush=True)
+            print(f"{name:<32} {coder:<10} {sizes[0]:>9,} {bits:8.3f} {enc:9.1f} {dec:9.1f}  "
+                  f"{_versus(sizes[0], zstd_sizes, 0, coder)}  {coded:>9,} {_versus(coded, zstd_sizes, 1, coder)}",
+                  flush=True)
     if len(files) > 1:
-        for coder, size in totals.items():
-            vs = f"{size / totals['zstd'] - 1:+7.1%}" if coder != "zstd" else ""
-            print(f"{'total':<32} {coder:<10} {size:>9,} {'':>8} {'':>9} {'':>9}  {vs}")
+        for coder, (size, coded) in totals.items():
+            print(f"{'total':<32} {coder:<10} {size:>9,} {'':>8} {'':>9} {'':>9}  "
+                  f"{_versus(size, totals['zstd'], 0, coder)}  {coded:>9,} {_versus(coded, totals['zstd'], 1, coder)}")
+
+
+def _versus(size: int, zstd: list[int] | tuple[int, int] | None, which: int, coder: str) -> str:
+    """size against zstd's (whole files: which 0; coded steps: which 1), or blanks."""
+    return f"{size / zstd[which] - 1:+7.1%}" if zstd and zstd[which] and coder != "zstd" else " " * 7
 
 
 def main(argv: list[str] | None = None) -> int:
