@@ -77,6 +77,11 @@ def read_prefix(data: bytes, pipe: bool = False) -> tuple[list[np.ndarray] | Non
             warnings.simplefilter("ignore", OtokWarning)
             reader = OtokReader(_Pipe(data) if pipe else io.BytesIO(data))
             steps = list(reader)
+        if not pipe:  # the coded bytes of what the reader lists lie inside the file, or it is damage
+            try:
+                assert 0 <= reader.coded_bytes <= len(data)
+            except OtokError:
+                pass
         return steps, reader.damage
     except OtokError as e:
         return None, str(e)

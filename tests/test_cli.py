@@ -435,3 +435,24 @@ def test_info_shows_the_encoder_settings(tmp_path, capsys, model_path, clip):
         status, out, err = run(capsys, "info", tmp_path / name)
         assert status == 0, err
         assert "encoder:" not in out and pipeline.file_info(tmp_path / name)["encoder_settings"] is None
+
+
+def test_info_of_a_file_with_a_damaged_step_chunk(tmp_path, capsys, model_path, clip):
+    """A STEP chunk whose length field is damaged: `otok info` still reports the file (from its index and
+    trailer), without the coded bytes it cannot measure."""
+    import struct
+
+    from otok.bitstream import OtokReader
+
+    coded = tmp_path / "c.otok"
+    assert run(capsys, "encode", clip, coded, "--model", model_path, "--quiet")[0] == 0
+    data = bytearray(coded.read_bytes())
+    first = OtokReader(coded).index[0].offset
+    data[first:first + 4] = struct.pack("<I", 1 << 29)  # more than the file holds
+    damaged = tmp_path / "damaged.otok"
+    damaged.write_bytes(bytes(data))
+    status, out, err = run(capsys, "info", damaged)
+    assert status == 0, err
+    assert "coded" not in out and "bits/token" in out
+    info = pipeline.file_info(damaged)
+    assert info["coded_bytes"] is None and info["coded_bits_per_token"] is None

@@ -215,9 +215,11 @@ def cmd_info(args: argparse.Namespace) -> int:
                    f"(gop {info['gop']}), " + (f"codebook {info['codebook_size']}" if info["codebook_size"]
                                                 else f"{info['latent_channels']} latent channels")),
         ("coding", f"{info['coder']}{' (grouped literals)' if info['literal_model'] else ''}, format "
-                   f"{info['format_version']}, {info['bytes']:,} bytes ({info['coded_bytes']:,} of coded steps), "
-                   + (f"{info['bits_per_token']:.3f} bits/token ({info['coded_bits_per_token']:.3f} coded), "
-                      if info["bits_per_token"] else "")
+                   f"{info['format_version']}, {info['bytes']:,} bytes"
+                   + (f" ({info['coded_bytes']:,} of coded steps), " if info["coded_bytes"] is not None else ", ")
+                   + (f"{info['bits_per_token']:.3f} bits/token" if info["bits_per_token"] else "")
+                   + (f" ({info['coded_bits_per_token']:.3f} coded)" if info["coded_bits_per_token"] else "")
+                   + (", " if info["bits_per_token"] else "")
                    + (f"{info['bpp']:.4f} bpp" if info["bpp"] else "")),
     ]
     settings = info["encoder_settings"]
@@ -241,7 +243,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     record = {
         "model": r.model, "coder": r.coder, "frames": r.frames, "width": r.width, "height": r.height,
         "bytes": r.bytes, "psnr": r.psnr, "ssim": r.ssim, "bpp": r.bpp, "bits_per_token": r.bits_per_token,
-        "coded_bits_per_token": r.coded_bits_per_token, "encode_fps": r.encode_fps, "decode_fps": r.decode_fps, "rdo": r.rdo,
+        "coded_bits_per_token": r.coded_bits_per_token, "encode_fps": r.encode_fps, "decode_fps": r.decode_fps,
+        "rdo": r.rdo,
         "codes_used": None if r.code_counts is None else int((r.code_counts > 0).sum()),
     }
     if args.json:

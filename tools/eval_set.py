@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         if r.code_counts is not None:
             counts = r.code_counts if counts is None else counts + r.code_counts
         row = {"file": path.name, "frames": r.frames, "size": f"{r.width}x{r.height}", "psnr": r.psnr,
-               "ssim": r.ssim, "bits_per_token": r.bits_per_token, "coded_bits_per_token": r.coded_bits_per_token, "bpp": r.bpp}
+               "ssim": r.ssim, "bits_per_token": r.bits_per_token, "coded_bits_per_token": r.coded_bits_per_token,
+               "bpp": r.bpp}
         if path.suffix.lower() in IMAGE_SUFFIXES:
             row["bicubic_x8_psnr"] = bicubic_psnr(path, max_side)
         rows.append(row)
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             extra = f"  (bicubic x8: {row['bicubic_x8_psnr']:.2f} dB)" if "bicubic_x8_psnr" in row else ""
             print(f"{path.name:<28} {r.frames:>4} frames {row['size']:>9}  PSNR {r.psnr:6.2f} dB  SSIM {r.ssim:.4f}  "
                   f"{r.bits_per_token:6.3f} bits/token ({r.coded_bits_per_token:6.3f} coded)  {r.bpp:.4f} bpp{extra}", flush=True)
-    means = {k: float(np.mean([row[k] for row in rows])) for k in ("psnr", "ssim", "bits_per_token", "coded_bits_per_token", "bpp")}
+    means = {k: float(np.mean([row[k] for row in rows]))
+             for k in ("psnr", "ssim", "bits_per_token", "coded_bits_per_token", "bpp")}
     usage = codebook_usage(counts) if counts is not None else None
     if args.json:
         print(json.dumps({"model": str(args.model), "rdo": rdo, "max_side": args.max_side,

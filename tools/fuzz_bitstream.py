@@ -25,6 +25,10 @@ def test_one_input(data: bytes) -> None:
         reader = OtokReader(io.BytesIO(data))
         for _ in reader:
             pass
+        try:
+            assert 0 <= reader.coded_bytes <= len(data)
+        except OtokError:
+            pass
         if reader.complete:
             reader.seek(reader.frames - 1) if reader.frames else None
             for _ in reader:

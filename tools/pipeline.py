@@ -460,8 +460,8 @@ def file_info(src: str | os.PathLike) -> dict:
         tokens = steps * h.grid[0] * h.grid[1]
         try:
             coded = reader.coded_bytes
-        except OtokError as exc:
-            raise UserError(f"{src}: {exc}") from None
+        except OtokError:  # a damaged chunk: the rest of the record still holds
+            coded = None
         return {
             "file": str(src),
             "model": h.model,
@@ -487,7 +487,7 @@ def file_info(src: str | os.PathLike) -> dict:
             "bytes": size,
             "bits_per_token": 8 * size / tokens if tokens else None,
             "coded_bytes": coded,
-            "coded_bits_per_token": 8 * coded / tokens if tokens else None,
+            "coded_bits_per_token": 8 * coded / tokens if tokens and coded is not None else None,
             "bpp": 8 * size / (frames * h.width * h.height) if frames else None,
             "duration_s": frames / float(fps),
             "complete": reader.complete,
