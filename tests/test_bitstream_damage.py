@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bitstream_helpers import Pipe
 from otok.bitstream import (
     CorruptError,
     CtxParams,
@@ -55,27 +56,12 @@ def _file(coder: str, tokens: np.ndarray = TOKENS, ancillary: bool = False) -> b
 FILES = {c: _file(c) for c in ("raw", "zstd", "ctx", "ctx1")}
 
 
-class _Pipe(io.RawIOBase):
-    """A non-seekable byte source."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = io.BytesIO(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        chunk = self.data.read(len(b))
-        b[: len(chunk)] = chunk
-        return len(chunk)
-
-
 def read_prefix(data: bytes, pipe: bool = False) -> tuple[list[np.ndarray] | None, str | None]:
     """(steps, damage message), or (None, error message) when the reader raised an OtokError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OtokWarning)
-            reader = OtokReader(_Pipe(data) if pipe else io.BytesIO(data))
+            reader = OtokReader(Pipe(data) if pipe else io.BytesIO(data))
             steps = list(reader)
         if not pipe:  # the coded bytes of what the reader lists lie inside the file, or it is damage
             try:

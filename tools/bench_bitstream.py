@@ -17,8 +17,12 @@ e.g. codec/weights/otok-s.prior: what `otok encode` codes with), or else with `+
 the prior is in-sample, shown as `+self`, an optimistic stand-in). An .otok file brings its segment length
 and codebook size; for .npy, --gop and --codebook (default: max + 1) apply. Sizes are given twice, each
 against zstd's: of the whole file, and of the coded steps alone (`OtokReader.coded_bytes`: the coder's data
-without the ~300 bytes of container, which differs between coders only by their parameters). ctx uses `--literal-increment` (default: 1 on synthetic streams, the value `otok encode`
-writes on real tokens, so the sizes are those of real files).
+without the ~300 bytes of container, which differs between coders only by their parameters). ctx uses
+`--literal-increment` (default: 1 on synthetic streams, the value `otok encode` writes on real tokens, so
+the sizes are those of real files).
+
+`--workers N` codes N segments at once in worker processes (`OtokWriter(workers=N)`,
+`OtokReader(workers=N)`; the pool is started before timing).
 """
 
 from __future__ import annotations
@@ -47,10 +51,10 @@ def _median_time(fn, repeat: int) -> tuple[float, object]:
 
 
 def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None, repeat: int,
-          literal_increment: int = 1) -> tuple[float, float, float, int]:
+          literal_increment: int = 1, workers: int = 1) -> tuple[float, float, float, int]:
     """-> (bits/token, encode M tokens/s, decode M tokens/s, coded bytes: the STEP chunks' coder data,
     without the container) for tokens (S, h, w). coder: raw, zstd, ctx (literal model 0) or ctx1
-    (literal model 1)."""
+    (literal model 1). workers: segments coded in that many processes (bitstream.parallel)."""
     h, w = tokens.shape[1:]
     params = None
     if coder.startswith("ctx"):
@@ -61,12 +65,12 @@ def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None,
 
     def encode() -> bytes:
         buf = io.BytesIO()
-        with OtokWriter(buf, header, prior=prior, embed_prior=False) as writer:
+        with OtokWriter(buf, header, prior=prior, embed_prior=False, workers=workers) as writer:
             writer.write(tokens)
         return buf.getvalue()
 
     t_enc, data = _median_time(encode, repeat)
-    t_dec, out = _median_time(lambda: read_tokens(io.BytesIO(data), prior=prior), repeat)
+    t_dec, out = _median_time(lambda: read_tokens(io.BytesIO(data), prior=prior, workers=workers), repeat)
     if not np.array_equal(out, tokens):
         raise SystemExit(f"{coder}: round trip failed")
     coded = OtokReader(io.BytesIO(data)).coded_bytes
@@ -74,14 +78,20 @@ def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None,
 
 
 def _rows(name: str, tokens: np.ndarray, k: int, gop: int, prior: Prior | None, bound: float | None,
-          repeat: int, literal_increment: int) -> None:
+          repeat: int, literal_increment: int, workers: int) -> None:
     for coder, p in [("raw", None), ("zstd", None), ("ctx", None), ("ctx+prior", prior), ("ctx1", None),
                      ("ctx1+prior", prior)]:
         if coder == "ctx+prior" and p is None:
             continue
-        bits, enc, dec, _ = bench(tokens, k, gop, coder.split("+")[0], p, repeat, literal_increment)
+        bits, enc, dec, _ = bench(tokens, k, gop, coder.split("+")[0], p, repeat, literal_increment, workers)
         gap = "" if bound is None or not coder.startswith("ctx") else f"{bound:8.3f} {bits - bound:+7.3f}"
         print(f"{name:<16} {coder:<10} {bits:8.3f} {enc:9.1f} {dec:9.1f}   {gap}", flush=True)
+
+
+def _warm_up(workers: int) -> None:
+    """Start the worker processes (and their imports) before anything is timed."""
+    tokens = repetition_grids(4 * workers, (4, 4), 16, 0.5, 1)
+    bench(tokens, 16, 1, "ctx", None, 1, workers=workers)
 
 
 def _load_tokens(path: str, gop: int, codebook: int | None, prior: Prior | None = None) -> tuple[np.ndarray, int, int]:
@@ -100,7 +110,7 @@ def _segments(tokens: np.ndarray, gop: int) -> list[np.ndarray]:
 
 
 def real_tokens(paths: list[str], gop: int, codebook: int | None, repeat: int, literal_increment: int,
-                model_prior: Prior | None = None) -> None:
+                model_prior: Prior | None = None, workers: int = 1) -> None:
     """Per file: bytes and bits/token of raw, zstd, and ctx / ctx1 with `model_prior` or a leave-one-out
     prior."""
     files = [(p, *_load_tokens(p, gop, codebook, model_prior)) for p in paths]
@@ -116,7 +126,7 @@ def real_tokens(paths: list[str], gop: int, codebook: int | None, repeat: int, l
             prior = Prior.from_tokens(others or _segments(tokens, g), k)
         zstd_sizes = None
         for coder, p in [("raw", None), ("zstd", None), ("ctx" + suffix, prior), ("ctx1" + suffix, prior)]:
-            bits, enc, dec, coded = bench(tokens, k, g, coder.split("+")[0], p, repeat, literal_increment)
+            bits, enc, dec, coded = bench(tokens, k, g, coder.split("+")[0], p, repeat, literal_increment, workers)
             sizes = (round(bits * tokens.size / 8), coded)
             zstd_sizes = sizes if coder == "zstd" else zstd_sizes
             total = totals.setdefault(coder.replace("self", "loo"), [0, 0])
@@ -145,17 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gop", type=int, default=5, help="segment length in steps (synthetic and .npy)")
     ap.add_argument("--steps", type=int, default=50, help="synthetic steps per stream")
     ap.add_argument("--repeat", type=int, default=3, help="timing runs (the median is kept)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="code segments in this many processes (OtokWriter/OtokReader workers=; default 1)")
     ap.add_argument("--literal-increment", type=int, default=None,
                     help="ctx literal_increment (default: 1 synthetic, what `otok encode` writes for --tokens)")
     ap.add_argument("--prior", metavar="FILE", help="--tokens: code ctx with this prior table (e.g. a model's "
                                                     ".prior) instead of a leave-one-out one")
     args = ap.parse_args(argv)
+    if args.workers > 1:
+        _warm_up(args.workers)
     if args.tokens:
         from otok.tools.pipeline import TOKEN_LITERAL_INCREMENT  # imports torch: only for real tokens
 
         increment = TOKEN_LITERAL_INCREMENT if args.literal_increment is None else args.literal_increment
         real_tokens(args.tokens, args.gop, args.codebook, args.repeat, increment,
-                    Prior.load(args.prior) if args.prior else None)
+                    Prior.load(args.prior) if args.prior else None, args.workers)
         return 0
     increment = 1 if args.literal_increment is None else args.literal_increment
     k = args.codebook or 8192
@@ -166,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             sample = repetition_grids(2 * args.gop, grid, k, rep, args.gop, seed=2)
             prior = Prior.from_tokens([sample[i:i + args.gop] for i in range(0, len(sample), args.gop)], k)
             bound = entropy_bound(args.steps, k, rep, args.gop)
-            _rows(f"{grid_name}/{stream}", tokens, k, args.gop, prior, bound, args.repeat, increment)
+            _rows(f"{grid_name}/{stream}", tokens, k, args.gop, prior, bound, args.repeat, increment, args.workers)
     return 0
 
 

@@ -1,0 +1,121 @@
+"""Segments coded in parallel processes (`OtokWriter(workers=N)`, `OtokReader(workers=N)`).
+
+Every segment starts from fresh coder state (SPEC §6: counts reset at a segment start), so N processes can
+code N segments at once: the bytes are those one process writes, and the steps those it reads. The main
+process keeps the file's order, reads and writes every chunk itself, and has at most 2 N segments in
+flight, so memory stays bounded on a stream of any length. A file with a single segment (`gop` 0) gains
+nothing. Pools are started on first use (the "forkserver" method where the platform has it, else
+"spawn": never "fork", which is unsafe in a process that runs threads, such as PyTorch's) and kept for
+the life of the process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+
+import numpy as np
+
+from .coders import coder_by_name
+from .errors import OtokError, UsageError
+from .header import Header
+from .prior import Prior
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def check_workers(workers: int) -> int:
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise UsageError(f"workers must be an integer >= 1, got {workers!r}")
+    return workers
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    if workers not in _POOLS:
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return _POOLS[workers]
+
+
+# A job takes segments until they hold this many values: a 360p segment of 5 steps holds 18,000, and a
+# job of one such segment would cost the pool more in messages than it saves.
+JOB_VALUES = 1 << 16
+
+
+class InOrder:
+    """Items (segments) coded by fn(*args, items) -> one result per item, in a pool of `workers`
+    processes: items go out in jobs of about JOB_VALUES values, results come back in order, each with the
+    tag it was added with, at most 2 * workers jobs in flight (adding waits for the oldest when full)."""
+
+    def __init__(self, workers: int, fn: Callable, *args) -> None:
+        self.workers, self._fn, self._args = workers, fn, args
+        self._pool = _pool(workers)
+        self._jobs: deque[tuple[list, Future]] = deque()
+        self._tags: list = []
+        self._items: list = []
+        self._values = 0
+
+    def add(self, tag: object, item: object, values: int) -> list[tuple[object, object]]:
+        """Queue an item of `values` values -> (tag, result) of the oldest items that had to finish."""
+        self._tags.append(tag)
+        self._items.append(item)
+        self._values += values
+        return self._submit() if self._values >= JOB_VALUES else []
+
+    def drain(self) -> list[tuple[object, object]]:
+        """(tag, result) of every item still due, in order."""
+        done = self._submit() if self._items else []
+        while self._jobs:
+            done += self._pop()
+        return done
+
+    def cancel(self) -> None:
+        """Drop what is still due (a job already running finishes in its process; its result is dropped)."""
+        self._tags, self._items, self._values = [], [], 0
+        while self._jobs:
+            self._jobs.popleft()[1].cancel()
+
+    def _submit(self) -> list[tuple[object, object]]:
+        done = []
+        while len(self._jobs) >= 2 * self.workers:
+            done += self._pop()
+        self._jobs.append((self._tags, self._pool.submit(self._fn, *self._args, self._items)))
+        self._tags, self._items, self._values = [], [], 0
+        return done
+
+    def _pop(self) -> list[tuple[object, object]]:
+        tags, job = self._jobs.popleft()
+        return list(zip(tags, job.result()))
+
+
+# -- in the worker processes: a fresh coder per segment, so that no state carries over from another file
+def encode_segments(header: Header, prior: Prior | None, segments: list[list[tuple[int, np.ndarray]]]
+                    ) -> list[list[bytes]]:
+    """Per segment, the coder data of its chunks [(first step, steps), ...], the first at its start."""
+    out = []
+    for chunks in segments:
+        coder = coder_by_name(header.coder)(header, prior)
+        out.append([coder.encode(steps, first) for first, steps in chunks])
+    return out
+
+
+def decode_segments(header: Header, prior: Prior | None, segments: list[list[tuple[int, int, bytes]]]
+                    ) -> list[tuple[list[np.ndarray], OtokError | None]]:
+    """Per segment [(first step, steps, coder data), ...]: (the values of each chunk that decoded, the error
+    that stopped it or None). A damaged chunk ends the read, as it ends a sequential one: no segment after
+    it is decoded."""
+    out = []
+    for chunks in segments:
+        coder = coder_by_name(header.coder)(header, prior)
+        values = []
+        try:
+            for first, n, data in chunks:
+                values.append(coder.decode(data, first, n))
+        except OtokError as e:
+            out.append((values, e))
+            break
+        out.append((values, None))
+    return out
