@@ -254,9 +254,9 @@ def test_prior_for_another_codebook_is_refused(literal_model):
     params_at = len(forged_head) - (48 if literal_model else 44)  # the coder parameters end the header
     forged_head[params_at:params_at + 32] = other.sha256
     forged = _rechunk(_rechunk(data, prio_at, payload=other.to_bytes()), head_at, payload=bytes(forged_head))
-    for given in (None, [other]):
+    for offered in (None, [other]):
         with pytest.raises(CorruptError, match="codebook of 301"):
-            read_tokens(io.BytesIO(forged), prior=given)
+            read_tokens(io.BytesIO(forged), prior=offered)
 
 
 @pytest.mark.parametrize("field,offset,value", [

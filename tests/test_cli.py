@@ -279,7 +279,7 @@ def test_prior_that_ships_beside_the_model_is_referenced(tmp_path, capsys, clip)
 
 def test_export_onnx_and_run_the_onnx_backend(tmp_path, capsys, model_path, clip):
     pytest.importorskip("onnxruntime")
-    from otok.bitstream import OtokReader, read_tokens
+    from otok.bitstream import read_tokens
 
     engines = tmp_path / "engines"
     status, out, err = run(capsys, "export", "onnx", "--model", model_path, "--out", engines)
