@@ -6,7 +6,8 @@ process keeps the file's order, reads and writes every chunk itself, and has at 
 flight, so memory stays bounded on a stream of any length. A file with a single segment (`gop` 0) gains
 nothing. Pools are started on first use (the "forkserver" method where the platform has it, else
 "spawn": never "fork", which is unsafe in a process that runs threads, such as PyTorch's) and kept for
-the life of the process.
+the life of the process. As with any process pool, a script that uses workers runs its work under
+`if __name__ == "__main__":`, since the workers import the script's module.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -88,7 +90,11 @@ class InOrder:
 
     def _pop(self) -> list[tuple[object, object]]:
         tags, job = self._jobs.popleft()
-        return list(zip(tags, job.result()))
+        try:
+            return list(zip(tags, job.result()))
+        except BrokenProcessPool:  # a worker died (killed, out of memory): the next use starts a new pool
+            _POOLS.pop(self.workers, None)
+            raise
 
 
 # -- in the worker processes: a fresh coder per segment, so that no state carries over from another file

@@ -110,3 +110,16 @@ def test_workers_must_be_a_positive_integer(workers):
     data = write(header(), TOKENS, 1, PRIOR)
     with pytest.raises(UsageError):
         OtokReader(io.BytesIO(data), workers=workers)
+
+
+def test_a_dead_worker_is_reported_and_the_next_read_starts_a_new_pool():
+    from concurrent.futures.process import BrokenProcessPool
+
+    from bitstream_helpers import die
+
+    jobs = parallel.InOrder(2, die)
+    jobs.add("tag", "item", parallel.JOB_VALUES)
+    with pytest.raises(BrokenProcessPool):
+        jobs.drain()
+    data = write(header(), TOKENS, 1, PRIOR)
+    np.testing.assert_array_equal(read_tokens(io.BytesIO(data), prior=PRIOR, workers=2), TOKENS)
