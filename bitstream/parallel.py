@@ -31,6 +31,9 @@ _POOLS: dict[int, ProcessPoolExecutor] = {}
 def check_workers(workers: int) -> int:
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise UsageError(f"workers must be an integer >= 1, got {workers!r}")
+    if workers > 1 and multiprocessing.current_process().daemon:
+        raise UsageError("workers > 1 needs child processes, which a daemonic process (e.g. a PyTorch "
+                         "DataLoader worker) cannot start: use workers=1 there")
     return workers
 
 

@@ -123,3 +123,11 @@ def test_a_dead_worker_is_reported_and_the_next_read_starts_a_new_pool():
         jobs.drain()
     data = write(header(), TOKENS, 1, PRIOR)
     np.testing.assert_array_equal(read_tokens(io.BytesIO(data), prior=PRIOR, workers=2), TOKENS)
+
+
+def test_a_daemonic_process_is_told_to_use_one_worker(monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing.current_process(), "daemon", True)
+    with pytest.raises(UsageError, match="daemonic"):
+        OtokReader(io.BytesIO(write(header(), TOKENS, 1, PRIOR)), workers=2)
