@@ -182,8 +182,10 @@ class OtokReader:
         return chunk
 
     def _scan(self) -> list[ct.StepInfo]:
-        """Walk the chunks (CRC-checked, not decoded) to list the STEP chunks of the intact prefix."""
+        """Walk the chunks (CRC-checked, not decoded) to list the STEP chunks of the intact prefix. An
+        iteration in progress carries on where it was."""
         entries: list[ct.StepInfo] = []
+        saved = (self._chunks, self._pending, getattr(self, "_complete_read", False), self._f.tell())
         try:
             for chunk in self._chunks_from(self._data_start):
                 if chunk.ctype == ct.TAIL:
@@ -193,6 +195,9 @@ class OtokReader:
                                sum(e.n_steps for e in entries[:-1]))
         except OtokError:
             pass
+        finally:
+            self._chunks, self._pending, self._complete_read = saved[:3]
+            self._f.seek(saved[3])
         return entries
 
     @property
@@ -226,10 +231,10 @@ class OtokReader:
         try:
             for entry in self.index:
                 self._f.seek(self._base + entry.offset)
-                head = self._f.read(4)
-                length = struct.unpack("<I", head)[0] if len(head) == 4 else -1
-                if not ct.STEP_HEAD.size <= length <= size - entry.offset - ct.CHUNK_OVERHEAD:
-                    raise CorruptError(f"STEP chunk at byte {entry.offset} has a length that does not fit the file")
+                head = self._f.read(8)
+                length, ctype = struct.unpack("<I4s", head) if len(head) == 8 else (-1, b"")
+                if ctype != ct.STEP or not ct.STEP_HEAD.size <= length <= size - entry.offset - ct.CHUNK_OVERHEAD:
+                    raise CorruptError(f"the index points at byte {entry.offset}, where no STEP chunk fits the file")
                 total += length - ct.STEP_HEAD.size
         finally:
             self._f.seek(here)
@@ -260,8 +265,11 @@ class OtokReader:
         self.damage, self._damage_type = None, None
         coder = self._coder()
         done = 0
-        chunks = (self._chunks_in_parallel(start) if self.workers > 1 and self.header.gop else
-                  ((info, coder.decode(data, info.first_step, info.n_steps)) for info, data in self._step_chunks(start)))
+        if parallel.in_parallel(self.workers, self.header.gop, int(np.prod(self.header.step_shape))):
+            chunks = self._chunks_in_parallel(start)
+        else:
+            chunks = ((info, coder.decode(data, info.first_step, info.n_steps))
+                      for info, data in self._step_chunks(start))
         try:
             for info, values in chunks:
                 if not self.header.is_latent:
@@ -293,15 +301,19 @@ class OtokReader:
                 if error is not None:
                     raise error
 
+        chunks, read_error = self._step_chunks(start), None
         try:
-            read_error = None
-            try:
-                for info, data in self._step_chunks(start):
-                    if info.keyframe and segment:
-                        yield from decoded(submit())
-                    segment.append((info, data))
-            except OtokError as e:  # the chunks before it still decode
-                read_error = e
+            while True:
+                try:
+                    info, data = next(chunks)
+                except StopIteration:
+                    break
+                except OtokError as e:  # damage in the file: the chunks before it still decode
+                    read_error = e
+                    break
+                if info.keyframe and segment:
+                    yield from decoded(submit())  # a segment's decoding error ends the read here
+                segment.append((info, data))
             if segment:
                 yield from decoded(submit())
             yield from decoded(jobs.drain())

@@ -40,7 +40,7 @@ class OtokWriter:
         self._coder = coder_by_name(header.coder)(header, prior)
         workers = parallel.check_workers(workers)
         self._jobs = (parallel.InOrder(workers, parallel.encode_segments, header, prior)
-                      if workers > 1 and header.gop else None)
+                      if parallel.in_parallel(workers, header.gop, int(np.prod(header.step_shape))) else None)
         self._segment: list[tuple[int, np.ndarray]] = []  # with workers: the chunks of the segment being filled
         self._local = False  # with workers: the rest of this segment is coded here (see _drain)
         per_step = int(np.prod(header.step_shape))
@@ -109,13 +109,21 @@ class OtokWriter:
                 self._flush()
                 self._drain()
             finally:
+                if self._jobs is not None:
+                    self._jobs.cancel()
                 self._finish()
 
     def __enter__(self) -> OtokWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close() if exc_type is None else self.abort()
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.abort()
+        except Exception:  # the exception in flight is the one to report; the file reads as truncated
+            pass
 
     # -- internals ------------------------------------------------------------------------------------
     def _as_steps(self, x: np.ndarray) -> np.ndarray:

@@ -77,7 +77,10 @@ def _read(data: bytes, workers: int, pipe: bool = False) -> tuple[list[np.ndarra
 
 
 def test_damage_ends_a_parallel_read_where_it_ends_one_process():
-    data = write(header(), TOKENS, 1, PRIOR)
+    """Damage in the third of 16 segments, with jobs of two segments: more jobs than the 2 N in flight, so
+    the damaged segment's result comes back while later segments are still being read."""
+    tokens = repetition_grids(61, GRID, 500, 0.7, 4, seed=5)
+    data = write(header(), tokens, 1, PRIOR)
     index = OtokReader(io.BytesIO(data)).index
     third = index[2].offset  # the first chunk of the third segment
     cases = {
@@ -88,7 +91,7 @@ def test_damage_ends_a_parallel_read_where_it_ends_one_process():
     }
     for name, damaged in cases.items():
         steps, message = _read(damaged, 1)
-        assert message and len(steps) < len(TOKENS), name
+        assert message and len(steps) < 12, name
         for workers, pipe in ((2, False), (3, False), (2, True)):
             got, got_message = _read(damaged, workers, pipe)
             assert got_message == message, (name, workers, pipe)
@@ -131,3 +134,64 @@ def test_a_daemonic_process_is_told_to_use_one_worker(monkeypatch):
     monkeypatch.setattr(multiprocessing.current_process(), "daemon", True)
     with pytest.raises(UsageError, match="daemonic"):
         OtokReader(io.BytesIO(write(header(), TOKENS, 1, PRIOR)), workers=2)
+
+
+def test_coded_bytes_leave_an_iteration_where_it_was():
+    """A truncated file has no index: measuring it scans the chunks, and the iteration goes on unharmed."""
+    data = write(header(), TOKENS, 1, PRIOR)
+    cut = data[:OtokReader(io.BytesIO(data)).index[-1].offset + 20]  # inside the last STEP chunk
+    steps, message = _read(cut, 1)
+    reader = OtokReader(io.BytesIO(cut), prior=PRIOR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OtokWarning)
+        it = iter(reader)
+        first = [next(it), next(it)]
+        assert reader.coded_bytes > 0
+        rest = list(it)
+    assert reader.damage == message
+    assert all(np.array_equal(a, b) for a, b in zip(first + rest, steps)) and len(first + rest) == len(steps)
+
+
+def test_large_segments_are_coded_in_this_process(monkeypatch):
+    """A job holds whole segments: segments above MAX_SEGMENT_VALUES are coded here, as they come."""
+    monkeypatch.setattr(parallel, "MAX_SEGMENT_VALUES", 4 * GRID[0] * GRID[1] - 1)
+    assert not parallel.in_parallel(2, 4, GRID[0] * GRID[1]) and parallel.in_parallel(2, 3, GRID[0] * GRID[1])
+    buf = io.BytesIO()
+    writer = OtokWriter(buf, header(), prior=PRIOR, workers=2)
+    start = len(buf.getvalue())
+    writer.write(TOKENS[:8])
+    assert len(buf.getvalue()) > start  # two segments' chunks out already, not queued
+    writer.write(TOKENS[8:])
+    writer.close()
+    one = io.BytesIO()
+    with OtokWriter(one, header(), prior=PRIOR) as w:
+        w.write(TOKENS)
+    assert buf.getvalue() == one.getvalue()
+    np.testing.assert_array_equal(read_tokens(io.BytesIO(buf.getvalue()), prior=PRIOR, workers=2), TOKENS)
+
+
+def _read_in_a_forked_child(data: bytes, queue) -> None:
+    try:
+        read_tokens(io.BytesIO(data), prior=PRIOR, workers=2)
+        queue.put("read")
+    except UsageError as e:
+        queue.put(str(e))
+
+
+def test_a_forked_child_is_told_to_use_one_worker():
+    """A child made by fork inherits pools and a fork server it cannot use: one clear error, no hang."""
+    import multiprocessing
+
+    data = write(header(), TOKENS, 1, PRIOR)
+    np.testing.assert_array_equal(read_tokens(io.BytesIO(data), prior=PRIOR, workers=2), TOKENS)  # a pool here
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_read_in_a_forked_child, args=(data, queue))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0 and "made by fork" in queue.get(timeout=5)
+
+
+def test_numpy_integers_count_as_workers():
+    data = write(header(), TOKENS, 1, PRIOR)
+    assert OtokReader(io.BytesIO(data), workers=np.int64(2)).workers == 2

@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from otok.bitstream import CtxParams, Header, OtokReader, OtokWriter, Prior, read_header, read_tokens
+from otok.bitstream import CtxParams, Header, OtokReader, OtokWriter, Prior, parallel, read_header, read_tokens
 from otok.bitstream.synthetic import entropy_bound, repetition_grids
 
 GRIDS = {"360p": (45, 80), "1080p": (135, 240)}
@@ -86,12 +86,6 @@ def _rows(name: str, tokens: np.ndarray, k: int, gop: int, prior: Prior | None, 
         bits, enc, dec, _ = bench(tokens, k, gop, coder.split("+")[0], p, repeat, literal_increment, workers)
         gap = "" if bound is None or not coder.startswith("ctx") else f"{bound:8.3f} {bits - bound:+7.3f}"
         print(f"{name:<16} {coder:<10} {bits:8.3f} {enc:9.1f} {dec:9.1f}   {gap}", flush=True)
-
-
-def _warm_up(workers: int) -> None:
-    """Start the worker processes (and their imports) before anything is timed."""
-    tokens = repetition_grids(4 * workers, (4, 4), 16, 0.5, 1)
-    bench(tokens, 16, 1, "ctx", None, 1, workers=workers)
 
 
 def _load_tokens(path: str, gop: int, codebook: int | None, prior: Prior | None = None) -> tuple[np.ndarray, int, int]:
@@ -163,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     ".prior) instead of a leave-one-out one")
     args = ap.parse_args(argv)
     if args.workers > 1:
-        _warm_up(args.workers)
+        parallel.warm_up(args.workers)  # start the worker processes before anything is timed
     if args.tokens:
         from otok.tools.pipeline import TOKEN_LITERAL_INCREMENT  # imports torch: only for real tokens
 

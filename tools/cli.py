@@ -217,9 +217,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("coding", f"{info['coder']}{' (grouped literals)' if info['literal_model'] else ''}, format "
                    f"{info['format_version']}, {info['bytes']:,} bytes"
                    + (f" ({info['coded_bytes']:,} of coded steps), " if info["coded_bytes"] is not None else ", ")
-                   + (f"{info['bits_per_token']:.3f} bits/token" if info["bits_per_token"] else "")
-                   + (f" ({info['coded_bits_per_token']:.3f} coded)" if info["coded_bits_per_token"] else "")
-                   + (", " if info["bits_per_token"] else "")
+                   + (f"{info['bits_per_token']:.3f} bits/token"
+                      f"{pipeline.coded_suffix(info['coded_bits_per_token'])}, " if info["bits_per_token"] else "")
                    + (f"{info['bpp']:.4f} bpp" if info["bpp"] else "")),
     ]
     settings = info["encoder_settings"]
@@ -251,7 +250,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({**record, "psnr_per_frame": r.psnr_per_frame, "ssim_per_frame": r.ssim_per_frame}))
     else:
         print(f"{args.input}: {r.frames} frames {r.width}x{r.height}  PSNR {r.psnr:.2f} dB  SSIM {r.ssim:.4f}  "
-              f"{r.bpp:.4f} bpp  {r.bits_per_token:.3f} bits/token ({r.coded_bits_per_token:.3f} coded)  "
+              f"{r.bpp:.4f} bpp  {r.bits_per_token:.3f} bits/token{pipeline.coded_suffix(r.coded_bits_per_token)}  "
               f"encode {r.encode_fps:.1f} f/s  decode {r.decode_fps:.1f} f/s")
     return 0
 

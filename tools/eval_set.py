@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             extra = f"  (bicubic x8: {row['bicubic_x8_psnr']:.2f} dB)" if "bicubic_x8_psnr" in row else ""
             print(f"{path.name:<28} {r.frames:>4} frames {row['size']:>9}  PSNR {r.psnr:6.2f} dB  SSIM {r.ssim:.4f}  "
-                  f"{r.bits_per_token:6.3f} bits/token ({r.coded_bits_per_token:6.3f} coded)  {r.bpp:.4f} bpp{extra}", flush=True)
+                  f"{r.bits_per_token:6.3f} bits/token{pipeline.coded_suffix(r.coded_bits_per_token, 6)}  "
+                  f"{r.bpp:.4f} bpp{extra}", flush=True)
     means = {k: float(np.mean([row[k] for row in rows]))
              for k in ("psnr", "ssim", "bits_per_token", "coded_bits_per_token", "bpp")}
     usage = codebook_usage(counts) if counts is not None else None

@@ -495,6 +495,11 @@ def file_info(src: str | os.PathLike) -> dict:
         }
 
 
+def coded_suffix(coded_bits_per_token: float | None, width: int = 0) -> str:
+    """" (X coded)" after a whole file's bits/token, or "" when the coded steps could not be measured."""
+    return "" if coded_bits_per_token is None else f" ({coded_bits_per_token:{width}.3f} coded)"
+
+
 def encoder_settings(reader: OtokReader) -> dict | None:
     """The `encd` chunk's settings (SPEC §2.3), or None: not there (written by another tool or before it
     existed) or not a JSON object."""
