@@ -265,8 +265,9 @@ class OtokReader:
         self.damage, self._damage_type = None, None
         coder = self._coder()
         done = 0
-        if parallel.in_parallel(self.workers, self.header.gop, int(np.prod(self.header.step_shape))):
-            chunks = self._chunks_in_parallel(start)
+        step_values = int(np.prod(self.header.step_shape))
+        if parallel.in_parallel(self.workers, self.header.gop, step_values):
+            chunks = self._chunks_in_parallel(start, step_values)
         else:
             chunks = ((info, coder.decode(data, info.first_step, info.n_steps))
                       for info, data in self._step_chunks(start))
@@ -283,11 +284,10 @@ class OtokReader:
             self._damage_type = type(e)
             warnings.warn(self.damage, OtokWarning, stacklevel=3)
 
-    def _chunks_in_parallel(self, start: int) -> Iterator[tuple[ct.StepInfo, np.ndarray]]:
+    def _chunks_in_parallel(self, start: int, step_values: int) -> Iterator[tuple[ct.StepInfo, np.ndarray]]:
         """(chunk, its decoded steps) from step `start` on, segments decoded in `workers` processes
         (bitstream.parallel), in file order; damage ends it where it would end a sequential read."""
         jobs, segment = parallel.InOrder(self.workers, parallel.decode_segments, self.header, self.prior), []
-        step_values = int(np.prod(self.header.step_shape))
 
         def submit() -> list:
             chunks = [(info.first_step, info.n_steps, data) for info, data in segment]

@@ -38,12 +38,12 @@ class OtokWriter:
         header = _attach_prior(header, prior)
         self.header = header
         self._coder = coder_by_name(header.coder)(header, prior)
+        per_step = int(np.prod(header.step_shape))
         workers = parallel.check_workers(workers)
         self._jobs = (parallel.InOrder(workers, parallel.encode_segments, header, prior)
-                      if parallel.in_parallel(workers, header.gop, int(np.prod(header.step_shape))) else None)
+                      if parallel.in_parallel(workers, header.gop, per_step) else None)
         self._segment: list[tuple[int, np.ndarray]] = []  # with workers: the chunks of the segment being filled
         self._local = False  # with workers: the rest of this segment is coded here (see _drain)
-        per_step = int(np.prod(header.step_shape))
         cap = min(limits.MAX_STEPS_PER_CHUNK, max(1, limits.MAX_VALUES_PER_CHUNK // per_step))
         default = header.gop if 0 < header.gop <= 64 else 16
         self.steps_per_chunk = min(cap, steps_per_chunk or default)

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"rdo {rdo:g}")
         print(f"{'mean over ' + str(len(rows)) + ' files':<28} PSNR {means['psnr']:6.2f} dB  SSIM {means['ssim']:.4f}  "
-              f"{means['bits_per_token']:6.3f} bits/token ({means['coded_bits_per_token']:6.3f} coded)  {means['bpp']:.4f} bpp")
+              f"{means['bits_per_token']:6.3f} bits/token{pipeline.coded_suffix(means['coded_bits_per_token'], 6)}  "
+              f"{means['bpp']:.4f} bpp")
         if usage:
             print(f"codebook: {usage['codes_used']} of {usage['codebook_size']} codes used "
                   f"({100 * usage['codes_used'] / usage['codebook_size']:.1f} %) over {usage['tokens']:,} tokens, "
