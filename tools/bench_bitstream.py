@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prior", metavar="FILE", help="--tokens: code ctx with this prior table (e.g. a model's "
                                                     ".prior) instead of a leave-one-out one")
     args = ap.parse_args(argv)
+    if args.workers < 1:
+        ap.error(f"--workers must be at least 1, got {args.workers}")
     if args.workers > 1:
         parallel.warm_up(args.workers)  # start the worker processes before anything is timed
     if args.tokens:
