@@ -17,6 +17,7 @@ from otok.bitstream import OtokReader, read_tokens
 from otok.codec import save
 from otok.tools import pipeline
 from otok.tools.cli import main
+from otok.tools.metrics import psnr
 from otok.tools.video_io import VideoReader, VideoWriter
 
 SAMPLE = Path(__file__).parents[1] / "tools" / "samples" / "bigbuckbunny_2s.mp4"
@@ -128,6 +129,35 @@ def test_eval_reports_quality_and_rate(tmp_path, capsys, model_path, clip):
     coded = tmp_path / "raw.otok"
     assert run(capsys, "encode", clip, coded, "--model", model_path, "--coder", "raw")[0] == 0
     assert r["codes_used"] == len(np.unique(read_tokens(coded)))
+
+
+def test_eval_reports_what_a_person_sees_and_writes_comparisons(tmp_path, capsys, model_path, clip):
+    """The measures of docs/METRICS.md, finite on a 10-frame clip (3 tubes), and the two --compare PNGs."""
+    status, out, err = run(capsys, "eval", clip, "--model", model_path, "--json", "--compare", tmp_path / "cmp")
+    assert status == 0, err
+    r = json.loads(out)
+    for key in ("seam_ratio", "judder_ratio", "segment_pulse_db", "psnr_image_steps", "psnr_video_steps",
+                "psnr_bicubic8", "psnr_min"):
+        assert np.isfinite(r[key]), key
+    for key, channels in (("channel_bias", "rgb"), ("channel_psnr", "rgb"), ("chroma_psnr", ("cb", "cr"))):
+        assert set(r[key]) == set(channels) and all(np.isfinite(v) for v in r[key].values()), key
+    assert r["psnr_min"] == pytest.approx(min(r["psnr_per_frame"]))
+    worst, typical = int(np.argmin(r["psnr_per_frame"])), int(np.argsort(r["psnr_per_frame"], kind="stable")[4])
+    assert [Path(p).name for p in r["compare"]] == [
+        f"odd.worst.frame{worst}.{r['psnr_per_frame'][worst]:.2f}dB.png",
+        f"odd.typical.frame{typical}.{r['psnr_per_frame'][typical]:.2f}dB.png"]
+    source = list(VideoReader(clip))
+    for path, frame in zip(r["compare"], (worst, typical)):
+        with VideoReader(path) as reader:
+            image = next(iter(reader))
+        assert image.shape == (46, 3 * 70, 3) and (image[:, :70] == source[frame]).all()  # source | decoded | error
+        error = np.abs(image[:, 70:140].astype(int) - source[frame])
+        assert psnr(source[frame], image[:, 70:140]) == pytest.approx(r["psnr_per_frame"][frame])
+        assert (image[:, 140:] == np.minimum(4 * error, 255)).all()
+    status, out, _ = run(capsys, "eval", clip, "--model", model_path)  # people get them on one more line
+    assert status == 0 and "seams " in out and "judder " in out and "bicubic x8 " in out
+    status, _, err = run(capsys, "eval", clip, "--model", model_path, "--compare", clip)
+    assert status == 2 and "not a folder" in err
 
 
 def test_several_inputs_into_a_folder(tmp_path, capsys, model_path, clip):

@@ -21,6 +21,7 @@ from otok.bitstream import OtokError
 from otok.codec import WeightsError
 
 from . import pipeline
+from .metrics import quality_line
 from .pipeline import UserError
 from .video_io import MediaError
 
@@ -92,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--gop", type=int, metavar="STEPS")
     _rdo_flag(ev)
     _runtime_flags(ev)
-    ev.add_argument("--json", action="store_true", help="one JSON object, per-frame figures included")
+    ev.add_argument("--json", action="store_true",
+                    help="one JSON object, per-frame figures included (the measures: docs/METRICS.md)")
+    ev.add_argument("--compare", type=Path, metavar="DIR",
+                    help="write side-by-side PNGs (source | decoded | error x4) of the worst and a typical frame")
 
     ex = sub.add_parser("export", parents=[common], help="ONNX graphs or TensorRT engines for a backend")
     targets = ex.add_subparsers(dest="target", required=True, parser_class=_Parser)
@@ -189,7 +193,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
     tok = None
     if args.backend == "torch" and (args.compile or args.precision != "auto" or args.device != "cpu"):
         header = pipeline.header_of(args.input)
-        tok = pipeline.load_model(args.model or header.model, args.device, "torch", None, args.precision, args.compile)
+        tok = pipeline.load_model(args.model or header.model, args.device, "torch", None, args.precision, args.compile,
+                                  weights_sha256=None if args.model else header.weights_sha256.hex())
     total = pipeline.file_info(args.input)["frames"] if _show_progress(args) else None
     with _progress(_show_progress(args), total, f"decode {args.input.name}") as progress:
         r = pipeline.decode_file(args.input, args.output, model=args.model, device=args.device,
@@ -238,20 +243,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with _progress(_show_progress(args), _frames_of(args.input, args.frames), f"eval {args.input.name}") as progress:
         tok = _model(args)
         r = pipeline.eval_file(args.input, coder=args.coder, gop=args.gop, max_side=args.max_side,
-                               frames=args.frames, progress=progress, tokenizer=tok, rdo=args.rdo)
+                               frames=args.frames, progress=progress, tokenizer=tok, rdo=args.rdo,
+                               compare=args.compare)
     record = {
         "model": r.model, "coder": r.coder, "frames": r.frames, "width": r.width, "height": r.height,
         "bytes": r.bytes, "psnr": r.psnr, "ssim": r.ssim, "bpp": r.bpp, "bits_per_token": r.bits_per_token,
         "coded_bits_per_token": r.coded_bits_per_token, "encode_fps": r.encode_fps, "decode_fps": r.decode_fps,
         "rdo": r.rdo,
         "codes_used": None if r.code_counts is None else int((r.code_counts > 0).sum()),
+        **r.quality,  # seam_ratio, judder_ratio, segment_pulse_db, channel_*, chroma_psnr, psnr_bicubic8, ...
     }
+    if args.compare is not None:
+        record["compare"] = [str(p) for p in r.compare]
     if args.json:
         print(json.dumps({**record, "psnr_per_frame": r.psnr_per_frame, "ssim_per_frame": r.ssim_per_frame}))
     else:
         print(f"{args.input}: {r.frames} frames {r.width}x{r.height}  PSNR {r.psnr:.2f} dB  SSIM {r.ssim:.4f}  "
               f"{r.bpp:.4f} bpp  {r.bits_per_token:.3f} bits/token{pipeline.coded_suffix(r.coded_bits_per_token)}  "
               f"encode {r.encode_fps:.1f} f/s  decode {r.decode_fps:.1f} f/s")
+        print(f"  {quality_line(r.quality)}")
+        for path in r.compare:
+            print(f"  wrote {path}")
     return 0
 
 

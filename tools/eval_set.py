@@ -6,8 +6,10 @@ Each video and image under the folders is encoded and decoded with `otok.tools.p
 (frames scaled down so the shorter side is --short-side, or with --max-side so the longer side is at most
 that); prints PSNR, SSIM, bits/token (of the whole file, and of the coded steps alone:
 `OtokReader.coded_bytes`, the coder's data without the container's ~270 bytes) and bpp per file and their
-means over files, bicubic x8 down-up PSNR as a reference point for images, and for VQ models how much of
-the codebook the files used.
+means over files, what a person sees (`otok.tools.metrics.VideoQuality`, docs/METRICS.md: the lowest frame
+PSNR, the bicubic x8 down-up floor `psnr_bicubic8`, `seam_ratio`, `judder_ratio`, `segment_pulse_db`,
+per-channel and chroma error) per file and as means (the lowest frame over all files for psnr_min, and how
+many files fall below their bicubic floor), and for VQ models how much of the codebook the files used.
 """
 
 from __future__ import annotations
@@ -17,25 +19,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from otok.tools import pipeline
-from otok.tools.metrics import psnr
-from otok.tools.video_io import IMAGE_SUFFIXES, VideoReader, max_side_for
+from otok.tools.metrics import mean_quality, quality_line
+from otok.tools.video_io import IMAGE_SUFFIXES, max_side_for
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
-
-
-def bicubic_psnr(path: Path, max_side: int | None, factor: int = 8) -> float:
-    """PSNR of the first frame downscaled x`factor` and back up (bicubic): a floor to beat."""
-    with VideoReader(path, max_side=max_side, max_frames=1) as reader:
-        frame = next(iter(reader))
-    x = torch.from_numpy(frame).permute(2, 0, 1)[None].double()
-    h, w = frame.shape[:2]
-    small = F.interpolate(x, size=(max(1, h // factor), max(1, w // factor)), mode="bicubic", align_corners=False)
-    back = F.interpolate(small, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 255).round()
-    return psnr(frame, back[0].permute(1, 2, 0).to(torch.uint8).numpy())
 
 
 def codebook_usage(counts: np.ndarray) -> dict:
@@ -64,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except pipeline.UserError as exc:
         parser.exit(2, f"eval_set: error: {exc}\n")
     files = sorted(p for d in args.data for p in d.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
-    rows, counts = [], None
+    rows, qualities, counts = [], [], None
     for path in files:
         max_side = args.max_side or max_side_for(path, args.short_side)
         r = pipeline.eval_file(path, coder=args.coder, max_side=max_side, frames=args.frames, tokenizer=tok, rdo=rdo)
@@ -72,17 +61,19 @@ def main(argv: list[str] | None = None) -> int:
             counts = r.code_counts if counts is None else counts + r.code_counts
         row = {"file": path.name, "frames": r.frames, "size": f"{r.width}x{r.height}", "psnr": r.psnr,
                "ssim": r.ssim, "bits_per_token": r.bits_per_token, "coded_bits_per_token": r.coded_bits_per_token,
-               "bpp": r.bpp}
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            row["bicubic_x8_psnr"] = bicubic_psnr(path, max_side)
+               "bpp": r.bpp, **r.quality}
         rows.append(row)
+        qualities.append(r.quality)
         if not args.json:
-            extra = f"  (bicubic x8: {row['bicubic_x8_psnr']:.2f} dB)" if "bicubic_x8_psnr" in row else ""
             print(f"{path.name:<28} {r.frames:>4} frames {row['size']:>9}  PSNR {r.psnr:6.2f} dB  SSIM {r.ssim:.4f}  "
                   f"{r.bits_per_token:6.3f} bits/token{pipeline.coded_suffix(r.coded_bits_per_token, 6)}  "
-                  f"{r.bpp:.4f} bpp{extra}", flush=True)
+                  f"{r.bpp:.4f} bpp", flush=True)
+            print(f"{'':<28} {quality_line(r.quality)}", flush=True)
     means = {k: float(np.mean([row[k] for row in rows]))
              for k in ("psnr", "ssim", "bits_per_token", "coded_bits_per_token", "bpp")}
+    means.update(mean_quality(qualities))
+    means["below_bicubic8"] = sum(1 for row in rows if row["psnr_bicubic8"] is not None
+                                  and row["psnr"] < row["psnr_bicubic8"])
     usage = codebook_usage(counts) if counts is not None else None
     if args.json:
         print(json.dumps({"model": str(args.model), "rdo": rdo, "max_side": args.max_side,
@@ -93,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'mean over ' + str(len(rows)) + ' files':<28} PSNR {means['psnr']:6.2f} dB  SSIM {means['ssim']:.4f}  "
               f"{means['bits_per_token']:6.3f} bits/token{pipeline.coded_suffix(means['coded_bits_per_token'], 6)}  "
               f"{means['bpp']:.4f} bpp")
+        print(f"{'':<28} {quality_line(means)}  ({means['below_bicubic8']} of {len(rows)} files below their "
+              f"bicubic x8 floor; min: the lowest frame of all)")
         if usage:
             print(f"codebook: {usage['codes_used']} of {usage['codebook_size']} codes used "
                   f"({100 * usage['codes_used'] / usage['codebook_size']:.1f} %) over {usage['tokens']:,} tokens, "
