@@ -26,7 +26,7 @@ MANIFEST = "manifest.json"
 CODES = "codes.safetensors"  # VQ models: the normalized codebook (K, C) float32 under the key "codes"
 MANIFEST_FORMAT = 1
 GRAPHS = ("encoder_image", "encoder_video", "decoder_image", "decoder_video")
-OPSETS = range(17, 21)  # TensorRT 10 parses opsets 9-20; LayerNormalization needs 17
+OPSETS = range(17, 21)  # TensorRT 10.0 parses opsets 9-20 (11.x: 9-25); LayerNormalization needs 17
 
 
 def otok_version() -> str:
@@ -120,7 +120,7 @@ def export_onnx(tokenizer: Tokenizer, out_dir: str | os.PathLike, opset: int = 1
     Returns the manifest (a dict, as written).
     """
     if opset not in OPSETS:
-        raise ValueError(f"opset must lie in 17-20 (TensorRT 10 parses up to 20), got {opset}")
+        raise ValueError(f"opset must lie in 17-20 (every TensorRT 10 and 11 parses up to 20), got {opset}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = tokenizer.eval()

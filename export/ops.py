@@ -1,12 +1,18 @@
-"""The TensorRT op allowlist: every node of an exported graph must be one TensorRT 10's ONNX parser imports.
+"""The TensorRT op allowlist: every node of an exported graph must be one the ONNX parsers of TensorRT 10
+and 11 both import.
 
-Source: the operator support matrix of the ONNX-TensorRT parser, `docs/operators.md` in
-https://github.com/onnx/onnx-tensorrt (release/10.x, "TensorRT 10.0 supports operators in the inclusive
-range of opset 9 to opset 20"). `SUPPORTED` keeps its "Y" rows; `RESTRICTIONS` its restriction column for
-the operators an otok graph can contain. Operators absent here are treated as unsupported: a false
-"unsupported" costs a rewrite, a false "supported" costs a failed engine build on the user's machine.
-Checked beyond the table: opset range, data types, tensor rank (TensorRT's Dims hold at most 8), and that
-shape-like inputs the parser needs at build time are constants.
+Sources: the operator support matrix of the ONNX-TensorRT parser, `docs/operators.md` in
+https://github.com/onnx/onnx-tensorrt, as read for 10.0/10.1 ("TensorRT 10.0 supports operators in the
+inclusive range of opset 9 to opset 20") and for 10.15 ("opset 9 to opset 24", the newest table read);
+for 11, the parser's release notes (11.0: Swish and the custom TRT_Attention/TRT_MoE/TRT_KVCacheUpdate
+added, nothing removed; 11.5: opset 25) and NVIDIA's ONNX opset guide (11.x: opsets 9 to 25, operator list
+= that operators.md). The release/11 table itself was not read. `SUPPORTED` keeps the "Y" rows of the 10.0
+table (a subset of the later ones); `RESTRICTIONS` the restriction column, the strictest wording across the
+tables read, for the operators an otok graph can contain. Operators absent here are treated as
+unsupported: a false "unsupported" costs a rewrite, a false "supported" a failed engine build on the
+user's machine. Checked beyond the table: opset range (the range every supported major parses), data
+types, tensor rank (TensorRT's Dims hold at most 8), and that shape-like inputs the parser needs at build
+time are constants.
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-TABLE_SOURCE = "https://github.com/onnx/onnx-tensorrt/blob/release/10.0/docs/operators.md"
-OPSET_RANGE = (9, 20)
+TABLE_SOURCE = "https://github.com/onnx/onnx-tensorrt/blob/main/docs/operators.md"
+TABLE_VERSIONS = "TensorRT 10.0 (opsets 9-20) and 10.15 (9-24); 11.x parses opsets 9-25"
+OPSET_RANGE = (9, 20)  # parsed by every TensorRT 10.x and 11.x
 MAX_RANK = 8  # nvinfer1::Dims::MAX_DIMS
 
 # "Y" rows of the support matrix.
@@ -44,12 +51,17 @@ RESTRICTIONS = {
     "Range": "floating-point inputs are supported only if `start`, `limit` and `delta` are initializers",
     "ReverseSequence": "dynamic input shapes are unsupported",
     "If": "the two branches' outputs must have broadcastable shapes and different names",
+    "ReduceSum": "`axes` must be an initializer (10.15 table)",
+    "ReduceMean": "`axes` must be an initializer (10.15 table)",
+    "ReduceMax": "`axes` must be an initializer (10.15 table)",
+    "ReduceL2": "`axes` must be an initializer (10.15 table)",
 }
 
 # (op, input index) that must be a constant (an initializer or a Constant node's output).
-_CONSTANT_INPUTS = {("Slice", 3), ("Squeeze", 1), ("Unsqueeze", 1), ("TopK", 1), ("CumSum", 1)}
+_CONSTANT_INPUTS = {("Slice", 3), ("Squeeze", 1), ("Unsqueeze", 1), ("TopK", 1), ("CumSum", 1),
+                    ("ReduceSum", 1), ("ReduceMean", 1), ("ReduceMax", 1), ("ReduceL2", 1)}
 
-# ONNX TensorProto element types TensorRT 10 accepts (DOUBLE only by casting down, so refused here).
+# ONNX TensorProto element types TensorRT 10 and 11 accept (DOUBLE only by casting down, so refused here).
 _TRT_TYPES = {
     1: "FLOAT", 2: "UINT8", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL", 10: "FLOAT16", 16: "BFLOAT16",
     17: "FLOAT8E4M3FN", 22: "INT4",
@@ -57,7 +69,7 @@ _TRT_TYPES = {
 
 
 class UnsupportedOpError(ValueError):
-    """A graph holds an operator, type or pattern that TensorRT 10's ONNX parser rejects."""
+    """A graph holds an operator, type or pattern that TensorRT's ONNX parser (10 or 11) rejects."""
 
 
 @dataclass
@@ -71,7 +83,7 @@ class Finding:
 
 
 def find_problems(model) -> list[Finding]:
-    """Everything in `model` (an onnx.ModelProto) that TensorRT 10 would refuse; empty when it parses."""
+    """Everything in `model` (an onnx.ModelProto) that TensorRT 10 or 11 would refuse; empty when it parses."""
     import onnx
 
     problems: list[Finding] = []
@@ -89,7 +101,7 @@ def find_problems(model) -> list[Finding]:
             problems.append(Finding(name, node.op_type, f"custom-domain op ({node.domain}) needs a plugin"))
             continue
         if node.op_type not in SUPPORTED:
-            problems.append(Finding(name, node.op_type, "not in TensorRT 10's ONNX operator table"))
+            problems.append(Finding(name, node.op_type, "not in TensorRT's ONNX operator table"))
             continue
         for op, index in _CONSTANT_INPUTS:
             if node.op_type == op and len(node.input) > index and node.input[index] and \
@@ -126,15 +138,15 @@ def op_types(path_or_model) -> set[str]:
 
 
 def check_graph(path_or_model) -> None:
-    """Raise UnsupportedOpError listing every problem TensorRT 10 would have with the graph."""
+    """Raise UnsupportedOpError listing every problem TensorRT 10 or 11 would have with the graph."""
     model = _load(path_or_model)
     problems = find_problems(model)
     if problems:
         where = path_or_model if isinstance(path_or_model, (str, os.PathLike)) else model.graph.name
         listed = "; ".join(str(p) for p in problems[:10])
         more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
-        raise UnsupportedOpError(f"{where}: TensorRT 10 cannot parse this graph: {listed}{more} "
-                                 f"(operator table: {TABLE_SOURCE})")
+        raise UnsupportedOpError(f"{where}: TensorRT cannot parse this graph: {listed}{more} "
+                                 f"(operator table: {TABLE_SOURCE}, {TABLE_VERSIONS})")
 
 
 def _load(path_or_model):

@@ -1,4 +1,4 @@
-"""TensorRT 10: build serialized engines from the ONNX step graphs, and run them with device-resident state.
+"""TensorRT 10 and 11: build serialized engines from the ONNX step graphs, and run them with device state.
 
     from otok.export import build_trt_engines, load_engine
     build_trt_engines("engines/otok-s", "engines/otok-s-trt", precision="fp16",
@@ -10,6 +10,21 @@ them, so one optimization profile per graph covers them all. At run time each st
 tensors by address and enqueues on the current torch CUDA stream (`execute_async_v3`): no host copy and
 no synchronization per step; the state a step writes is the next step's input, swapped by reference.
 `tensorrt` is imported lazily (install: pip install 'otok-codec[gpu]').
+
+Majors (the sources are named in export/README.md). What differs between them is kept in the few
+functions below keyed on the major version (`build_plan`); the rest is the API both share: Builder,
+create_network, OnnxParser.parse_from_file, create_builder_config, set_memory_pool_limit(WORKSPACE),
+optimization profiles, build_serialized_network, Runtime.deserialize_cuda_engine, and the name-based
+tensor API (num_io_tensors, get_tensor_name/mode/dtype, set_input_shape, set_tensor_address,
+execute_async_v3), which replaced bindings in 10 and is not on the part of 11's removed-API list read.
+- 10: weakly typed network (flags 0: explicit batch is the only mode, and EXPLICIT_BATCH is deprecated
+  and ignored); fp16/bf16 by BuilderFlag.FP16/BF16 over the fp32 graph, with layer norms and the
+  quantizer pinned to fp32 (PREFER_PRECISION_CONSTRAINTS, layer.precision).
+- 11: every network is strongly typed: the precision flags, PREFER/OBEY_PRECISION_CONSTRAINTS and
+  per-layer precision are removed. The network is requested STRONGLY_TYPED (11.0 documents the flag as
+  accepted and ignored, strong typing being always on), and fp16/bf16 engines are built from an fp16/bf16
+  copy of each graph (`precision.cast_graph`: same fp32 layer norms and quantizer, same I/O types).
+A newer major than 11 is tried as 11, with a warning.
 """
 
 from __future__ import annotations
@@ -17,6 +32,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,6 +46,12 @@ from .runtime import EngineError, allocate_outputs, io_shapes, read_manifest
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 ENGINE_SUFFIX = ".engine"
+MAJORS = (10, 11)  # the TensorRT majors this module is written for
+
+
+def tensorrt_major(trt) -> int:
+    """The major version of an imported tensorrt module (from `tensorrt.__version__`, e.g. "11.3.0.99")."""
+    return int(str(trt.__version__).split(".")[0])
 
 
 def import_tensorrt():
@@ -36,12 +59,70 @@ def import_tensorrt():
         import tensorrt
     except ImportError:
         raise ImportError(
-            "the TensorRT backend needs the tensorrt package (TensorRT 10) and a CUDA GPU: "
+            "the TensorRT backend needs the tensorrt package (TensorRT 10 or 11) and a CUDA GPU: "
             "pip install 'otok-codec[gpu]'  (or: pip install tensorrt)"
         ) from None
-    if int(tensorrt.__version__.split(".")[0]) < 10:
-        raise ImportError(f"otok needs TensorRT 10 or newer, found {tensorrt.__version__}")
+    major = tensorrt_major(tensorrt)
+    if major < MAJORS[0]:
+        raise ImportError(f"otok needs TensorRT 10 or 11, found {tensorrt.__version__}")
+    if major > MAJORS[-1]:
+        warnings.warn(f"otok's TensorRT backend is written for TensorRT 10 and 11; trying {tensorrt.__version__} "
+                      "as TensorRT 11", RuntimeWarning, stacklevel=2)
     return tensorrt
+
+
+# ----- what differs between majors ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuildPlan:
+    """How one major builds an engine of a given precision."""
+
+    major: int
+    strongly_typed: bool  # request a strongly typed network (precision comes from the graph's types)
+    cast_graph: bool  # build from an fp16/bf16 copy of the fp32 graph (precision.cast_graph)
+    precision_flag: str | None  # the BuilderFlag that allows reduced precision (weak typing), or None
+    pin_fp32_layers: bool  # pin layer norms and the quantizer to fp32 by layer precision (weak typing)
+
+
+def build_plan(major: int, precision: str, fp32_quantizer: bool = True) -> BuildPlan:
+    reduced = precision != "fp32"
+    if major <= 10:  # TensorRT 10: weak typing, precision by builder flag
+        flag = {"fp16": "FP16", "bf16": "BF16"}.get(precision)
+        return BuildPlan(major, strongly_typed=False, cast_graph=False, precision_flag=flag,
+                         pin_fp32_layers=reduced and fp32_quantizer)
+    # TensorRT 11 (and, untested, later): strong typing only, precision from the graph
+    return BuildPlan(major, strongly_typed=True, cast_graph=reduced, precision_flag=None, pin_fp32_layers=False)
+
+
+def network_flags(trt, plan: BuildPlan) -> int:
+    """The `create_network` flags: 0 on 10 (explicit batch is implicit there), STRONGLY_TYPED on 11."""
+    if plan.strongly_typed:
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 0
+
+
+def configure_precision(trt, plan: BuildPlan, network, builder_config) -> None:
+    """Weak typing (10): allow the reduced precision, and pin what must stay fp32. Strong typing (11):
+    nothing to set; the parsed graph's types are the precision."""
+    if plan.precision_flag is not None:
+        builder_config.set_flag(getattr(trt.BuilderFlag, plan.precision_flag))
+    if plan.pin_fp32_layers:
+        _keep_fp32(trt, network, builder_config)
+
+
+def graph_to_parse(onnx_path: Path, out: Path, precision: str, plan: BuildPlan, fp32_quantizer: bool) -> Path:
+    """The ONNX file the parser reads: the exported fp32 graph, or (strong typing, fp16/bf16) a cast copy
+    of it written beside the engines as `<graph>.<precision>.onnx`."""
+    if not plan.cast_graph:
+        return onnx_path
+    import onnx
+
+    from .precision import cast_graph
+
+    path = out / f"{onnx_path.stem}.{precision}.onnx"
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(cast_graph(onnx.load(str(onnx_path)), precision, fp32_quantizer), str(tmp))
+    os.replace(tmp, path)
+    return path
 
 
 def profile_shapes(config: TokenizerConfig, graph: str, batch: int, height: int, width: int) -> dict[str, tuple]:
@@ -63,9 +144,10 @@ def build_trt_engines(
 ) -> dict:
     """Build one serialized engine per step graph of an `export_onnx` folder into out_dir.
 
-    precision: fp32, fp16 or bf16 (reduced precision is allowed, not forced, so TensorRT keeps fp32 where
-    it is faster or required). fp32_quantizer: keep the layer norms and the quantizer (the nearest-code
-    search that picks tokens) in fp32 under fp16/bf16, so tokens flip only at true near-ties.
+    precision: fp32, fp16 or bf16. TensorRT 10 allows the reduced precision (not forced: it keeps fp32 where
+    faster or required); TensorRT 11 builds it from an fp16/bf16 copy of each graph (strong typing).
+    fp32_quantizer: keep the layer norms and the quantizer (the nearest-code search that picks tokens) in
+    fp32 under fp16/bf16, so tokens flip only at true near-ties (on 11 the layer norms stay fp32 either way).
     Shapes: (batch, height, width) in pixels, any size; they are padded like the streams pad frames.
     Returns the manifest written to out_dir (the ONNX manifest plus a "tensorrt" section).
     """
@@ -76,21 +158,20 @@ def build_trt_engines(
     manifest = read_manifest(onnx_dir)
     config = TokenizerConfig.from_dict(manifest["config"])
     out.mkdir(parents=True, exist_ok=True)
+    plan = build_plan(tensorrt_major(trt), precision, fp32_quantizer)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     engines = {}
     for graph in GRAPHS:
-        network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+        network = builder.create_network(network_flags(trt, plan))
         parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(onnx_dir / manifest["graphs"][graph]["file"])):
+        source = graph_to_parse(onnx_dir / manifest["graphs"][graph]["file"], out, precision, plan, fp32_quantizer)
+        if not parser.parse_from_file(str(source)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise EngineError(f"TensorRT cannot parse {graph}: {errors}")
+            raise EngineError(f"TensorRT {trt.__version__} cannot parse {source.name}: {errors}")
         builder_config = builder.create_builder_config()
         builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-        if precision != "fp32":
-            builder_config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
-            if fp32_quantizer:
-                _keep_fp32(trt, network, builder_config)
+        configure_precision(trt, plan, network, builder_config)
         profile = builder.create_optimization_profile()
         lows, opts, highs = (profile_shapes(config, graph, *s) for s in (min_shape, opt_shape, max_shape))
         for i in range(network.num_inputs):
@@ -107,11 +188,14 @@ def build_trt_engines(
         tmp.write_bytes(bytes(serialized))
         os.replace(tmp, path)
         engines[graph] = {**manifest["graphs"][graph], "engine": path.name}
+        if source.name != manifest["graphs"][graph]["file"]:
+            engines[graph]["built_from"] = source.name
     trt_manifest = {
         **manifest,
         "graphs": engines,
         "tensorrt": {
-            "version": trt.__version__, "precision": precision, "fp32_quantizer": fp32_quantizer,
+            "version": trt.__version__, "major": plan.major, "typing": "strong" if plan.strongly_typed else "weak",
+            "precision": precision, "fp32_quantizer": fp32_quantizer,
             "min_shape": list(min_shape), "opt_shape": list(opt_shape), "max_shape": list(max_shape),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         },
@@ -131,8 +215,9 @@ def build_trt_engines(
 
 
 def _keep_fp32(trt, network, builder_config) -> None:
-    """Pin normalization layers and the quantizer's layers to fp32 (precision constraints are preferred,
-    not obeyed, so TensorRT can still fall back where no fp32 kernel exists)."""
+    """TensorRT 10 only (11 removed these calls): pin normalization layers and the quantizer's layers to
+    fp32 (precision constraints are preferred, not obeyed, so TensorRT can still fall back where no fp32
+    kernel exists)."""
     builder_config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
     for i in range(network.num_layers):
         layer = network.get_layer(i)
@@ -148,10 +233,14 @@ class TrtRunner:
 
     def __init__(self, engine_dir: Path, manifest: dict, device: torch.device) -> None:
         trt = import_tensorrt()
-        if device.type != "cuda" or not torch.cuda.is_available():
-            raise EngineError("the TensorRT backend needs --device cuda and a CUDA GPU that PyTorch sees")
         if "tensorrt" not in manifest:
             raise EngineError(f"{engine_dir} holds no TensorRT engines; build them with `otok export trt`")
+        built = str(manifest["tensorrt"].get("version", "?"))
+        if built.split(".")[0] != str(tensorrt_major(trt)):  # a plan file does not cross majors
+            raise EngineError(f"{engine_dir} holds engines built by TensorRT {built}, but TensorRT {trt.__version__} "
+                              "is installed; rebuild them with `otok export trt`")
+        if device.type != "cuda" or not torch.cuda.is_available():
+            raise EngineError("the TensorRT backend needs --device cuda and a CUDA GPU that PyTorch sees")
         self.device = device
         self.config = TokenizerConfig.from_dict(manifest["config"])
         self._trt = trt
@@ -172,6 +261,11 @@ class TrtRunner:
                 self.contexts[graph] = engine.create_execution_context()
                 self.inputs[graph] = [n for n in names if is_input(n)]
                 self.outputs[graph] = [n for n in names if not is_input(n)]
+                bound = {trt.float32: "float32", trt.int32: "int32"}  # what allocate_outputs and the feeds use
+                odd = {n: str(engine.get_tensor_dtype(n)) for n in names if engine.get_tensor_dtype(n) not in bound}
+                if odd:
+                    raise EngineError(f"{path} has I/O types otok does not bind ({odd}); rebuild it with "
+                                      "`otok export trt`")
 
     def run(self, graph: str, feeds: dict[str, Tensor]) -> dict[str, Tensor]:
         context = self.contexts[graph]

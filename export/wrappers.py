@@ -177,6 +177,7 @@ class DecoderStep(nn.Module):
         self.spatial = nn.ModuleList(ExportSpatialBlock(b) for b in dec.spatial)
         self.norm = dec.norm
         self.head = dec.head_image if image else dec.head_tube
+        self.refine = dec.refine
 
     def forward(self, grid: Tensor, *state: Tensor):
         if self.discrete:
@@ -187,7 +188,10 @@ class DecoderStep(nn.Module):
         x, keys, values, valid = self.temporal(x, *(self.temporal.empty(x) if self.image else state))
         for block in self.spatial:
             x = block(x)
-        return unpatchify(self.head(self.norm(x)), self.patch, self.frames), keys, values, valid
+        pixels = unpatchify(self.head(self.norm(x)), self.patch, self.frames)
+        if self.refine is not None:
+            pixels = self.refine(pixels)
+        return pixels, keys, values, valid
 
 
 def step_modules(tokenizer: Tokenizer) -> dict[str, nn.Module]:

@@ -3,7 +3,9 @@
 Tokens must agree except at near-ties of the nearest-code search (>= 99.9% identical), decoded frames
 within 1e-3, for VQ, FSQ and KL models, frame sizes with and without shifted windows, batch 1 and 3, and
 1 to 30 steps (several segments, and one long segment that slides the temporal window). GPU tests
-(TensorRT, ONNX Runtime CUDA) are marked `gpu`.
+(TensorRT, ONNX Runtime CUDA) are marked `gpu`. TensorRT is not installed here: its builder configuration
+for majors 10 and 11 is checked against a fake `tensorrt` module, and the fp16 graphs an 11 build parses
+are run by ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -284,3 +287,263 @@ def test_tensorrt_missing_says_how_to_install(exported):
     _, _, folder = exported("vq")
     with pytest.raises(ImportError, match=r"pip install 'otok-codec\[gpu\]'"):
         build_trt_engines(folder, folder / "trt")
+
+
+# ----- TensorRT 10 and 11: the builder configuration, against a fake `tensorrt` module -------------------
+# TensorRT is not installed where these tests run, so no engine is built here. The fake records what
+# build_trt_engines asks of the API and has only the members each major documents: BuilderFlag.FP16/BF16
+# and the precision-constraint flags exist on 10 only, EXPLICIT_BATCH on 10 only, and a strongly typed
+# network refuses per-layer precision. Enum values follow the headers (10: kEXPLICIT_BATCH 0,
+# kSTRONGLY_TYPED 1; 11: kSTRONGLY_TYPED 0).
+class _Enum:
+    def __init__(self, **members):
+        self.__dict__.update(members)
+
+
+def fake_tensorrt(version: str):
+    import types
+
+    major = int(version.split(".")[0])
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.float32, trt.float16, trt.bfloat16, trt.int32 = "float32", "float16", "bfloat16", "int32"
+    if major <= 10:
+        trt.NetworkDefinitionCreationFlag = _Enum(EXPLICIT_BATCH=0, STRONGLY_TYPED=1)
+        trt.BuilderFlag = _Enum(FP16=0, INT8=1, TF32=7, BF16=17, OBEY_PRECISION_CONSTRAINTS=10,
+                                PREFER_PRECISION_CONSTRAINTS=11)
+    else:
+        trt.NetworkDefinitionCreationFlag = _Enum(STRONGLY_TYPED=0, PREFER_AOT_PYTHON_PLUGINS=1,
+                                                  PREFER_JIT_PYTHON_PLUGINS=2)
+        trt.BuilderFlag = _Enum(TF32=7, REFIT=8)
+    trt.MemoryPoolType = _Enum(WORKSPACE="WORKSPACE")
+    trt.LayerType = _Enum(NORMALIZATION="NORMALIZATION", OTHER="OTHER")
+    trt.record = {"networks": [], "configs": [], "parsed": [], "built": 0}
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            self.level = level
+
+    class Layer:
+        def __init__(self, network, name, kind):
+            self.network, self.name, self.type, self.num_outputs = network, name, kind, 1
+            self.pinned, self._precision = {}, trt.float32
+
+        def _settable(self):
+            if self.network.strongly_typed:
+                raise RuntimeError("setting layer precision is not allowed in a strongly typed network")
+
+        @property
+        def precision(self):
+            return self._precision
+
+        @precision.setter
+        def precision(self, value):
+            self._settable()
+            self._precision = value
+
+        def get_output_type(self, j):
+            return self.pinned.get(j, trt.float16)
+
+        def set_output_type(self, j, value):
+            self._settable()
+            self.pinned[j] = value
+
+    class Tensor:
+        def __init__(self, name, shape):
+            self.name, self.shape = name, shape
+
+    class Network:
+        def __init__(self, flags):
+            self.flags = flags
+            strong = 1 << trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED
+            self.strongly_typed = major >= 11 or bool(flags & strong)
+            self.inputs, self.layers = [], []
+
+        num_inputs = property(lambda self: len(self.inputs))
+        num_layers = property(lambda self: len(self.layers))
+        get_input = lambda self, i: self.inputs[i]  # noqa: E731
+        get_layer = lambda self, i: self.layers[i]  # noqa: E731
+
+    class OnnxParser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            self.network = network
+
+        def parse_from_file(self, path):
+            model = onnx.load(path)
+            trt.record["parsed"].append((path, model))
+            for v in model.graph.input:
+                dims = tuple(d.dim_value if d.dim_value else -1 for d in v.type.tensor_type.shape.dim)
+                self.network.inputs.append(Tensor(v.name, dims))
+            for node in model.graph.node:
+                kind = trt.LayerType.NORMALIZATION if node.op_type == "LayerNormalization" else trt.LayerType.OTHER
+                self.network.layers.append(Layer(self.network, node.name, kind))
+            return True
+
+    class Config:
+        def __init__(self):
+            self.flags, self.pools, self.profiles = set(), {}, []
+
+        def set_flag(self, flag):
+            self.flags.add(flag)
+
+        def set_memory_pool_limit(self, pool, size):
+            self.pools[pool] = size
+
+        def add_optimization_profile(self, profile):
+            self.profiles.append(profile)
+
+    class Profile:
+        def __init__(self):
+            self.shapes = {}
+
+        def set_shape(self, name, low, opt, high):
+            self.shapes[name] = (tuple(low), tuple(opt), tuple(high))
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            network = Network(flags)
+            trt.record["networks"].append(network)
+            return network
+
+        def create_builder_config(self):
+            config = Config()
+            trt.record["configs"].append(config)
+            return config
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            trt.record["built"] += 1
+            return b"fake engine"
+
+    trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, OnnxParser
+    return trt
+
+
+def _fake_build(monkeypatch, folder, out, version, precision):
+    import sys
+
+    from otok.export.trt import build_trt_engines
+
+    trt = fake_tensorrt(version)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    manifest = build_trt_engines(folder, out, precision=precision, min_shape=(1, 32, 32), opt_shape=(1, 64, 64),
+                                 max_shape=(2, 128, 128))
+    return trt, manifest
+
+
+FLOAT, FLOAT16, BFLOAT16 = 1, 10, 16  # onnx.TensorProto element types
+
+
+def _float_types(model):
+    return {t.data_type for t in model.graph.initializer} - {6, 7}  # less INT32, INT64
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_tensorrt_10_builds_weakly_typed_with_precision_flags(exported, tmp_path, monkeypatch, precision):
+    _, _, folder = exported("vq")
+    trt, manifest = _fake_build(monkeypatch, folder, tmp_path / "trt", "10.13.3.9", precision)
+    rec = trt.record
+    assert rec["built"] == 4 and [n.flags for n in rec["networks"]] == [0] * 4  # no EXPLICIT_BATCH: deprecated
+    assert [Path(p).name for p, _ in rec["parsed"]] == [f"{g}.onnx" for g in
+                                                        ("encoder_image", "encoder_video", "decoder_image",
+                                                         "decoder_video")]
+    assert all(Path(p).parent == folder for p, _ in rec["parsed"])  # the fp32 graphs themselves
+    flags = {"fp32": set(), "fp16": {0, 11}, "bf16": {17, 11}}[precision]  # + PREFER_PRECISION_CONSTRAINTS
+    assert all(c.flags == flags for c in rec["configs"])
+    assert all(c.pools == {"WORKSPACE": 4 << 30} and len(c.profiles) == 1 for c in rec["configs"])
+    pinned = [layer for n in rec["networks"] for layer in n.layers if layer.precision == trt.float32
+              and (layer.type == "NORMALIZATION" or "/quantize/" in layer.name)]
+    layers = [layer for n in rec["networks"] for layer in n.layers]
+    if precision == "fp32":
+        assert all(not layer.pinned for layer in layers)
+    else:  # layer norms and the quantizer pinned to fp32, and nothing else
+        assert pinned and all(layer.pinned == {0: trt.float32} for layer in pinned)
+        assert all(not layer.pinned for layer in layers if layer not in pinned)
+        assert any(layer.type == "NORMALIZATION" for layer in pinned)
+        assert any("/quantize/" in layer.name for layer in pinned)
+    section = manifest["tensorrt"]
+    assert (section["major"], section["typing"], section["precision"]) == (10, "weak", precision)
+    assert all("built_from" not in g for g in manifest["graphs"].values())
+    assert (tmp_path / "trt" / "encoder_video.engine").read_bytes() == b"fake engine"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_tensorrt_11_builds_strongly_typed_from_reduced_precision_graphs(exported, tmp_path, monkeypatch, precision):
+    _, _, folder = exported("vq")
+    out = tmp_path / "trt"
+    trt, manifest = _fake_build(monkeypatch, folder, out, "11.3.0.99", precision)
+    rec = trt.record
+    strongly_typed = 1 << 0  # NetworkDefinitionCreationFlag.STRONGLY_TYPED is 0 on 11
+    assert rec["built"] == 4 and [n.flags for n in rec["networks"]] == [strongly_typed] * 4
+    assert all(c.flags == set() for c in rec["configs"])  # no precision flag: 11 has none
+    assert all(c.pools == {"WORKSPACE": 4 << 30} and len(c.profiles) == 1 for c in rec["configs"])
+    assert all(layer._precision == trt.float32 and not layer.pinned for n in rec["networks"] for layer in n.layers)
+    section = manifest["tensorrt"]
+    assert (section["major"], section["typing"], section["precision"]) == (11, "strong", precision)
+    for path, parsed in rec["parsed"]:
+        path = Path(path)
+        original = onnx.load(str(folder / (path.name.split(".")[0] + ".onnx")))
+        io = lambda m: [(v.name, v.type.tensor_type.elem_type) for v in [*m.graph.input, *m.graph.output]]  # noqa: E731
+        assert io(parsed) == io(original)  # the runtime binds the same fp32/int32 buffers
+        check_graph(parsed)  # the cast graph passes the allowlist too
+        if precision == "fp32":
+            assert path.parent == folder and _float_types(parsed) == {FLOAT}
+            continue
+        assert path.parent == out and path.name.endswith(f".{precision}.onnx")
+        assert manifest["graphs"][path.name.split(".")[0]]["built_from"] == path.name
+        low = FLOAT16 if precision == "fp16" else BFLOAT16
+        readers = {i: n for n in parsed.graph.node for i in n.input}
+        for init in parsed.graph.initializer:  # weights are low, but layer norms' and the quantizer's stay fp32
+            if init.data_type in (FLOAT, low):
+                reader = readers[init.name]
+                fp32_reader = reader.op_type == "LayerNormalization" or "/quantize/" in reader.name
+                assert init.data_type == (FLOAT if fp32_reader else low), (init.name, reader.name)
+        assert sum(i.data_type == low for i in parsed.graph.initializer) >= 10
+        onnx.checker.check_model(parsed, full_check=True)
+
+
+def test_tensorrt_versions(exported, tmp_path, monkeypatch):
+    import sys
+
+    from otok.export.trt import import_tensorrt
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("8.6.1"))
+    with pytest.raises(ImportError, match="TensorRT 10 or 11, found 8.6.1"):
+        import_tensorrt()
+    _, _, folder = exported("vq")
+    with pytest.warns(RuntimeWarning, match="trying 12.0.0 as TensorRT 11"):
+        trt, manifest = _fake_build(monkeypatch, folder, tmp_path / "trt12", "12.0.0", "fp16")
+    assert manifest["tensorrt"]["typing"] == "strong"
+
+    # an engine folder built by one major does not load under another: a clear error, before any GPU check
+    _fake_build(monkeypatch, folder, tmp_path / "trt10", "10.13.3.9", "fp32")
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.3.0.99"))
+    with pytest.raises(EngineError, match=r"built by TensorRT 10\.13\.3\.9.*TensorRT 11\.3\.0\.99 is installed"):
+        load_engine(tmp_path / "trt10", backend="trt", device="cuda")
+
+
+def test_fp16_cast_graphs_stream_what_pytorch_streams(exported, tmp_path):
+    """The fp16 graphs a TensorRT 11 build parses, run here by ONNX Runtime on the CPU."""
+    from otok.export.precision import cast_graph
+
+    tok, _, folder = exported("vq")
+    half = tmp_path / "fp16"
+    shutil.copytree(folder, half)
+    for path in half.glob("*.onnx"):
+        onnx.save(cast_graph(onnx.load(str(path)), "fp16"), str(path))
+    eng = load_engine(half, backend="onnx")
+    video = random_video(2, 9, 40, 72)
+    reference = tok.encode(video)
+    tokens = eng.encode(video)
+    assert (tokens == reference).double().mean().item() >= 0.98  # as the GPU tests' fp16 engines
+    kwargs = {"frames": 9, "height": 40, "width": 72}
+    torch.testing.assert_close(eng.decode(reference, **kwargs), tok.decode(reference, **kwargs), atol=2e-2, rtol=0)

@@ -62,6 +62,8 @@ def test_tensorrt_streams_what_pytorch_streams(onnx_dirs, tmp_path, quantizer, p
                       opt_shape=(2, HEIGHT, WIDTH), max_shape=(4, 256, 256))
     eng = load_engine(tmp_path / "trt", backend="trt", device="cuda")
     assert eng.weights_sha256() == tok.weights_sha256()
+    section = eng.manifest["tensorrt"]
+    assert section["typing"] == ("weak" if section["major"] == 10 else "strong")  # 11: built from cast graphs
     if precision == "fp32":
         compare(tok, eng, token_agreement=0.999, frames_atol=1e-3)
     else:
