@@ -33,6 +33,7 @@ class TokenizerConfig:
     window: int = 8  # spatial attention window, in tokens (window x window)
     temporal_window: int = 5  # steps a temporal query sees: itself and up to temporal_window-1 past steps
     gop: int = 5  # steps per segment; the default covers a 17-frame training clip
+    refine: int = 0  # channels of the decoder's per-frame pixel refinement after unpatchify; 0: none
     quantizer: str = "vq"
     latent_dim: int = 8  # VQ code dimension / KL channels
     codebook_size: int = 8192  # VQ entries; for FSQ it is prod(fsq_levels), for LFQ 2**bits
@@ -55,6 +56,8 @@ class TokenizerConfig:
             raise ValueError("temporal_window must be >= 2 (the current step and at least one past step)")
         if self.gop < 1:
             raise ValueError("gop must be >= 1")
+        if self.refine < 0:
+            raise ValueError("refine must be >= 0")
         if self.quantizer == "fsq":
             if not self.fsq_levels or min(self.fsq_levels) < 2:
                 raise ValueError("FSQ needs fsq_levels, each >= 2")
@@ -124,7 +127,7 @@ register(TokenizerConfig(
 # The default model: small enough to train in a few CPU hours.
 register(TokenizerConfig(
     name="otok-s", dim=256, heads=4, spatial_layers=2, temporal_layers=2, window=8,
-    latent_dim=8, codebook_size=8192,
+    latent_dim=8, codebook_size=8192, refine=32,
 ))
 # The paper's configuration (OmniTokenizer, Wang et al. 2024): ~53M parameters.
 register(TokenizerConfig(name="otok-b"))

@@ -15,6 +15,9 @@ from torch import Tensor, nn
 # Added to attention logits of positions that must not be seen. Finite so that fp16 engines stay NaN-free;
 # exp(-1e4) is exactly 0 in fp32, so a masked slot contributes nothing.
 MASKED = -1e4
+# CUDA's attention kernels refuse more than 65535 batch rows with a broadcast mask (seen with torch 2.11 on an
+# H200: a 128 x 32 x 32 grid of temporal queries): larger batches are attended in chunks of this many rows.
+CUDA_ATTENTION_ROWS = 32768
 
 
 class Mlp(nn.Module):
@@ -152,7 +155,12 @@ class TemporalBlock(nn.Module):
         all_v = torch.cat([values, v], dim=2)
         seen = torch.cat([valid, valid.new_ones(1)])  # (W,)
         bias = self.distance_bias + (1.0 - seen) * MASKED  # (heads, W)
-        out = F.scaled_dot_product_attention(q, all_k, all_v, attn_mask=bias[None, :, None, :].to(q.dtype))
+        mask = bias[None, :, None, :].to(q.dtype)
+        if q.is_cuda and n > CUDA_ATTENTION_ROWS:  # rows are independent: chunks give the same result
+            out = torch.cat([F.scaled_dot_product_attention(*parts, attn_mask=mask) for parts in
+                             zip(q.split(CUDA_ATTENTION_ROWS), all_k.split(CUDA_ATTENTION_ROWS), all_v.split(CUDA_ATTENTION_ROWS))])
+        else:
+            out = F.scaled_dot_product_attention(q, all_k, all_v, attn_mask=mask)
         x = x + self.proj(out.reshape(b, h, w, d))
         x = x + self.mlp(self.norm2(x))
         return x, all_k[:, :, 1:], all_v[:, :, 1:]

@@ -1,5 +1,6 @@
 """The OmniTokenizer-style tokenizer: patch/tube embedding, spatial and causal temporal transformers,
-a quantizer, and a mirrored decoder ending in linear projections to pixels.
+a quantizer, and a mirrored decoder ending in linear projections to pixels (and optionally a small
+convolutional refinement across patch borders).
 
 Everything runs one step at a time through `encode_step` / `decode_step` with an explicit
 `TemporalCache`; whole-clip `encode`/`decode`, the streaming classes and the training `forward` all go
@@ -65,6 +66,27 @@ class Encoder(nn.Module):
         return self.to_latent(self.norm(x)), cache
 
 
+class PixelRefine(nn.Module):
+    """A residual 3x3 -> 3x3 convolution over each decoded frame, across patch borders: the per-patch
+    linear heads decode every patch on its own, and this lets neighbouring patches agree (a learned
+    deblocking filter). It sees only the current step's frames, so streaming stays exact. The last
+    convolution starts at zero: a model gains it as the identity and learns from there."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(3, channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(channels, 3, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, video: Tensor) -> Tensor:
+        """(B, 3, n, H, W) -> same shape."""
+        b, c, n, height, width = video.shape
+        frames = video.transpose(1, 2).reshape(b * n, c, height, width)
+        frames = frames + self.conv_out(F.gelu(self.conv_in(frames)))
+        return frames.reshape(b, n, c, height, width).transpose(1, 2)
+
+
 class Decoder(nn.Module):
     """Codes of one step -> pixels, through temporal then spatial blocks (the encoder mirrored)."""
 
@@ -81,6 +103,7 @@ class Decoder(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.head_image = nn.Linear(d, 3 * p * p)
         self.head_tube = nn.Linear(d, 3 * t * p * p)
+        self.refine = PixelRefine(c.refine) if c.refine else None
         self.patch, self.tubelet = p, t
 
     def step(self, codes: Tensor, cache: TemporalCache) -> tuple[Tensor, TemporalCache]:
@@ -91,8 +114,10 @@ class Decoder(nn.Module):
             x = block(x)
         x = self.norm(x)
         if image:
-            return unpatchify(self.head_image(x), self.patch, 1), cache
-        return unpatchify(self.head_tube(x), self.patch, self.tubelet), cache
+            pixels = unpatchify(self.head_image(x), self.patch, 1)
+        else:
+            pixels = unpatchify(self.head_tube(x), self.patch, self.tubelet)
+        return (pixels if self.refine is None else self.refine(pixels)), cache
 
 
 def run_temporal(blocks: nn.ModuleList, x: Tensor, cache: TemporalCache) -> tuple[Tensor, TemporalCache]:

@@ -61,10 +61,12 @@ class VectorQuantizer(nn.Module):
         return F.normalize(self.embedding, dim=-1)
 
     def nearest(self, z: Tensor, chunk: int = 1 << 24) -> Tensor:
-        """Indices (N,) of the nearest normalized code for normalized z (N, d); bounded memory."""
-        codebook = self.normalized_codebook()
-        rows = max(1, chunk // self.codebook_size)
-        return torch.cat([(part @ codebook.t()).argmax(-1) for part in z.split(rows)])
+        """Indices (N,) of the nearest normalized code for normalized z (N, d); bounded memory. Always in
+        float32, also under bf16 autocast: near-ties between codes must not fall to bf16 rounding."""
+        with torch.autocast(z.device.type, enabled=False):
+            codebook = self.normalized_codebook().float()
+            rows = max(1, chunk // self.codebook_size)
+            return torch.cat([(part.float() @ codebook.t()).argmax(-1) for part in z.split(rows)])
 
     def codes_from_indices(self, indices: Tensor) -> Tensor:
         return F.embedding(indices, self.normalized_codebook())

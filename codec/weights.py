@@ -6,8 +6,10 @@ A weights file is self-describing: `__metadata__` holds `otok_format` (this modu
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -47,6 +49,69 @@ def save(tokenizer: Tokenizer, path: str | os.PathLike, dtype: torch.dtype | Non
     return path
 
 
+PART_PATTERN = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.safetensors$")
+
+
+def save_parts(tokenizer: Tokenizer, path: str | os.PathLike, dtype: torch.dtype | None = None,
+               max_bytes: int = 2**62) -> list[Path]:
+    """`save`, split into files of at most `max_bytes` when one would be larger: STEM-00001-of-0000N.safetensors
+    and so on beside `path`, each with the config (so any part names the model), whole tensors in each.
+    `load` takes `path` or any part and joins them. Returns the files written."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: (v.detach().cpu().to(dtype) if dtype is not None and v.is_floating_point() else v.detach().cpu())
+             for k, v in tokenizer.state_dict().items()}
+    budget = max_bytes - 2**16  # room for each file's JSON header
+    if sum(t.numel() * t.element_size() for t in state.values()) <= budget:
+        return [save(tokenizer, path, dtype)]
+    groups: list[dict] = [{}]
+    used = 0
+    for name in sorted(state):
+        size = state[name].numel() * state[name].element_size()
+        if size > budget:
+            raise ValueError(f"tensor {name} ({size} bytes) alone is larger than {max_bytes} bytes")
+        if used + size > budget:
+            groups.append({})
+            used = 0
+        groups[-1][name] = state[name].contiguous()
+        used += size
+    metadata = {"otok_format": str(FORMAT_VERSION), "config": json.dumps(tokenizer.config.to_dict())}
+    paths = []
+    for i, group in enumerate(groups, 1):
+        part = path.with_name(f"{path.stem}-{i:05d}-of-{len(groups):05d}.safetensors")
+        tmp = part.with_name(f".{part.name}.{os.getpid()}.tmp")
+        try:
+            save_file(group, str(tmp), metadata=metadata)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, part)
+        finally:
+            tmp.unlink(missing_ok=True)
+        paths.append(part)
+    path.unlink(missing_ok=True)  # a single file from an earlier save would shadow the parts
+    return paths
+
+
+def part_files(path: str | os.PathLike) -> list[Path]:
+    """The files that hold the weights of `path`: [path] when it exists whole, else its parts in order
+    (`path` may name the whole file or any part). Raises WeightsError when a part is missing."""
+    path = Path(path)
+    match = PART_PATTERN.match(path.name)
+    if match is None:
+        if path.is_file():
+            return [path]
+        found = sorted(path.parent.glob(f"{glob.escape(path.stem)}-00001-of-*.safetensors"))
+        if not found:
+            return [path]
+        match = PART_PATTERN.match(found[0].name)
+    stem, count = match["stem"], int(match["count"])
+    parts = [path.with_name(f"{stem}-{i:05d}-of-{count:05d}.safetensors") for i in range(1, count + 1)]
+    missing = [p.name for p in parts if not p.is_file()]
+    if missing:
+        raise WeightsError(f"weights {stem} come in {count} parts; missing {', '.join(missing)}")
+    return parts
+
+
 def read_config(path: str | os.PathLike) -> TokenizerConfig:
     """The config stored in a weights file, without loading its tensors."""
     from safetensors import safe_open
@@ -74,9 +139,12 @@ def load_file(path: str | os.PathLike, device: torch.device | str = "cpu") -> To
     """A Tokenizer (eval mode) from a weights file."""
     from safetensors.torch import load_file as load_tensors
 
-    config = read_config(path)
+    parts = part_files(path)
+    config = read_config(parts[0])
     try:
-        tensors = load_tensors(str(path), device=str(device))
+        tensors = {}
+        for part in parts:
+            tensors.update(load_tensors(str(part), device=str(device)))
     except Exception as exc:
         raise WeightsError(f"{path} is corrupt: cannot read its tensors ({exc})") from None
     model = Tokenizer(config).to(device)
@@ -85,19 +153,27 @@ def load_file(path: str | os.PathLike, device: torch.device | str = "cpu") -> To
     except RuntimeError as exc:
         first = str(exc).splitlines()
         raise WeightsError(f"{path} does not fit the {config.name} config: {' '.join(first[1:3]).strip()}") from None
-    model.weights_path = Path(path)  # where it came from: files that ship beside it (a prior table) are found here
+    model.weights_path = parts[0]  # where it came from: files that ship beside it (a prior table) are found here
     return model.eval()
+
+
+def release_file(name: str, weights_sha256: str) -> Path:
+    """Where an earlier release of `name`'s shipped weights is kept: NAME.<first 16 hex digits of its
+    weights hash>.safetensors beside the current NAME.safetensors (so that its files still decode)."""
+    return PACKAGED_WEIGHTS / f"{name}.{weights_sha256[:16]}.safetensors"
 
 
 def load(
     name_or_path: str | os.PathLike, pretrained: bool = True, seed: int | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", weights_sha256: str | None = None,
 ) -> Tokenizer:
     """A Tokenizer in eval mode.
 
     name_or_path: a registry name (`otok-s`; see `list_models()`) or a path to a .safetensors file.
     pretrained: load the weights that ship with the package; False gives a random init (seeded by
     `seed`), for tests and as the start of training.
+    weights_sha256: with a registry name, the release of its shipped weights with this hash when an
+    earlier one is kept (`release_file`); otherwise the current weights (the caller compares hashes).
     """
     name = str(name_or_path)
     looks_like_path = name.endswith(".safetensors") or os.sep in name or Path(name).is_file()
@@ -107,6 +183,8 @@ def load(
         raise WeightsError(f"unknown model {name!r}: give a .safetensors path or one of {', '.join(list_models())}")
     if pretrained:
         packaged = PACKAGED_WEIGHTS / f"{name}.safetensors"
+        if weights_sha256 and release_file(name, weights_sha256).is_file():
+            packaged = release_file(name, weights_sha256)
         if not packaged.is_file():
             raise WeightsError(
                 f"no trained weights ship for {name!r}; use pretrained=False for a random init "

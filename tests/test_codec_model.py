@@ -158,3 +158,23 @@ def test_decode_rejects_inconsistent_frame_count():
         tok.decode(tokens, frames=20)
     with pytest.raises(ValueError, match="rank 4"):
         tok.decode(tokens[0])
+
+
+def test_pixel_refinement_starts_as_the_identity_and_streams_exactly():
+    from otok.train.stages import with_refine
+
+    base = tiny()
+    refined = with_refine(base, 4).eval()
+    video = random_video(1, 9, 32, 48)
+    tokens = base.encode(video)
+    assert torch.equal(refined.encode(video), tokens)
+    assert torch.equal(refined.decode(tokens, frames=9, height=32, width=48), base.decode(tokens, frames=9, height=32, width=48))
+    with torch.no_grad():  # a trained refinement: the decoded frames change, streams still equal whole clips
+        refined.decoder.refine.conv_out.weight.normal_(std=0.1)
+    whole = refined.decode(tokens, frames=9, height=32, width=48)
+    assert not torch.allclose(whole, base.decode(tokens, frames=9, height=32, width=48))
+    stream = refined.stream_decoder(batch=1, height=32, width=48)
+    with torch.no_grad():
+        streamed = torch.cat([stream.push(tokens[:, s]) for s in range(tokens.shape[1])], dim=2)[:, :, :9]
+    assert torch.equal(streamed, whole)
+    assert with_refine(refined, 0).config.refine == 0

@@ -24,8 +24,9 @@ import torch
 from otok.bitstream import CtxParams, Header, OtokError, OtokReader, OtokWarning, OtokWriter, Prior, read_header
 from otok.bitstream.container import ENCD
 from otok.codec import Tokenizer, WeightsError, load
+from otok.codec.accelerate import accelerate as codec_accelerate
 
-from .metrics import psnr, ssim
+from .metrics import VideoQuality, psnr, side_by_side, ssim
 from .video_io import MediaError, VideoReader, VideoWriter
 
 DEFAULT_MODEL = "otok-s"
@@ -69,16 +70,18 @@ class DecodeResult:
 def load_model(
     spec: str | os.PathLike | None = None, device: str = "cpu", backend: str = "torch",
     engine_dir: str | os.PathLike | None = None, precision: str = "auto", compile: bool = False,
+    weights_sha256: str | None = None,
 ) -> Tokenizer:
     """A tokenizer from a registry name or weights path (backend torch), or an exported engine folder
-    (backend onnx/trt; `spec`, when given, must be the weights it was exported from). User errors raise
+    (backend onnx/trt; `spec`, when given, must be the weights it was exported from). weights_sha256: the
+    release of a registry model's shipped weights a file names (`otok.codec.load`). User errors raise
     UserError."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for, but PyTorch sees no CUDA device")
     if backend != "torch":
         return _load_engine(spec, device, backend, engine_dir)
     try:
-        tok = load(spec or DEFAULT_MODEL, device=device)
+        tok = load(spec or DEFAULT_MODEL, device=device, weights_sha256=weights_sha256)
     except WeightsError as exc:
         raise UserError(str(exc)) from None
     return accelerate(tok, precision, compile)
@@ -100,27 +103,11 @@ def _load_engine(spec, device: str, backend: str, engine_dir) -> Tokenizer:
 
 
 def accelerate(tok: Tokenizer, precision: str = "auto", compile: bool = False) -> Tokenizer:
-    """PyTorch speed-ups: bf16 autocast on CUDA (precision auto or bf16) and torch.compile of the step
-    functions. On the CPU, auto means fp32, so files are bit-exact across machines."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise UserError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
-    bf16 = precision == "bf16" or (precision == "auto" and tok.device.type == "cuda")
-    if compile:
-        tok.encoder.step = torch.compile(tok.encoder.step, dynamic=True)
-        tok.decoder.step = torch.compile(tok.decoder.step, dynamic=True)
-    if bf16:
-        for module in (tok.encoder, tok.decoder):
-            module.step = _autocast(module.step, tok.device.type)
-    return tok
-
-
-def _autocast(step: Callable, device_type: str) -> Callable:
-    def step_in_bf16(*args):
-        with torch.autocast(device_type, dtype=torch.bfloat16):
-            out, cache = step(*args)
-        return out.float(), cache
-
-    return step_in_bf16
+    """`otok.codec.accelerate` with the CLI's message for a bad --precision."""
+    try:
+        return codec_accelerate(tok, precision, compile)
+    except ValueError as exc:
+        raise UserError(f"--{exc}") from None
 
 
 def model_for_file(
@@ -131,7 +118,8 @@ def model_for_file(
     the engine in `engine_dir`); its weights hash must match the header's."""
     if tokenizer is None and backend != "torch":
         tokenizer = _load_engine(spec, device, backend, engine_dir)
-    tok = tokenizer or load_model(spec or header.model, device, backend)
+    tok = tokenizer or load_model(spec or header.model, device, backend,
+                                  weights_sha256=None if spec else header.weights_sha256.hex())
     if tok.weights_sha256() != header.weights_sha256.hex():
         source = (f"the engine in {engine_dir}" if backend != "torch" else "the given tokenizer" if tokenizer
                   else f"--model {spec}" if spec else f"the installed {header.model!r}")
@@ -173,7 +161,10 @@ def model_priors(tok: Tokenizer) -> list[Prior]:
     if path is None:
         return []
     priors = [_load_prior(path)] if path.is_file() else []
-    for legacy in sorted(path.parent.glob(f"{path.stem}.*.prior")):
+    # Earlier tables beside the weights: of this file (STEM.<hash>.prior) and of the model's other
+    # releases kept in the same folder (NAME.<hash>.prior); a file names the one it needs by its hash.
+    legacies = {*path.parent.glob(f"{path.stem}.*.prior"), *path.parent.glob(f"{tok.config.name}.*.prior")}
+    for legacy in sorted(legacies - {path}):
         try:
             priors.append(Prior.load(legacy))
         except OtokError as exc:
@@ -531,18 +522,27 @@ class EvalResult:
     ssim_per_frame: list[float] = field(default_factory=list)
     code_counts: np.ndarray | None = None  # how often each codebook entry was used (None for latents)
     rdo: float = 0.0  # the rate-distortion tolerance the tokens were chosen with
+    quality: dict = field(default_factory=dict)  # `metrics.VideoQuality.result()`: seams, judder, colour, ...
+    compare: list[Path] = field(default_factory=list)  # side-by-side PNGs written for `compare`
 
 
 def eval_file(
     src: str | os.PathLike, *, model: str | os.PathLike | None = None, coder: str = "ctx",
     gop: int | None = None, max_side: int | None = None, frames: int | None = None, device: str = "cpu",
     backend: str = "torch", engine_dir: str | os.PathLike | None = None, progress: Progress | None = None,
-    tokenizer: Tokenizer | None = None, rdo: float | None = None,
+    tokenizer: Tokenizer | None = None, rdo: float | None = None, compare: str | os.PathLike | None = None,
 ) -> EvalResult:
-    """Encode `src` to a real `.otok` file (in a temporary folder), decode it, and measure quality and rate."""
+    """Encode `src` to a real `.otok` file (in a temporary folder), decode it, and measure quality and rate.
+
+    compare: a folder (made if missing) for side-by-side PNGs (source | decoded | |error| x4) of the worst
+    frame (lowest PSNR) and a typical one (median PSNR); they cost a second decode up to the later of them.
+    """
     import tempfile
 
     src = Path(src)
+    compare = Path(compare) if compare is not None else None
+    if compare is not None and compare.exists() and not compare.is_dir():
+        raise UserError(f"--compare {compare}: exists and is not a folder")
     tok = tokenizer or load_model(model, device, backend, engine_dir)
     with tempfile.TemporaryDirectory(prefix="otok-eval-") as tmp:
         coded = Path(tmp) / "eval.otok"
@@ -553,9 +553,11 @@ def eval_file(
         decoded = 0
         code_counts = None
         with contextlib.closing(open_otok(coded, tok)) as reader, open_video(src, max_side, frames) as original:
-            if not reader.header.is_latent:
-                code_counts = np.zeros(reader.header.codebook_size, dtype=np.int64)
-            stream = tok.stream_decoder(1, enc.height, enc.width, reader.header.gop or ONE_SEGMENT)
+            header = reader.header
+            if not header.is_latent:
+                code_counts = np.zeros(header.codebook_size, dtype=np.int64)
+            quality = VideoQuality(header.patch, header.temporal, header.gop)
+            stream = tok.stream_decoder(1, enc.height, enc.width, header.gop or ONE_SEGMENT)
             references = iter(original)
             decode_seconds = 0.0
             with torch.inference_mode(), damage_reported_by_caller():
@@ -569,7 +571,9 @@ def eval_file(
                         reference = next(references)
                         psnrs.append(psnr(reference, frame))
                         ssims.append(ssim(reference, frame))
+                        quality.add(reference, frame, psnrs[-1])
                     decoded = len(psnrs)
+        written = _write_compare(coded, src, tok, max_side, frames, psnrs, compare) if compare is not None else []
     finite = [p for p in psnrs if np.isfinite(p)]
     return EvalResult(
         frames=enc.frames, width=enc.width, height=enc.height, bytes=enc.bytes,
@@ -578,5 +582,42 @@ def eval_file(
         coded_bits_per_token=info["coded_bits_per_token"], encode_fps=enc.frames / enc.seconds,
         decode_fps=enc.frames / decode_seconds if decode_seconds else float("inf"), coder=info["coder"],
         model=tok.config.name, psnr_per_frame=psnrs, ssim_per_frame=ssims, code_counts=code_counts,
-        rdo=rdo_for(tok, rdo),
+        rdo=rdo_for(tok, rdo), quality=quality.result(), compare=written,
     )
+
+
+def compare_frames(psnrs: list[float]) -> dict[str, int]:
+    """The frames `eval_file(compare=...)` shows: the worst (lowest PSNR, the first of equals) and a typical
+    one (the median PSNR: the lower middle of the sorted frames)."""
+    order = sorted(range(len(psnrs)), key=lambda i: (psnrs[i], i))
+    return {"worst": order[0], "typical": order[(len(order) - 1) // 2]}
+
+
+def _write_compare(coded: Path, src: Path, tok: Tokenizer, max_side: int | None, frames: int | None,
+                   psnrs: list[float], folder: Path) -> list[Path]:
+    """Decode `coded` again up to the frames `compare_frames` picks and write them side by side as
+    SRC.worst.frameN.PSNRdB.png and SRC.typical.frameN.PSNRdB.png (N counts from 0; one frame may be both)."""
+    wanted = compare_frames(psnrs)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    with contextlib.closing(open_otok(coded, tok)) as reader, open_video(src, max_side, frames) as original:
+        stream = tok.stream_decoder(1, reader.header.height, reader.header.width, reader.header.gop or ONE_SEGMENT)
+        references = iter(original)
+        index = 0
+        with torch.inference_mode(), damage_reported_by_caller():
+            for grid in reader:
+                out = video_to_frames(stream.push(torch.from_numpy(grid.astype(_grid_dtype(grid)))[None]))
+                for frame in out[: len(psnrs) - index]:
+                    reference = next(references)
+                    for kind, i in wanted.items():
+                        if i == index:
+                            path = folder / f"{src.stem}.{kind}.frame{i}.{psnrs[i]:.2f}dB.png"
+                            image = side_by_side(reference, frame)
+                            writer = VideoWriter(path, image.shape[1], image.shape[0], Fraction(1))
+                            writer.write(image)
+                            writer.close()
+                            written.append(path)
+                    index += 1
+                if index > max(wanted.values()):
+                    break
+    return sorted(written, key=lambda p: ("worst" not in p.name, p.name))
