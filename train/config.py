@@ -25,6 +25,7 @@ class TrainConfig:
     batch: int  # per rank
     out: str
     init: str | None = None
+    refine: int = -1  # decoder pixel-refinement channels to give the model (codec PixelRefine); -1: keep the model's
     resume: bool = False
     lr: float = 1e-4
     res: tuple[int, ...] = ()  # each batch draws one; empty: image 256 (the paper), joint/kl 128..384
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder: final.safetensors, checkpoint.safetensors, log.jsonl")
     p.add_argument("--init", help="weights to start from (the previous stage's final.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
+    p.add_argument("--refine", type=int, help="add (or resize) the decoder's pixel refinement: N channels, 0 removes it; "
+                   "new layers start as the identity (default: keep the model's)")
     p.add_argument("--lr", type=float)
     p.add_argument("--res", type=_resolutions, help="resolutions, e.g. 128,192,256,320,384")
     p.add_argument("--clip-frames", dest="clip_frames", type=int)

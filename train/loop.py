@@ -79,7 +79,10 @@ def step_seed(*parts: int) -> int:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, proc: Process) -> None:
+    """One rank's training state and step. `data`: batches indexed by step (default: `TrainBatches` over
+    `config.data`); `train/gpu_job.py` passes batches sampled on the GPU instead."""
+
+    def __init__(self, config: TrainConfig, proc: Process, data=None) -> None:
         self.config, self.proc = config, proc
         self.out = Path(config.out)
         self.device = proc.device
@@ -94,13 +97,15 @@ class Trainer:
         self.model = model.to(self.device).train()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False) if config.ema > 0 else None
         betas = (config.beta1, config.beta2)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=betas)
+        fused = self.device.type == "cuda"  # one kernel for the whole update instead of several per tensor
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=betas, fused=fused)
         self.disc = self.disc_optimizer = None
         if config.gan_start >= 0:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(step_seed(config.seed, 0xD15C))
                 self.disc = Discriminators(config.disc_channels).to(self.device).train()
-            self.disc_optimizer = torch.optim.Adam(self.disc.parameters(), lr=config.disc_lr or config.lr, betas=betas)
+            self.disc_optimizer = torch.optim.Adam(self.disc.parameters(), lr=config.disc_lr or config.lr, betas=betas,
+                                                   fused=fused)
         self.lpips = LPIPS.from_file(config.perceptual_weights).to(self.device) if config.perceptual_weights else None
         self.step = 0
         if state is not None:
@@ -114,7 +119,7 @@ class Trainer:
 
             self.net = wrap(self.model)
             self.disc_net = wrap(self.disc) if self.disc is not None else None
-        self.data = TrainBatches(
+        self.data = data if data is not None else TrainBatches(
             config.data, config.stage, config.batch, config.res, config.clip_frames, config.fps, config.seed,
             proc.rank, proc.world, config.min_crop,
         )
@@ -169,13 +174,14 @@ class Trainer:
         return save(self.ema if self.ema is not None else self.model, self.out / FINAL)
 
     # ----- one step ------------------------------------------------------------------------------
-    def train_step(self, batch: dict) -> dict[str, Tensor | float]:
+    def train_step(self, batch: dict, lr: float | None = None) -> dict[str, Tensor | float]:
         """One optimizer step on `batch` (its step index must be `self.step`); returns the loss terms as
-        detached tensors (read only when logged, so a GPU never waits for them) and the LR."""
+        detached tensors (read only when logged, so a GPU never waits for them) and the LR.
+        lr: this step's learning rate (default: the schedule's for the step; a timed job passes its own)."""
         c, step = self.config, self.step
         assert batch["step"] == step, f"data for step {batch['step']} arrived at step {step}"
         torch.manual_seed(step_seed(c.seed, step, self.proc.rank))
-        lr = learning_rate(step, c.lr, c.warmup_steps, c.steps)
+        lr = learning_rate(step, c.lr, c.warmup_steps, c.steps) if lr is None else lr
         set_lr(self.optimizer, lr)
         video = to_model_input(batch["pixels"], self.device)  # (B, 3, T, H, W) in [-1, 1]
         gan = self.disc is not None and step >= c.gan_start
@@ -227,9 +233,10 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        ema_params = dict(self.ema.named_parameters())
-        for name, value in self.model.named_parameters():
-            ema_params[name].lerp_(value.detach(), 1.0 - self.config.ema)
+        # The usual warm-up of the decay: early steps follow the model, so a short run's EMA is not its init.
+        decay = min(self.config.ema, (1 + self.step) / (10 + self.step))
+        ema, model = dict(self.ema.named_parameters()), dict(self.model.named_parameters())
+        torch._foreach_lerp_([ema[k] for k in model], [v.detach() for v in model.values()], 1.0 - decay)
         ema_buffers = dict(self.ema.named_buffers())
         for name, value in self.model.named_buffers():
             ema_buffers[name].copy_(value)

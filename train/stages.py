@@ -30,6 +30,8 @@ def initial_tokenizer(config: TrainConfig) -> Tokenizer:
             tok = Tokenizer(get_config(config.model))
     else:
         raise ValueError(f"the {config.stage} stage needs --init")
+    if config.refine >= 0 and config.refine != tok.config.refine:
+        tok = with_refine(tok, config.refine)
     if config.stage == "kl" and tok.config.quantizer != "kl":
         tok = to_kl(tok, kl_name(config.model), config.kl_weight, config.seed)
     elif config.stage == "kl":
@@ -40,6 +42,15 @@ def initial_tokenizer(config: TrainConfig) -> Tokenizer:
 def _with_config(tok: Tokenizer, cfg: TokenizerConfig) -> Tokenizer:
     new = Tokenizer(cfg)
     new.load_state_dict(tok.state_dict())
+    return new
+
+
+def with_refine(tok: Tokenizer, channels: int) -> Tokenizer:
+    """`tok` with a decoder pixel refinement of `channels` (0: none); every other weight kept. A new
+    refinement starts as the identity, so the model decodes exactly as before until it trains."""
+    new = Tokenizer(tok.config.replace(refine=channels))
+    kept = {k: v for k, v in tok.state_dict().items() if not k.startswith("decoder.refine.")}
+    new.load_state_dict(kept, strict=False)
     return new
 
 

@@ -1,0 +1,65 @@
+"""`train/gpu_job.py`: the GPU lease's job, run end to end on the CPU with `--smoke` (otok-tiny) on a bank the
+tests build, and its one-line refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from otok.codec import load
+from test_make_dataset import bank_path, sources  # noqa: F401 - fixtures: a tiny bank built from generated footage
+
+REPO = Path(__file__).resolve().parents[1]
+JOB = REPO / "train" / "gpu_job.py"
+LIMIT = 16 * 2**20  # what a lease brings back per file
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(JOB), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_smoke_run_trains_evaluates_and_writes_what_a_lease_brings_back(bank_path, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    done = _run("--smoke", "--bank", str(bank_path), "--out", str(out), "--work", str(tmp_path / "work"),
+                "--minutes", "0.5", "--refine", "4")
+    assert done.returncode == 0, done.stderr[-2000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["log.jsonl", "otok-tiny.safetensors", "report.json"]
+    assert all((out / f).stat().st_size <= LIMIT for f in files)
+    report = json.loads((out / "report.json").read_text())
+    assert report["training"]["steps"] > 0 and "train_error" not in report
+    assert set(report["training"]["per_turn"]) == {"video32", "video64", "image64"}
+    assert all(row["clips_per_s"] > 0 for row in report["training"]["per_turn"].values())
+    assert all(v > 0 for v in report["flops_per_step"].values())
+    before, after = report["heldout_before"], report["heldout_after"]
+    assert set(before["items"]) == set(after["items"]) == set(report["bank"]["heldout"])
+    assert after["mean_psnr"] > before["mean_psnr"]  # from a random init, even a few steps help
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert records and records[-1]["step"] == report["training"]["steps"]
+    model = load(out / "otok-tiny.safetensors")
+    assert model.config.refine == 4
+    assert torch.count_nonzero(model.decoder.refine.conv_out.weight) > 0  # the refinement trained
+
+
+def test_without_cuda_the_job_says_so_in_one_line(bank_path, tmp_path):  # noqa: F811
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    done = _run("--bank", str(bank_path), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["gpu_job: error: no CUDA device is visible to PyTorch (use --smoke for a CPU run)"]
+
+
+def test_a_missing_or_broken_bank_is_one_line(tmp_path):
+    done = _run("--smoke", "--bank", str(tmp_path / "none.zip"), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no data bank" in done.stderr
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"not a zip")
+    done = _run("--smoke", "--bank", str(broken), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not an otok data bank" in done.stderr

@@ -1,0 +1,459 @@
+"""Train an otok tokenizer on one GPU for a fixed wall time: the job for a short lease (or a spot instance).
+
+    python train/gpu_job.py --bank BANK.zip --out DIR [--minutes 9] [--model otok-s] [--init WEIGHTS]
+    python train/gpu_job.py --bank BANK.zip --out DIR --smoke        # the whole path on the CPU, otok-tiny
+
+In order, each phase bounded so that the whole job ends within --minutes:
+1. checks the machine (CUDA, bf16, torchvision) and fails in seconds with one line if something is missing;
+2. loads the data bank (`tools/make_dataset.py --bank`) into device memory as uint8;
+3. GPU checks (unless --skip-checks): CPU/CUDA token parity, streaming frames/s and peak memory;
+4. evaluates the starting weights on the bank's held-out set;
+5. trains with `train/`'s `Trainer` (its losses, quantizer terms, codebook restarts, EMA) on batches sampled
+   on the device, image and video turns at several resolutions, bf16 autocast, fused Adam; the learning
+   rate warms up and then follows a cosine over the wall time left; fp16 weights are written every
+   --snapshot-minutes, so a killed job still leaves weights;
+6. evaluates the final (EMA) weights on the held-out set and writes DIR/NAME.safetensors (fp16, split into
+   parts of at most 16 MiB if larger), DIR/log.jsonl and DIR/report.json.
+The training checkpoint (optimizer state; too large to bring back from a lease) goes to --work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+MAX_FILE_BYTES = 16 * 2**20  # what a lease brings back per file
+
+
+def _import_otok() -> None:
+    """Make `otok.*` importable from this checkout when the package is not installed (a bare GPU machine
+    has no network to install it): each top-level folder is mapped to its `otok.` name."""
+    try:
+        import otok.codec  # noqa: F401
+        import otok.train  # noqa: F401
+        return
+    except ModuleNotFoundError:
+        pass
+    import types
+
+    package = types.ModuleType("otok")
+    package.__path__ = []
+    sys.modules["otok"] = package
+    for name in ("codec", "train"):
+        spec = importlib.util.spec_from_file_location(
+            f"otok.{name}", REPO / name / "__init__.py", submodule_search_locations=[str(REPO / name)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[f"otok.{name}"] = module
+        setattr(package, name, module)
+        spec.loader.exec_module(module)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="train/gpu_job.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", required=True, type=Path, help="folder for the weights, log.jsonl and report.json")
+    p.add_argument("--bank", type=Path, default=REPO / "data" / "otok-bank.zip",
+                   help="data bank from tools/make_dataset.py --bank")
+    p.add_argument("--minutes", type=float, default=9.0, help="wall time of the whole job, checks and evaluation included")
+    p.add_argument("--model", default="otok-s", help="registry name of the model to train")
+    p.add_argument("--init", help="weights to start from (default: the model's shipped weights, else a random init)")
+    p.add_argument("--refine", type=int, default=-1,
+                   help="give the decoder a pixel refinement of N channels (new layers start as the identity); -1: keep")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
+    p.add_argument("--warmup", type=int, default=200, help="warm-up steps")
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights that are written")
+    p.add_argument("--tokens", type=int, default=2**17, help="tokens per batch; sets each turn's batch size")
+    p.add_argument("--res", default="128,192,256", help="video clip resolutions, by turns")
+    p.add_argument("--image-res", default="256", help="image batch resolutions (one image turn per video turns)")
+    p.add_argument("--clip-frames", type=int, default=17, help="frames per training clip")
+    p.add_argument("--min-crop", type=float, default=0.5, help="smallest crop, as a fraction of the short side")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=50, help="steps per log.jsonl record")
+    p.add_argument("--snapshot-minutes", type=float, default=2.0, help="write the weights this often")
+    p.add_argument("--check-seconds", type=float, default=75.0, help="time for the GPU checks")
+    p.add_argument("--skip-checks", action="store_true", help="no parity or speed checks")
+    p.add_argument("--checks-only", action="store_true", help="the checks and nothing else (no training)")
+    p.add_argument("--work", type=Path, default=Path("/tmp/otok-gpu-job"), help="folder for the training checkpoint")
+    p.add_argument("--smoke", action="store_true",
+                   help="CPU, otok-tiny, 32/64 px, about a minute: the whole path, for tests and a dry run")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.model, args.device = "otok-tiny", "cpu"
+        args.res, args.image_res, args.clip_frames, args.tokens = "32,64", "64", 9, 2048
+        args.minutes, args.warmup, args.log_every, args.check_seconds = min(args.minutes, 1.0), 5, 5, 5.0
+        args.snapshot_minutes = min(args.snapshot_minutes, 0.3)
+    else:
+        args.device = "cuda"
+    return args
+
+
+class Job:
+    """One run of the job; `report` grows phase by phase and is written after each."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.started = time.perf_counter()
+        self.deadline = self.started + args.minutes * 60
+        self.out: Path = args.out
+        self.report: dict = {"command": "python train/gpu_job.py " + " ".join(sys.argv[1:]),
+                             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "phases": {}}
+
+    # ----- bookkeeping ---------------------------------------------------------------------------
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def say(self, message: str) -> None:
+        print(f"[{time.perf_counter() - self.started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    def phase(self, name: str, seconds: float) -> None:
+        self.report["phases"][name] = round(seconds, 1)
+        self.write_report()
+
+    def write_report(self) -> None:
+        self.report["elapsed_s"] = round(time.perf_counter() - self.started, 1)
+        _write_json(self.out / "report.json", self.report)
+
+    # ----- the phases ----------------------------------------------------------------------------
+    def run(self) -> None:
+        import torch
+
+        from otok.train.bank import load_bank
+        from otok.train.gpu_checks import check_environment
+
+        args = self.args
+        self.report["environment"] = check_environment(args.device)
+        self.out.mkdir(parents=True, exist_ok=True)
+        args.work.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(args.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+
+        t = time.perf_counter()
+        self.bank = load_bank(args.bank, self.device)
+        b = self.bank
+        self.report["bank"] = {"file": str(args.bank), "bytes": args.bank.stat().st_size,
+                               "frames": int(b.frames.shape[0]), "frame_size": list(b.frames.shape[1:3]),
+                               "videos": int(b.videos.shape[0]), "photos": int(b.photos.shape[0]),
+                               "heldout": [name for name, _ in b.heldout]}
+        self.say(f"bank: {b.frames.shape[0]} frames in {b.videos.shape[0]} videos, {b.photos.shape[0]} photos, "
+                 f"{len(b.heldout)} held-out items")
+        self.phase("bank", time.perf_counter() - t)
+
+        trainer = self.make_trainer()
+        self.describe(trainer)
+        if not args.skip_checks:
+            t = time.perf_counter()
+            self.report["checks"] = self.checks(trainer.model)
+            self.phase("checks", time.perf_counter() - t)
+        if args.checks_only:
+            return
+
+        t = time.perf_counter()
+        self.report["heldout_before"] = self.evaluate(trainer.model)
+        eval_seconds = time.perf_counter() - t
+        self.phase("heldout_before", eval_seconds)
+        self.say(f"held-out before: {self.report['heldout_before']['mean_psnr']:.2f} dB")
+
+        t = time.perf_counter()
+        try:
+            self.train(trainer, reserve=2 * eval_seconds + 15)
+        except Exception as exc:  # noqa: BLE001 - what was trained so far is still written and evaluated
+            self.report["train_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+            self.say(f"training stopped by {self.report['train_error']}")
+        self.phase("train", time.perf_counter() - t)
+
+        t = time.perf_counter()
+        final = trainer.ema if trainer.ema is not None else trainer.model
+        self.report["weights"] = self.write_weights(final)
+        self.report["heldout_after"] = self.evaluate(final)
+        self.phase("heldout_after", time.perf_counter() - t)
+        self.say(f"held-out after: {self.report['heldout_after']['mean_psnr']:.2f} dB "
+                 f"(before {self.report['heldout_before']['mean_psnr']:.2f})")
+        self.write_report()
+
+    def make_trainer(self, model: str | None = None, init: str | None = None, refine: int | None = None):
+        """A `Trainer` of `model` (default --model) from `init` (default --init, else the shipped weights,
+        else a random init) on batches sampled from the bank."""
+        from otok.codec.weights import PACKAGED_WEIGHTS
+        from otok.train.config import TrainConfig
+        from otok.train.gpu_data import GpuBatches, turns_for_budget
+        from otok.train.loop import Process, Trainer
+
+        args = self.args
+        model = model or args.model
+        init = init or (args.init if model == args.model else None)
+        if init is None and (PACKAGED_WEIGHTS / f"{model}.safetensors").is_file():
+            init = str(PACKAGED_WEIGHTS / f"{model}.safetensors")
+        config = TrainConfig(
+            stage="joint" if init else "image", model=model, data=(str(args.bank),), steps=10**9, batch=1,
+            out=str(args.work), init=init, refine=args.refine if refine is None else refine, lr=args.lr, res=(),
+            clip_frames=args.clip_frames, device=args.device, precision="bf16" if args.device == "cuda" else "fp32",
+            seed=args.seed, ema=args.ema, min_crop=args.min_crop, log_every=args.log_every, progress=False,
+        )
+        proc = Process(0, 1, 0, 1, self.device)
+        trainer = Trainer(config, proc, data=object())  # the batches need the model's geometry: set below
+        c = trainer.model.config
+        shapes = [("video", int(r)) for r in args.res.split(",")] + [("image", int(r)) for r in args.image_res.split(",")]
+        turns = turns_for_budget(shapes, args.clip_frames, args.tokens, c.patch, c.tubelet)
+        trainer.data = GpuBatches(self.bank, turns, args.seed, args.min_crop)
+        return trainer
+
+    def describe(self, trainer) -> None:
+        c, turns = trainer.model.config, trainer.data.turns
+        self.report["model"] = {"name": c.name, "parameters": trainer.model.num_parameters(),
+                                "init": trainer.config.init, "config": c.to_dict()}
+        self.report["turns"] = [t.__dict__ | {"label": t.label} for t in turns]
+        self.say(f"{c.name} ({trainer.model.num_parameters() / 1e6:.2f}M params) from "
+                 f"{trainer.config.init or 'a random init'}; turns " + ", ".join(f"{t.label}x{t.batch}" for t in turns))
+
+    def train_speed(self, model: str, steps: int = 6) -> dict:
+        """Training throughput of `model` (random init) on its largest video turn: seconds per step,
+        clips/s and achieved TFLOP/s (FlopCounterMode's count of a real step)."""
+        import torch
+
+        trainer = self.make_trainer(model, refine=-1)
+        label = max((t for t in trainer.data.turns if t.kind == "video"), key=lambda t: t.res).label
+        trainer.data.turns = [t for t in trainer.data.turns if t.label == label]
+        turn = trainer.data.turns[0]
+        flops = self._count_step_flops(trainer, 0)
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else lambda: None
+        trainer.train_step(trainer.data[0], self.args.lr)  # warm-up
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step(trainer.data[trainer.step], self.args.lr)
+        sync()
+        seconds = (time.perf_counter() - start) / steps
+        return {"model": model, "turn": label, "batch": turn.batch, "step_s": round(seconds, 4),
+                "clips_per_s": round(turn.batch / seconds, 1), "flops_per_step": flops,
+                "achieved_tflops": round(flops / seconds / 1e12, 1)}
+
+    def checks(self, model) -> dict:
+        import torch
+
+        from otok.codec import Tokenizer
+        from otok.train.gpu_checks import matmul_tflops, speed_table, token_parity
+
+        out: dict = {}
+        if self.device.type != "cuda":
+            return {"skipped": "no CUDA device"}
+        name, clip = self.bank.heldout[0]
+        clip = torch.as_tensor(clip[:17, :256, :256]).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1).cpu()
+        cpu = Tokenizer(model.config)
+        cpu.load_state_dict(model.state_dict())
+        try:
+            out["parity"] = token_parity(cpu.eval(), clip) | {"clip": f"{name}, 17 frames, 256x256"}
+        except Exception as exc:  # noqa: BLE001 - a failed check is reported, and training still runs
+            out["parity"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        self.say(f"parity: {out['parity']}")
+        out["matmul_bf16_tflops"] = matmul_tflops(self.device)
+        out["training"] = []
+        for name in ("otok-s", "otok-b"):
+            try:
+                out["training"].append(self.train_speed(name))
+            except Exception as exc:  # noqa: BLE001
+                out["training"].append({"model": name, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            self.say(f"training speed: {out['training'][-1]}")
+            torch.cuda.empty_cache()
+        out["speed"] = speed_table(("otok-s", "otok-b"), self.device, self.args.check_seconds)
+        for row in out["speed"]:
+            self.say(f"speed: {row}")
+        return out
+
+    def evaluate(self, model) -> dict:
+        """PSNR of every held-out item through the whole tokenizer (nearest codes, fp32): per item the mean
+        over frames, the image-step and video-step frames apart, and the worst frame."""
+        import torch
+
+        from otok.codec import Tokenizer
+
+        cfg = model.config
+        tok = Tokenizer(cfg).to(self.device).eval()
+        tok.load_state_dict(model.state_dict())
+        per_segment = cfg.frames_per_segment
+        items = {}
+        with torch.no_grad():
+            for name, frames in self.bank.heldout:
+                video = frames.to(self.device).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1)
+                count, height, width = video.shape[2:]
+                recon = tok.decode(tok.encode(video), frames=count, height=height, width=width)
+                recon = recon.clamp(-1, 1).add(1).mul(127.5).round()
+                mse = (recon.double() - frames.to(self.device).permute(3, 0, 1, 2)[None].double()).pow(2)
+                psnr = (10 * torch.log10(255.0**2 / mse.mean(dim=(0, 1, 3, 4)).clamp(min=1e-10))).cpu()
+                image = torch.arange(count) % per_segment == 0
+                items[name] = {"frames": count, "psnr": round(float(psnr.mean()), 3),
+                               "min_frame_psnr": round(float(psnr.min()), 3)}
+                if count > 1:
+                    items[name] |= {"image_step_psnr": round(float(psnr[image].mean()), 3),
+                                    "video_step_psnr": round(float(psnr[~image].mean()), 3)}
+        return {"mean_psnr": round(sum(v["psnr"] for v in items.values()) / len(items), 3), "items": items}
+
+    def train(self, trainer, reserve: float) -> None:
+        import torch
+
+        args = self.args
+        flops = self.count_flops(trainer)
+        self.report["flops_per_step"] = flops
+        budget = self.left() - reserve
+        if budget <= 0:
+            self.say("no time left to train")
+            return
+        end = time.perf_counter() + budget
+        self.say(f"training for {budget:.0f} s")
+        cuda = self.device.type == "cuda"
+        start, next_snapshot = time.perf_counter(), time.perf_counter() + args.snapshot_minutes * 60
+        timings: list[tuple[str, object, object]] = []
+        per_turn: dict[str, dict] = {}
+        pending: list[dict] = []
+        log = self.out / "log.jsonl"
+        log.unlink(missing_ok=True)
+        first_step = trainer.step
+        while time.perf_counter() < end:
+            step = trainer.step
+            turn = trainer.data.turn(step)
+            progress = (time.perf_counter() - start) / budget
+            lr = args.lr * min(1.0, (step - first_step + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+            t0 = torch.cuda.Event(enable_timing=True) if cuda else time.perf_counter()
+            if cuda:
+                t0.record()
+            try:
+                pending.append(trainer.train_step(trainer.data[step], lr))
+            except torch.OutOfMemoryError:
+                self.halve_batches(trainer)
+                continue
+            if cuda:
+                t1 = torch.cuda.Event(enable_timing=True)
+                t1.record()
+            else:
+                t1 = time.perf_counter()
+            timings.append((turn.label, t0, t1))
+            if trainer.step % args.log_every == 0:
+                self.log_interval(log, trainer, pending, timings, per_turn, cuda)
+                pending, timings = [], []
+            if time.perf_counter() > next_snapshot:
+                self.write_weights(trainer.ema if trainer.ema is not None else trainer.model)
+                next_snapshot = time.perf_counter() + args.snapshot_minutes * 60
+        if pending:
+            self.log_interval(log, trainer, pending, timings, per_turn, cuda)
+        trainer.save_checkpoint()
+        seconds = time.perf_counter() - start
+        for label, row in per_turn.items():
+            row["clips_per_s"] = round(row["clips"] / max(row["seconds"], 1e-9), 1)
+            row["achieved_tflops"] = round(flops.get(label, 0) * row["steps"] / max(row["seconds"], 1e-9) / 1e12, 2)
+        self.report["training"] = {"steps": trainer.step - first_step, "seconds": round(seconds, 1),
+                                   "steps_per_s": round((trainer.step - first_step) / seconds, 3), "per_turn": per_turn}
+        self.say(f"trained {trainer.step - first_step} steps in {seconds:.0f} s; per turn: {per_turn}")
+
+    def halve_batches(self, trainer) -> None:
+        """After running out of device memory: every turn at half its batch, and the step again."""
+        import dataclasses
+
+        import torch
+
+        trainer.optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        data = trainer.data
+        if min(t.batch for t in data.turns) < 2:
+            raise RuntimeError("out of device memory at batch 1")
+        data.turns = [dataclasses.replace(t, batch=t.batch // 2) for t in data.turns]
+        self.report["turns"] = [t.__dict__ | {"label": t.label} for t in data.turns]
+        self.report.setdefault("events", []).append(f"out of memory at step {trainer.step}: batches halved")
+        self.say(self.report["events"][-1])
+
+    def log_interval(self, log: Path, trainer, pending, timings, per_turn, cuda: bool) -> None:
+        import torch
+
+        from otok.train.loop import interval_mean
+
+        if cuda:
+            torch.cuda.synchronize()
+        for label, t0, t1 in timings:
+            seconds = t0.elapsed_time(t1) / 1e3 if cuda else t1 - t0
+            turn = next(t for t in trainer.data.turns if t.label == label)
+            row = per_turn.setdefault(label, {"batch": turn.batch, "steps": 0, "clips": 0, "seconds": 0.0})
+            row["steps"] += 1
+            row["clips"] += turn.batch
+            row["seconds"] += seconds
+        record = interval_mean(pending) | {"step": trainer.step, "elapsed_s": round(time.perf_counter() - self.started, 1)}
+        with open(log, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.say(f"step {trainer.step}: loss {record['loss']:.4f} rec {record['rec']:.4f} lr {record['lr']:.2e}")
+
+    def count_flops(self, trainer) -> dict[str, float]:
+        """FLOPs of one training step (forward and backward) of each turn, counted by PyTorch's
+        FlopCounterMode on a real batch (matrix products and attention; elementwise work is not counted)."""
+        out = {}
+        try:
+            for i, turn in enumerate(trainer.data.turns):
+                out[turn.label] = self._count_step_flops(trainer, i)
+        except Exception as exc:  # noqa: BLE001 - a figure for the report, never a reason to stop
+            self.report["flops_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        return out
+
+    def _count_step_flops(self, trainer, step: int) -> float:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from otok.train.data import to_model_input
+
+        video = to_model_input(trainer.data[step]["pixels"], self.device)
+        counter = FlopCounterMode(display=False)
+        with counter, trainer.autocast():
+            result = trainer.model(video)
+            ((result.reconstruction.float() - video) ** 2).mean().backward()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        return float(counter.get_total_flops())
+
+    def write_weights(self, model) -> list[dict]:
+        import torch
+
+        from otok.codec.weights import save_parts
+
+        paths = save_parts(model, self.out / f"{model.config.name}.safetensors", dtype=torch.float16,
+                           max_bytes=MAX_FILE_BYTES)
+        return [{"file": p.name, "bytes": p.stat().st_size} for p in paths]
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.device == "cpu":
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not args.bank.is_file():
+        print(f"gpu_job: error: no data bank at {args.bank} (build one with tools/make_dataset.py --bank)", file=sys.stderr)
+        return 2
+    _import_otok()
+    from otok.train.bank import BankError
+    from otok.train.gpu_checks import JobEnvironmentError
+
+    job = Job(args)
+    try:
+        job.run()
+    except (JobEnvironmentError, BankError) as exc:
+        print(f"gpu_job: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gpu_job: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.path and os.path.abspath(sys.path[0] or ".") == str(HERE):
+        sys.path.pop(0)  # siblings (config.py, data.py) must not shadow other modules
+    sys.exit(main())
