@@ -53,7 +53,7 @@ def test_without_cuda_the_job_says_so_in_one_line(bank_path, tmp_path):  # noqa:
         pytest.skip("a CUDA device is visible")
     done = _run("--bank", str(bank_path), "--out", str(tmp_path / "out"))
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == ["gpu_job: error: no CUDA device is visible to PyTorch (use --smoke for a CPU run)"]
+    assert done.stderr.strip().splitlines() == ["gpu_job: error: no CUDA device is visible to PyTorch (use --device cpu or --smoke for a CPU run)"]
 
 
 def test_a_missing_or_broken_bank_is_one_line(tmp_path):

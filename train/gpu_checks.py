@@ -24,7 +24,7 @@ def check_environment(device: str) -> dict:
     info = {"torch": torch.__version__, "device": device}
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise JobEnvironmentError("no CUDA device is visible to PyTorch (use --smoke for a CPU run)")
+            raise JobEnvironmentError("no CUDA device is visible to PyTorch (use --device cpu or --smoke for a CPU run)")
         if not torch.cuda.is_bf16_supported():
             raise JobEnvironmentError(f"{torch.cuda.get_device_name()} does not support bf16")
         props = torch.cuda.get_device_properties(0)
@@ -124,22 +124,22 @@ def matmul_tflops(device: torch.device, n: int = 8192, repeat: int = 10) -> floa
 SPEED_SIZES = ((256, 256), (720, 1280), (1080, 1920))
 
 
-def speed_table(models: tuple[str, ...], device: torch.device, seconds: float) -> list[dict]:
-    """`stream_speed` over models x sizes x batch 1, 8 x fp32 / bf16 (and compiled for the first model
-    at 256x256), within about `seconds`; what does not fit is left out (and says so)."""
+def speed_table(models: tuple[str, ...], device: torch.device, seconds: float):
+    """`stream_speed` rows over models x sizes x batch 1, 8 x fp32 / bf16, then compiled for the first model at
+    256x256, yielded as they are measured (so a caller can keep each one); rows past about `seconds` are
+    yielded as skipped."""
     plan = [(m, h, w, b, mode) for m in models for (h, w) in SPEED_SIZES for b in (1, 8) for mode in ("fp32", "bf16")]
     plan.append((models[0], 256, 256, 1, "compiled"))
-    rows, deadline = [], time.perf_counter() + seconds
+    deadline = time.perf_counter() + seconds
     for name, h, w, b, mode in plan:
+        row = {"model": name, "size": f"{w}x{h}", "batch": b, "mode": mode}
         if time.perf_counter() > deadline:
-            rows.append({"model": name, "size": f"{w}x{h}", "batch": b, "mode": mode, "skipped": "time"})
+            yield row | {"skipped": "time"}
             continue
         try:
-            rows.append(stream_speed(name, h, w, b, mode, device))
+            yield stream_speed(name, h, w, b, mode, device)
         except Exception as exc:  # noqa: BLE001 - one failed measurement must not cost the lease
-            rows.append({"model": name, "size": f"{w}x{h}", "batch": b, "mode": mode,
-                         "error": f"{type(exc).__name__}: {exc}"[:300]})
+            yield row | {"error": f"{type(exc).__name__}: {exc}"[:300]}
         finally:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    return rows

@@ -2,6 +2,8 @@
 
     python train/gpu_job.py --bank BANK.zip --out DIR [--minutes 9] [--model otok-s] [--init WEIGHTS]
     python train/gpu_job.py --bank BANK.zip --out DIR --smoke        # the whole path on the CPU, otok-tiny
+    python train/gpu_job.py --bank BANK.zip --out DIR --model otok-s-kl --init codec/weights/otok-s.safetensors
+                                                                      # the KL stage from the VQ model's weights
 
 In order, each phase bounded so that the whole job ends within --minutes:
 1. checks the machine (CUDA, bf16, torchvision) and fails in seconds with one line if something is missing;
@@ -83,16 +85,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-checks", action="store_true", help="no parity or speed checks")
     p.add_argument("--checks-only", action="store_true", help="the checks and nothing else (no training)")
     p.add_argument("--work", type=Path, default=Path("/tmp/otok-gpu-job"), help="folder for the training checkpoint")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cpu trains too (slowly: fp32, no GPU checks), e.g. on your own machine")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model for training (each batch shape compiles on its first step, inside --minutes)")
     p.add_argument("--smoke", action="store_true",
                    help="CPU, otok-tiny, 32/64 px, about a minute: the whole path, for tests and a dry run")
     args = p.parse_args(argv)
     if args.smoke:
-        args.model, args.device = "otok-tiny", "cpu"
+        args.model = "otok-tiny-kl" if args.model.endswith("-kl") else "otok-tiny"
+        args.device = "cpu"
         args.res, args.image_res, args.clip_frames, args.tokens = "32,64", "64", 9, 2048
         args.minutes, args.warmup, args.log_every, args.check_seconds = min(args.minutes, 1.0), 5, 5, 5.0
         args.snapshot_minutes = min(args.snapshot_minutes, 0.3)
-    else:
-        args.device = "cuda"
     return args
 
 
@@ -185,6 +190,8 @@ class Job:
     def make_trainer(self, model: str | None = None, init: str | None = None, refine: int | None = None):
         """A `Trainer` of `model` (default --model) from `init` (default --init, else the shipped weights,
         else a random init) on batches sampled from the bank."""
+        import torch
+
         from otok.codec.weights import PACKAGED_WEIGHTS
         from otok.train.config import TrainConfig
         from otok.train.gpu_data import GpuBatches, turns_for_budget
@@ -195,8 +202,11 @@ class Job:
         init = init or (args.init if model == args.model else None)
         if init is None and (PACKAGED_WEIGHTS / f"{model}.safetensors").is_file():
             init = str(PACKAGED_WEIGHTS / f"{model}.safetensors")
+        stage = "joint" if init else "image"
+        if init and model.endswith("-kl"):
+            stage = "kl"  # from a VQ model's weights the KL stage swaps the quantizer (train/stages.py)
         config = TrainConfig(
-            stage="joint" if init else "image", model=model, data=(str(args.bank),), steps=10**9, batch=1,
+            stage=stage, model=model, data=(str(args.bank),), steps=10**9, batch=1,
             out=str(args.work), init=init, refine=args.refine if refine is None else refine, lr=args.lr, res=(),
             clip_frames=args.clip_frames, device=args.device, precision="bf16" if args.device == "cuda" else "fp32",
             seed=args.seed, ema=args.ema, min_crop=args.min_crop, log_every=args.log_every, progress=False,
@@ -207,6 +217,8 @@ class Job:
         shapes = [("video", int(r)) for r in args.res.split(",")] + [("image", int(r)) for r in args.image_res.split(",")]
         turns = turns_for_budget(shapes, args.clip_frames, args.tokens, c.patch, c.tubelet)
         trainer.data = GpuBatches(self.bank, turns, args.seed, args.min_crop)
+        if args.compile:
+            trainer.net = torch.compile(trainer.model)
         return trainer
 
     def describe(self, trainer) -> None:
@@ -240,14 +252,17 @@ class Job:
                 "achieved_tflops": round(flops / seconds / 1e12, 1)}
 
     def checks(self, model) -> dict:
+        """Parity, the bf16 matrix-product ceiling, training and streaming speed; the report is rewritten
+        after each figure, so a job stopped in the middle keeps what it measured."""
         import torch
 
         from otok.codec import Tokenizer
         from otok.train.gpu_checks import matmul_tflops, speed_table, token_parity
 
-        out: dict = {}
+        out: dict = self.report.setdefault("checks", {})
         if self.device.type != "cuda":
-            return {"skipped": "no CUDA device"}
+            out["skipped"] = "no CUDA device"
+            return out
         name, clip = self.bank.heldout[0]
         clip = torch.as_tensor(clip[:17, :256, :256]).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1).cpu()
         cpu = Tokenizer(model.config)
@@ -258,6 +273,8 @@ class Job:
             out["parity"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         self.say(f"parity: {out['parity']}")
         out["matmul_bf16_tflops"] = matmul_tflops(self.device)
+        self.say(f"bf16 8192^3 matrix product: {out['matmul_bf16_tflops']} TFLOP/s")
+        self.write_report()
         out["training"] = []
         for name in ("otok-s", "otok-b"):
             try:
@@ -265,10 +282,13 @@ class Job:
             except Exception as exc:  # noqa: BLE001
                 out["training"].append({"model": name, "error": f"{type(exc).__name__}: {exc}"[:300]})
             self.say(f"training speed: {out['training'][-1]}")
+            self.write_report()
             torch.cuda.empty_cache()
-        out["speed"] = speed_table(("otok-s", "otok-b"), self.device, self.args.check_seconds)
-        for row in out["speed"]:
+        out["speed"] = []
+        for row in speed_table(("otok-s", "otok-b"), self.device, self.args.check_seconds):
+            out["speed"].append(row)
             self.say(f"speed: {row}")
+            self.write_report()
         return out
 
     def evaluate(self, model) -> dict:
