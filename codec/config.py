@@ -34,6 +34,7 @@ class TokenizerConfig:
     temporal_window: int = 5  # steps a temporal query sees: itself and up to temporal_window-1 past steps
     gop: int = 5  # steps per segment; the default covers a 17-frame training clip
     refine: int = 0  # channels of the decoder's per-frame pixel refinement after unpatchify; 0: none
+    upsample: int = 0  # widest channels of the decoder's convolutional upsampling branch; 0: none
     quantizer: str = "vq"
     latent_dim: int = 8  # VQ code dimension / KL channels
     codebook_size: int = 8192  # VQ entries; for FSQ it is prod(fsq_levels), for LFQ 2**bits
@@ -56,8 +57,10 @@ class TokenizerConfig:
             raise ValueError("temporal_window must be >= 2 (the current step and at least one past step)")
         if self.gop < 1:
             raise ValueError("gop must be >= 1")
-        if self.refine < 0:
-            raise ValueError("refine must be >= 0")
+        if self.refine < 0 or self.upsample < 0:
+            raise ValueError("refine and upsample must be >= 0")
+        if self.upsample and self.patch & (self.patch - 1):
+            raise ValueError(f"upsample needs a power-of-two patch, got {self.patch}")
         if self.quantizer == "fsq":
             if not self.fsq_levels or min(self.fsq_levels) < 2:
                 raise ValueError("FSQ needs fsq_levels, each >= 2")

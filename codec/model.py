@@ -87,6 +87,39 @@ class PixelRefine(nn.Module):
         return frames.reshape(b, n, c, height, width).transpose(1, 2)
 
 
+class UpsampleHead(nn.Module):
+    """Token features -> pixels through convolutions that double the resolution log2(patch) times, so every
+    pixel is computed from neighbouring tokens too, not from its own patch alone. A residual branch beside
+    the linear heads: its last convolution starts at zero, so a model gains it as the identity.
+
+    A step's features (B, h, w, D) are first expanded per frame (1 for an image step, `tubelet` for a video
+    step: each frame of a tube gets its own features), then upsampled frame by frame; it sees only the
+    current step, so streaming stays exact."""
+
+    def __init__(self, dim: int, patch: int, tubelet: int, channels: int) -> None:
+        super().__init__()
+        doublings = patch.bit_length() - 1
+        if patch != 1 << doublings:
+            raise ValueError(f"upsample needs a power-of-two patch, got {patch}")
+        widths = [max(8, channels >> i) for i in range(doublings + 1)]
+        self.expand_image = nn.Linear(dim, widths[0])
+        self.expand_tube = nn.Linear(dim, tubelet * widths[0])
+        self.ups = nn.ModuleList(nn.Conv2d(a, 4 * b, 3, padding=1) for a, b in zip(widths, widths[1:]))
+        self.conv_out = nn.Conv2d(widths[-1], 3, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: Tensor, frames: int) -> Tensor:
+        """x (B, h, w, D) -> (B, 3, frames, h*patch, w*patch)."""
+        b, h, w, _ = x.shape
+        y = (self.expand_image if frames == 1 else self.expand_tube)(x)
+        y = y.reshape(b, h, w, frames, -1).permute(0, 3, 4, 1, 2).reshape(b * frames, -1, h, w)
+        for conv in self.ups:
+            y = F.pixel_shuffle(conv(F.gelu(y)), 2)
+        y = self.conv_out(F.gelu(y))
+        return y.reshape(b, frames, 3, y.shape[-2], y.shape[-1]).transpose(1, 2)
+
+
 class Decoder(nn.Module):
     """Codes of one step -> pixels, through temporal then spatial blocks (the encoder mirrored)."""
 
@@ -103,6 +136,7 @@ class Decoder(nn.Module):
         self.norm = nn.LayerNorm(d)
         self.head_image = nn.Linear(d, 3 * p * p)
         self.head_tube = nn.Linear(d, 3 * t * p * p)
+        self.upsample = UpsampleHead(d, p, t, c.upsample) if c.upsample else None
         self.refine = PixelRefine(c.refine) if c.refine else None
         self.patch, self.tubelet = p, t
 
@@ -112,12 +146,17 @@ class Decoder(nn.Module):
         x, cache = run_temporal(self.temporal, self.from_latent(codes), cache)
         for block in self.spatial:
             x = block(x)
+        return self.to_pixels(x, image), cache
+
+    def to_pixels(self, x: Tensor, image: bool) -> Tensor:
+        """The last features of a step (B, h, w, D) -> its frames (B, 3, 1 or t, H, W): the linear head,
+        plus the upsampling branch and the refinement when the model has them."""
         x = self.norm(x)
-        if image:
-            pixels = unpatchify(self.head_image(x), self.patch, 1)
-        else:
-            pixels = unpatchify(self.head_tube(x), self.patch, self.tubelet)
-        return (pixels if self.refine is None else self.refine(pixels)), cache
+        frames = 1 if image else self.tubelet
+        pixels = unpatchify((self.head_image if image else self.head_tube)(x), self.patch, frames)
+        if self.upsample is not None:
+            pixels = pixels + self.upsample(x, frames)
+        return pixels if self.refine is None else self.refine(pixels)
 
 
 def run_temporal(blocks: nn.ModuleList, x: Tensor, cache: TemporalCache) -> tuple[Tensor, TemporalCache]:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from otok.codec import Tokenizer
 from otok.codec.layers import SpatialBlock, shifted_window_mask, window_merge, window_partition
-from otok.codec.model import patchify, unpatchify
+from otok.codec.model import patchify
 
 TOKEN_DTYPE = torch.int32
 
@@ -170,14 +170,10 @@ class DecoderStep(nn.Module):
         self.image = image
         self.discrete = tokenizer.config.discrete
         self.quantizer = tokenizer.quantizer
-        self.patch = dec.patch
-        self.frames = 1 if image else dec.tubelet
         self.from_latent = dec.from_latent
         self.temporal = _Temporal(dec.temporal, tokenizer.config.temporal_window)
         self.spatial = nn.ModuleList(ExportSpatialBlock(b) for b in dec.spatial)
-        self.norm = dec.norm
-        self.head = dec.head_image if image else dec.head_tube
-        self.refine = dec.refine
+        self.decoder = dec  # its to_pixels: the heads, upsampling and refinement
 
     def forward(self, grid: Tensor, *state: Tensor):
         if self.discrete:
@@ -188,10 +184,7 @@ class DecoderStep(nn.Module):
         x, keys, values, valid = self.temporal(x, *(self.temporal.empty(x) if self.image else state))
         for block in self.spatial:
             x = block(x)
-        pixels = unpatchify(self.head(self.norm(x)), self.patch, self.frames)
-        if self.refine is not None:
-            pixels = self.refine(pixels)
-        return pixels, keys, values, valid
+        return self.decoder.to_pixels(x, self.image), keys, values, valid
 
 
 def step_modules(tokenizer: Tokenizer) -> dict[str, nn.Module]:

@@ -160,21 +160,22 @@ def test_decode_rejects_inconsistent_frame_count():
         tok.decode(tokens[0])
 
 
-def test_pixel_refinement_starts_as_the_identity_and_streams_exactly():
-    from otok.train.stages import with_refine
+@pytest.mark.parametrize("part", ["refine", "upsample"])
+def test_decoder_parts_start_as_the_identity_and_stream_exactly(part):
+    from otok.train.stages import with_decoder
 
     base = tiny()
-    refined = with_refine(base, 4).eval()
+    refined = with_decoder(base, **{part: 8}).eval()
     video = random_video(1, 9, 32, 48)
     tokens = base.encode(video)
     assert torch.equal(refined.encode(video), tokens)
     assert torch.equal(refined.decode(tokens, frames=9, height=32, width=48), base.decode(tokens, frames=9, height=32, width=48))
-    with torch.no_grad():  # a trained refinement: the decoded frames change, streams still equal whole clips
-        refined.decoder.refine.conv_out.weight.normal_(std=0.1)
+    with torch.no_grad():  # a trained part: the decoded frames change, streams still equal whole clips
+        getattr(refined.decoder, part).conv_out.weight.normal_(std=0.1)
     whole = refined.decode(tokens, frames=9, height=32, width=48)
     assert not torch.allclose(whole, base.decode(tokens, frames=9, height=32, width=48))
     stream = refined.stream_decoder(batch=1, height=32, width=48)
     with torch.no_grad():
         streamed = torch.cat([stream.push(tokens[:, s]) for s in range(tokens.shape[1])], dim=2)[:, :, :9]
     assert torch.equal(streamed, whole)
-    assert with_refine(refined, 0).config.refine == 0
+    assert getattr(with_decoder(refined, **{part: 0}).config, part) == 0

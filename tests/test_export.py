@@ -35,6 +35,7 @@ MODELS = {
     "fsq": ("fsq", {}),
     "kl": ("kl", {}),
     "deep": ("vq", {"dim": 48, "heads": 4, "spatial_layers": 3, "temporal_layers": 2, "temporal_window": 3}),
+    "parts": ("vq", {"refine": 8, "upsample": 16}),  # the decoder's optional convolutions, trained (non-zero)
 }
 
 
@@ -47,6 +48,11 @@ def exported(tmp_path_factory):
         if name not in cache:
             quantizer, changes = MODELS[name]
             tok = tiny(quantizer, **changes)
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                for part in (tok.decoder.refine, tok.decoder.upsample):
+                    if part is not None:  # they start at zero (the identity): give them something to export
+                        part.conv_out.weight.normal_(std=0.05)
             folder = tmp_path_factory.mktemp(f"onnx-{name}")
             export_onnx(tok, folder)
             cache[name] = (tok, load_engine(folder, backend="onnx"), folder)
@@ -65,7 +71,7 @@ def assert_tokens_agree(ours, reference, discrete):
 
 
 # ----- graphs ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["vq", "fsq", "kl"])
+@pytest.mark.parametrize("name", ["vq", "fsq", "kl", "parts"])
 def test_graphs_pass_the_tensorrt_allowlist(exported, name):
     tok, _, folder = exported(name)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -150,6 +156,7 @@ CASES = [  # model, batch, height, width, frames, gop
     ("kl", 1, 32, 32, 1, None),
     ("deep", 1, 32, 64, 117, 30),  # 30 steps in one segment: the window slides 27 times
     ("deep", 1, 64, 32, 13, 2),  # a segment every 2 steps
+    ("parts", 2, 40, 72, 9, None),
 ]
 
 

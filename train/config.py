@@ -26,6 +26,7 @@ class TrainConfig:
     out: str
     init: str | None = None
     refine: int = -1  # decoder pixel-refinement channels to give the model (codec PixelRefine); -1: keep the model's
+    upsample: int = -1  # decoder upsampling-branch channels to give the model (codec UpsampleHead); -1: keep
     resume: bool = False
     lr: float = 1e-4
     res: tuple[int, ...] = ()  # each batch draws one; empty: image 256 (the paper), joint/kl 128..384
@@ -140,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder: final.safetensors, checkpoint.safetensors, log.jsonl")
     p.add_argument("--init", help="weights to start from (the previous stage's final.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
+    p.add_argument("--upsample", type=int, help="add (or resize) the decoder's convolutional upsampling branch: N "
+                   "channels at its widest, 0 removes it; new layers start as the identity (default: keep the model's)")
     p.add_argument("--refine", type=int, help="add (or resize) the decoder's pixel refinement: N channels, 0 removes it; "
                    "new layers start as the identity (default: keep the model's)")
     p.add_argument("--lr", type=float)

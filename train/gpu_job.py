@@ -70,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--init", help="weights to start from (default: the model's shipped weights, else a random init)")
     p.add_argument("--refine", type=int, default=-1,
                    help="give the decoder a pixel refinement of N channels (new layers start as the identity); -1: keep")
+    p.add_argument("--upsample", type=int, default=-1,
+                   help="give the decoder a convolutional upsampling branch, N channels at its widest; -1: keep")
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
     p.add_argument("--warmup", type=int, default=200, help="warm-up steps")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights that are written")
@@ -207,7 +209,8 @@ class Job:
             stage = "kl"  # from a VQ model's weights the KL stage swaps the quantizer (train/stages.py)
         config = TrainConfig(
             stage=stage, model=model, data=(str(args.bank),), steps=10**9, batch=1,
-            out=str(args.work), init=init, refine=args.refine if refine is None else refine, lr=args.lr, res=(),
+            out=str(args.work), init=init, refine=args.refine if refine is None else refine,
+            upsample=args.upsample if refine is None else -1, lr=args.lr, res=(),
             clip_frames=args.clip_frames, device=args.device, precision="bf16" if args.device == "cuda" else "fp32",
             seed=args.seed, ema=args.ema, min_crop=args.min_crop, log_every=args.log_every, progress=False,
         )

@@ -30,8 +30,10 @@ def initial_tokenizer(config: TrainConfig) -> Tokenizer:
             tok = Tokenizer(get_config(config.model))
     else:
         raise ValueError(f"the {config.stage} stage needs --init")
-    if config.refine >= 0 and config.refine != tok.config.refine:
-        tok = with_refine(tok, config.refine)
+    changes = {k: v for k, v in (("refine", config.refine), ("upsample", config.upsample))
+               if v >= 0 and v != getattr(tok.config, k)}
+    if changes:
+        tok = with_decoder(tok, **changes)
     if config.stage == "kl" and tok.config.quantizer != "kl":
         tok = to_kl(tok, kl_name(config.model), config.kl_weight, config.seed)
     elif config.stage == "kl":
@@ -45,12 +47,12 @@ def _with_config(tok: Tokenizer, cfg: TokenizerConfig) -> Tokenizer:
     return new
 
 
-def with_refine(tok: Tokenizer, channels: int) -> Tokenizer:
-    """`tok` with a decoder pixel refinement of `channels` (0: none); every other weight kept. A new
-    refinement starts as the identity, so the model decodes exactly as before until it trains."""
-    new = Tokenizer(tok.config.replace(refine=channels))
-    kept = {k: v for k, v in tok.state_dict().items() if not k.startswith("decoder.refine.")}
-    new.load_state_dict(kept, strict=False)
+def with_decoder(tok: Tokenizer, **changes: int) -> Tokenizer:
+    """`tok` with its decoder's optional parts resized (`refine=N`, `upsample=N`; 0 removes one), every other
+    weight kept. A new part starts as the identity, so the model decodes exactly as before until it trains."""
+    new = Tokenizer(tok.config.replace(**changes))
+    parts = tuple(f"decoder.{name}." for name in changes)
+    new.load_state_dict({k: v for k, v in tok.state_dict().items() if not k.startswith(parts)}, strict=False)
     return new
 
 
