@@ -15,17 +15,21 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def accelerate(tok: Tokenizer, precision: str = "auto", compile: bool = False) -> Tokenizer:
-    """bf16 autocast on CUDA (precision auto or bf16) and torch.compile of the step functions. On the CPU,
-    auto means fp32, so files are bit-exact across machines. Returns `tok`, changed in place."""
+    """bf16 autocast and torch.compile of the step functions. Returns `tok`, changed in place.
+
+    precision: "fp32" nothing in bf16; "bf16" the encoder and the decoder (fastest; on an H200 about 97 % of
+    the tokens equal fp32's: bf16 moves features enough to flip near-tied codes); "auto" the decoder only on
+    CUDA and nothing on the CPU, so tokens are the same on every machine, which a tokenizer that feeds a
+    language model needs, and decoding still runs in bf16."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    bf16 = precision == "bf16" or (precision == "auto" and tok.device.type == "cuda")
     if compile:
         tok.encoder.step = torch.compile(tok.encoder.step, dynamic=True)
         tok.decoder.step = torch.compile(tok.decoder.step, dynamic=True)
-    if bf16:
-        for module in (tok.encoder, tok.decoder):
-            module.step = _autocast(module.step, tok.device.type)
+    in_bf16 = {"fp32": (), "bf16": (tok.encoder, tok.decoder),
+               "auto": (tok.decoder,) if tok.device.type == "cuda" else ()}[precision]
+    for module in in_bf16:
+        module.step = _autocast(module.step, tok.device.type)
     return tok
 
 

@@ -93,3 +93,23 @@ def test_unknown_name_and_unshipped_weights():
         load("otok-zz")
     with pytest.raises(WeightsError, match="no trained weights ship for 'otok-b'"):
         load("otok-b")
+
+
+def test_precision_auto_keeps_the_encoder_in_fp32(monkeypatch):
+    """`accelerate`: auto puts only the decoder in bf16 on CUDA (tokens equal on every machine), nothing on
+    the CPU; bf16 puts both in bf16 (checked by which step functions it wrapped)."""
+    import torch
+
+    from otok.codec import Tokenizer, load
+    from otok.codec.accelerate import accelerate
+
+    cpu = load("otok-tiny", pretrained=False, seed=0)
+    steps = cpu.encoder.step, cpu.decoder.step
+    accelerate(cpu, "auto")
+    assert (cpu.encoder.step, cpu.decoder.step) == steps
+    monkeypatch.setattr(Tokenizer, "device", property(lambda self: torch.device("cuda")))
+    for precision, wrapped in (("auto", (False, True)), ("bf16", (True, True)), ("fp32", (False, False))):
+        tok = load("otok-tiny", pretrained=False, seed=0)
+        steps = tok.encoder.step, tok.decoder.step
+        accelerate(tok, precision)
+        assert (tok.encoder.step != steps[0], tok.decoder.step != steps[1]) == wrapped, precision
