@@ -10,6 +10,7 @@
 
 from .config import TokenizerConfig, get_config, list_models, register
 from .model import Tokenizer, TokenizerOutput
+from .pixels import from_uint8, to_uint8
 from .quantizers import QuantizerOutput
 from .state import TemporalCache
 from .streaming import StreamDecoder, StreamEncoder
@@ -18,6 +19,6 @@ from .weights import WeightsError, load, save
 
 __all__ = [
     "QuantizerOutput", "StreamDecoder", "StreamEncoder", "TemporalCache", "Tokenizer", "TokenizerConfig",
-    "TokenizerOutput", "WeightsError", "get_config", "list_models", "load", "num_steps", "padded_frames",
-    "register", "save",
+    "TokenizerOutput", "WeightsError", "from_uint8", "get_config", "list_models", "load", "num_steps",
+    "padded_frames", "register", "save", "to_uint8",
 ]

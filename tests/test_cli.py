@@ -224,12 +224,30 @@ def test_weights_that_do_not_match_the_file(tmp_path, capsys, model_path, clip):
     run(capsys, "encode", clip, coded, "--model", model_path)
     other = save(tiny(seed=5), tmp_path / "other.safetensors")
     status, _, err = run(capsys, "decode", coded, tmp_path / "out.mp4", "--model", other)
-    assert_clean_failure(status, err, tmp_path, message="pass --model with the weights that made it")
+    assert_clean_failure(status, err, tmp_path, message="pass the weights file that made it, --model PATH")
 
 
-def test_output_folder_missing(tmp_path, capsys, model_path, clip):
-    status, _, err = run(capsys, "encode", clip, tmp_path / "nowhere" / "out.otok", "--model", model_path)
-    assert_clean_failure(status, err, tmp_path, message="does not exist")
+def test_decode_own_weights_without_model_says_pass_model(tmp_path, capsys, model_path, clip):
+    """A file made with weights that are not installed names the flag that fixes it (not a Python
+    argument such as pretrained=False)."""
+    coded = tmp_path / "c.otok"
+    run(capsys, "encode", clip, coded, "--model", model_path)
+    status, _, err = run(capsys, "decode", coded, tmp_path / "out.mp4")
+    assert_clean_failure(status, err, tmp_path, message="--model PATH")
+    assert "pretrained" not in err and "model=" not in err
+
+
+def test_missing_output_folders_are_made(tmp_path, capsys, model_path, clip):
+    out = tmp_path / "nowhere" / "deeper" / "out.otok"
+    assert run(capsys, "encode", clip, out, "--model", model_path)[0] == 0 and out.is_file()
+    back = tmp_path / "decoded" / "back.mp4"
+    assert run(capsys, "decode", out, back, "--model", model_path)[0] == 0 and back.is_file()
+    several = tmp_path / "many"
+    assert run(capsys, "encode", clip, clip, several, "--model", model_path)[0] == 0
+    assert (several / f"{Path(clip).stem}.otok").is_file()
+    folder = tmp_path / "slash"
+    assert run(capsys, "encode", clip, f"{folder}/", "--model", model_path)[0] == 0
+    assert (folder / f"{Path(clip).stem}.otok").is_file()
 
 
 def test_output_is_the_input(tmp_path, capsys, model_path, clip):
@@ -377,8 +395,8 @@ def test_encode_tunes_ctx_for_model_tokens(tmp_path, capsys, model_path, clip):
     coded = tmp_path / "c.otok"
     assert run(capsys, "encode", clip, coded, "--model", model_path, "--coder", "ctx")[0] == 0
     params = read_header(coded).coder_params
-    assert params.literal_increment == pipeline.TOKEN_LITERAL_INCREMENT == 4
-    assert params.literal_model == pipeline.TOKEN_LITERAL_MODEL == 1
+    assert params.literal_increment == pipeline.DEFAULTS.literal_increment == 4
+    assert params.literal_model == pipeline.DEFAULTS.literal_model == 1
     assert coded.read_bytes()[8:12] == bytes([1, 0, 2, 0])
     assert run(capsys, "decode", coded, tmp_path / "back.mp4", "--model", model_path)[0] == 0
 

@@ -1,4 +1,4 @@
-"""The `otok` command line: encode, decode, info, eval.
+"""The `otok` command line: encode, decode, info, tokens, eval, export.
 
 `main(argv) -> int` is the whole program; it is tested in-process. A user's error prints one line
 `otok: error: ...` on stderr and returns 2; an internal error returns 1 (with a traceback under --debug);
@@ -12,106 +12,178 @@ import contextlib
 import errno
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+import otok
 from otok.bitstream import OtokError
-from otok.codec import WeightsError
 
 from . import pipeline
+from .defaults import DEFAULTS
+from .errors import ArgumentError
 from .metrics import quality_line
-from .pipeline import UserError
-from .video_io import MediaError
 
 BACKENDS = ("torch", "onnx", "trt")
 CODERS = ("ctx", "zstd", "raw")
+SAMPLE = "tools/samples/bigbuckbunny_2s.mp4"
+
+
+class UsageError(ArgumentError):
+    """A command line that does not parse (exit status 2, one line)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("", message)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line and exit status 2, like every other user error."""
+    """argparse that reports usage errors as one line and exit status 2, like every other user error; its
+    help lists each flag's default and ends with examples."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see `{self.prog} --help`)")
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' lines; adds "(default: X)" to a flag's help unless it already names one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" not in text and action.option_strings and action.default not in (None, False)
+                and action.default is not argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _runtime_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--backend", choices=BACKENDS, default="torch", help="inference backend (default: torch)")
-    p.add_argument("--engine-dir", type=Path, help="folder made by `otok export` (backends onnx, trt)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda, e.g. --device cuda")
+    p.add_argument("--backend", choices=BACKENDS, default="torch", help="inference backend, e.g. --backend onnx")
+    p.add_argument("--engine-dir", type=Path, metavar="DIR",
+                   help="folder made by `otok export`, for --backend onnx|trt (default: none)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="torch backend: auto = bf16 autocast on CUDA, fp32 on the CPU")
-    p.add_argument("--compile", action="store_true", help="torch backend: torch.compile the step functions")
+    p.add_argument("--compile", action="store_true", help="torch backend: torch.compile the step functions (default: off)")
 
 
 def _input_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help=f"registry name or .safetensors path (default: {pipeline.DEFAULT_MODEL})")
-    p.add_argument("--max-side", type=int, metavar="PX", help="scale frames down so the longer side is at most PX")
-    p.add_argument("--frames", type=int, metavar="N", help="code only the first N frames")
+    p.add_argument("--model", metavar="NAME|PATH", help="registry name or .safetensors weights, e.g. --model "
+                   f"runs/joint/final.safetensors (default: {DEFAULTS.model})")
+    p.add_argument("--max-side", type=int, metavar="PX",
+                   help="scale frames down so the longer side is at most PX, e.g. --max-side 640 (default: no scaling)")
+    p.add_argument("--frames", type=int, metavar="N", help="code only the first N frames, e.g. --frames 33 (default: all)")
+
+
+def _coding_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--coder", choices=CODERS, default=DEFAULTS.coder, help="entropy coder, e.g. --coder zstd")
+    p.add_argument("--gop", type=int, metavar="STEPS",
+                   help="segment length in token steps, e.g. --gop 10 (default: the model's, 5 for otok-s)")
+    p.add_argument("--rdo", type=float, metavar="TAU",
+                   help="rate-distortion trade-off: a token may repeat the previous step's, the upper or the left "
+                        "token when its code is within TAU of the nearest; 0 gives the tokenizer's exact output, "
+                        f"e.g. --rdo 0 (default: {DEFAULTS.rdo:g} for token models, 0 for KL)")
 
 
 def _common_flags(p: argparse.ArgumentParser, default) -> None:
     """--quiet and --debug, accepted before or after the command (the command's copy only overrides)."""
-    p.add_argument("--quiet", "-q", action="store_true", default=default, help="no progress bar or summary")
-    p.add_argument("--debug", action="store_true", default=default, help="show tracebacks of internal errors")
+    p.add_argument("--quiet", "-q", action="store_true", default=default, help="no progress bar or summary (default: off)")
+    p.add_argument("--debug", action="store_true", default=default, help="show tracebacks of internal errors (default: off)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="otok", description="A streaming video tokenizer that works like a codec.")
+    parser = _Parser(prog="otok", description="A streaming video tokenizer that works like a codec.",
+                     epilog=_examples(f"otok encode {SAMPLE} clip.otok", "otok decode clip.otok back.mp4",
+                                      "otok tokens clip.otok tokens.npy", f"otok eval {SAMPLE}",
+                                      "otok COMMAND --help"))
     _common_flags(parser, False)
-    parser.add_argument("--version", action="version", version=f"otok {pipeline.otok_version()}")
+    parser.add_argument("--version", action="version", version=f"otok {otok.__version__}")
     common = argparse.ArgumentParser(add_help=False)
     _common_flags(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    enc = sub.add_parser("encode", parents=[common], help="video or image -> .otok (several inputs: OUT is a folder)")
-    enc.add_argument("inputs", nargs="+", type=Path, metavar="IN")
-    enc.add_argument("output", type=Path, metavar="OUT")
+    enc = sub.add_parser("encode", parents=[common], help="video or image -> .otok (several inputs: OUT is a folder)",
+                         epilog=_examples(f"otok encode {SAMPLE} clip.otok", "otok encode photo.png photo.otok",
+                                          "otok encode a.mp4 b.mkv c.png outdir/     # one .otok each, in outdir/",
+                                          "otok encode in.mp4 out.otok --max-side 640 --rdo 0"))
+    enc.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="videos PyAV reads, or images")
+    enc.add_argument("output", metavar="OUT", help="an .otok file, or a folder (made if missing) for several inputs")
     _input_flags(enc)
-    enc.add_argument("--coder", choices=CODERS, default="ctx", help="entropy coder (default: ctx)")
-    enc.add_argument("--gop", type=int, metavar="STEPS", help="segment length in token steps (default: the model's)")
-    _rdo_flag(enc)
+    _coding_flags(enc)
     _runtime_flags(enc)
 
-    dec = sub.add_parser("decode", parents=[common], help=".otok -> video (.mp4/.mkv/.mov/.webm) or image (.png/.jpg)")
+    dec = sub.add_parser("decode", parents=[common], help=".otok -> video (.mp4/.mkv/.mov/.webm) or image (.png/.jpg)",
+                         epilog=_examples("otok decode clip.otok back.mp4", "otok decode photo.otok photo.png",
+                                          "otok decode clip.otok back.mkv --codec ffv1      # lossless output",
+                                          "otok decode mine.otok back.mp4 --model runs/joint/final.safetensors"))
     dec.add_argument("input", type=Path, metavar="IN")
     dec.add_argument("output", type=Path, metavar="OUT")
-    dec.add_argument("--model", help="weights that made the file (default: the registry model it names)")
-    dec.add_argument("--codec", choices=("h264", "h265", "ffv1", "vp9"), help="default: h264 (.webm: vp9)")
-    dec.add_argument("--crf", type=int, metavar="N", help="quality of the output video codec")
+    dec.add_argument("--model", metavar="NAME|PATH",
+                     help="weights that made the file, e.g. --model runs/joint/final.safetensors "
+                          "(default: the installed release the file names by hash)")
+    dec.add_argument("--codec", choices=("h264", "h265", "ffv1", "vp9"),
+                     help="output video codec, e.g. --codec h265 (default: h264; .webm: vp9)")
+    dec.add_argument("--crf", type=int, metavar="N",
+                     help="quality of the output video codec, e.g. --crf 12 (default: 18 h264, 20 h265, 24 vp9)")
     _runtime_flags(dec)
 
-    info = sub.add_parser("info", parents=[common], help="describe an .otok file")
+    info = sub.add_parser("info", parents=[common], help="describe an .otok file",
+                          epilog=_examples("otok info clip.otok", "otok info clip.otok --json"))
     info.add_argument("input", type=Path, metavar="IN")
-    info.add_argument("--json", action="store_true", help="one JSON object")
+    info.add_argument("--json", action="store_true", help="one JSON object (default: a table)")
 
-    ev = sub.add_parser("eval", parents=[common], help="encode + decode a video and report quality and rate")
+    tok = sub.add_parser("tokens", parents=[common], help=".otok -> a numpy .npy array of its tokens (S, h, w)",
+                         epilog=_examples("otok tokens clip.otok tokens.npy",
+                                          "otok tokens mine.otok tokens.npy --prior runs/joint/final.prior"))
+    tok.add_argument("input", type=Path, metavar="IN")
+    tok.add_argument("output", type=Path, metavar="OUT", help="a .npy file: int64 (S, h, w); KL files: float16 (S, C, h, w)")
+    tok.add_argument("--prior", type=Path, action="append", metavar="FILE",
+                     help="a prior table beside your own weights, e.g. --prior runs/joint/final.prior "
+                          "(default: the installed models' tables)")
+
+    ev = sub.add_parser("eval", parents=[common], help="encode + decode a video and report quality and rate",
+                        epilog=_examples(f"otok eval {SAMPLE}", f"otok eval {SAMPLE} --compare compare/",
+                                         "otok eval clip.mp4 --json --rdo 0"))
     ev.add_argument("input", type=Path, metavar="VIDEO")
     _input_flags(ev)
-    ev.add_argument("--coder", choices=CODERS, default="ctx")
-    ev.add_argument("--gop", type=int, metavar="STEPS")
-    _rdo_flag(ev)
+    _coding_flags(ev)
     _runtime_flags(ev)
     ev.add_argument("--json", action="store_true",
-                    help="one JSON object, per-frame figures included (the measures: docs/METRICS.md)")
+                    help="one JSON object, per-frame figures included (the measures: docs/METRICS.md; default: text)")
     ev.add_argument("--compare", type=Path, metavar="DIR",
-                    help="write side-by-side PNGs (source | decoded | error x4) of the worst and a typical frame")
+                    help="write side-by-side PNGs (source | decoded | error x4) of the worst and a typical frame, "
+                         "e.g. --compare compare/ (default: none)")
 
-    ex = sub.add_parser("export", parents=[common], help="ONNX graphs or TensorRT engines for a backend")
+    ex = sub.add_parser("export", parents=[common], help="ONNX graphs or TensorRT engines for a backend",
+                        epilog=_examples("otok export onnx --out engines/",
+                                         "otok export trt --onnx-dir engines/ --out trt/ --fp16"))
     targets = ex.add_subparsers(dest="target", required=True, parser_class=_Parser)
-    onnx = targets.add_parser("onnx", parents=[common], help="the step graphs of a model, for --backend onnx")
-    onnx.add_argument("--model", help=f"registry name or .safetensors path (default: {pipeline.DEFAULT_MODEL})")
-    onnx.add_argument("--out", type=Path, required=True, metavar="DIR")
-    onnx.add_argument("--opset", type=int, default=17, choices=range(17, 21), metavar="17..20")
-    trt = targets.add_parser("trt", parents=[common], help="TensorRT engines from an ONNX folder (GPU)")
-    trt.add_argument("--onnx-dir", type=Path, required=True, metavar="DIR")
-    trt.add_argument("--out", type=Path, required=True, metavar="DIR")
+    onnx = targets.add_parser("onnx", parents=[common], help="the step graphs of a model, for --backend onnx",
+                              epilog=_examples("otok export onnx --out engines/ --model otok-s"))
+    onnx.add_argument("--model", metavar="NAME|PATH",
+                      help=f"registry name or .safetensors weights, e.g. --model otok-s-kl (default: {DEFAULTS.model})")
+    onnx.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder, e.g. --out engines/")
+    onnx.add_argument("--opset", type=int, default=17, choices=range(17, 21), metavar="17..20", help="ONNX opset, e.g. --opset 18")
+    trt = targets.add_parser("trt", parents=[common], help="TensorRT engines from an ONNX folder (GPU)",
+                             epilog=_examples("otok export trt --onnx-dir engines/ --out trt/ --fp16"))
+    trt.add_argument("--onnx-dir", type=Path, required=True, metavar="DIR", help="made by `otok export onnx`")
+    trt.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder, e.g. --out trt/")
     precision = trt.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action="store_const", dest="precision", const="fp16")
-    precision.add_argument("--bf16", action="store_const", dest="precision", const="bf16")
+    precision.add_argument("--fp16", action="store_const", dest="precision", const="fp16",
+                           help="fp16 engines (default: fp32)")
+    precision.add_argument("--bf16", action="store_const", dest="precision", const="bf16",
+                           help="bf16 engines (default: fp32)")
     for which, default in (("min", "1,64,64"), ("opt", "1,256,256"), ("max", "4,1088,1920")):
-        trt.add_argument(f"--{which}-shape", default=default, metavar="B,H,W", help=f"default {default}")
+        trt.add_argument(f"--{which}-shape", default=default, metavar="B,H,W",
+                         help=f"{which} batch, height, width of the engines' profile, e.g. --{which}-shape {default}")
     return parser
 
 
@@ -130,22 +202,15 @@ def _show_progress(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
-def _rdo_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rdo", type=float, metavar="TAU",
-                   help="rate-distortion trade-off: a token may repeat the previous step's, the upper or the left "
-                        "token when its code is within TAU of the nearest (0: nearest codes, the exact tokenizer "
-                        f"output; default {pipeline.DEFAULT_RDO:g} for token models)")
-
-
 def _check_common(args: argparse.Namespace) -> None:
     if getattr(args, "backend", "torch") != "torch" and args.engine_dir is None:
-        raise UserError(f"--backend {args.backend} needs --engine-dir DIR (made by `otok export`)")
+        raise UsageError(f"--backend {args.backend} needs --engine-dir DIR (made by `otok export`)")
     if getattr(args, "backend", "torch") != "torch" and (args.compile or args.precision != "auto"):
-        raise UserError("--precision and --compile apply to --backend torch (engines fix theirs at export)")
+        raise UsageError("--precision and --compile apply to --backend torch (engines fix theirs at export)")
     for flag in ("max_side", "frames", "gop", "crf"):
         value = getattr(args, flag, None)
         if value is not None and value < (0 if flag == "crf" else 1):
-            raise UserError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+            raise UsageError(f"--{flag.replace('_', '-')} must be positive, got {value}")
 
 
 def _shard(items: list[Path]) -> list[Path]:
@@ -156,12 +221,13 @@ def _shard(items: list[Path]) -> list[Path]:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     _check_common(args)
-    if len(args.inputs) > 1 or args.output.is_dir():
-        if not args.output.is_dir():
-            raise UserError(f"with several inputs, OUT must be an existing folder; {args.output} is not")
-        jobs = [(src, args.output / f"{src.stem}.otok") for src in _shard(args.inputs)]
+    out = Path(args.output)
+    if len(args.inputs) > 1 or out.is_dir() or args.output.endswith(("/", os.sep)):
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"with several inputs, OUT is a folder; {out} is a file")
+        jobs = [(src, out / f"{src.stem}.otok") for src in _shard(args.inputs)]
     else:
-        jobs = [(args.inputs[0], args.output)]
+        jobs = [(args.inputs[0], out)]
     for src, dst in jobs:
         pipeline.check_input(src)
         pipeline.check_output(dst, [src])
@@ -171,10 +237,18 @@ def cmd_encode(args: argparse.Namespace) -> int:
             r = pipeline.encode_file(src, dst, coder=args.coder, gop=args.gop, max_side=args.max_side,
                                      frames=args.frames, progress=progress, tokenizer=tok, rdo=args.rdo)
         if not args.quiet:
-            kbps = 8 * r.bytes / 1000 / (r.frames / float(r.fps))
-            print(f"{dst}: {r.frames} frames {r.width}x{r.height}, {r.steps} steps, {r.bytes:,} bytes "
-                  f"({kbps:.1f} kbit/s), {r.frames / r.seconds:.1f} frames/s")
+            print(_encode_summary(dst, r))
     return 0
+
+
+def _encode_summary(dst: Path, r: pipeline.EncodeResult) -> str:
+    """One line: an image's size in bits per pixel, a video's rate in kbit/s."""
+    if r.frames == 1:
+        bpp = 8 * r.bytes / (r.width * r.height)
+        return f"{dst}: 1 frame {r.width}x{r.height}, {r.bytes:,} bytes ({bpp:.3f} bits/pixel), {r.seconds:.2f} s"
+    kbps = 8 * r.bytes / 1000 / (r.frames / float(r.fps))
+    return (f"{dst}: {r.frames} frames {r.width}x{r.height}, {r.steps} steps, {r.bytes:,} bytes "
+            f"({kbps:.1f} kbit/s), {r.frames / r.seconds:.1f} frames/s")
 
 
 def _frames_of(src: Path, limit: int | None) -> int | None:
@@ -238,6 +312,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tokens(args: argparse.Namespace) -> int:
+    """The file's tokens as a .npy array, for a language-model pipeline (`otok.read_tokens`)."""
+    import numpy as np
+
+    if args.output.suffix != ".npy":
+        raise UsageError(f"OUT is a .npy file; got {args.output}")
+    tokens = otok.read_tokens(args.input, prior=args.prior)
+    pipeline.check_output(args.output, [args.input])
+    with pipeline.atomic_output(args.output) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, tokens)
+    if not args.quiet:
+        print(f"{args.output}: {tokens.dtype} {tuple(tokens.shape)}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     _check_common(args)
     with _progress(_show_progress(args), _frames_of(args.input, args.frames), f"eval {args.input.name}") as progress:
@@ -273,7 +363,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         if args.target == "onnx":
             if args.out.exists() and not args.out.is_dir():
-                raise UserError(f"{args.out} exists and is not a folder")
+                raise UsageError(f"{args.out} exists and is not a folder")
             manifest = pipeline.export_engine(args.model, args.out, args.opset)
             what = f"{len(manifest['graphs'])} ONNX graphs of {manifest['model']}"
         else:
@@ -281,11 +371,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             build_trt_engines(args.onnx_dir, args.out, args.precision or "fp32", **shapes)
             what = f"TensorRT engines ({args.precision or 'fp32'})"
     except (EngineError, UnsupportedOpError) as exc:
-        raise UserError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     except ImportError as exc:
         extra = "onnx" if args.target == "onnx" else "gpu"
-        raise UserError(f"otok export {args.target} needs {exc.name or 'its runtime'}: "
-                        f"pip install 'otok-codec[{extra}]'") from None
+        raise UsageError(f"otok export {args.target} needs {exc.name or 'its runtime'}: "
+                         f"pip install 'otok-codec[{extra}]'") from None
     if not args.quiet:
         print(f"{args.out}: {what}")
     return 0
@@ -295,11 +385,12 @@ def _shape(text: str) -> tuple[int, int, int]:
     try:
         b, h, w = (int(v) for v in text.split(","))
     except ValueError:
-        raise UserError(f"a shape is B,H,W (three integers), got {text!r}") from None
+        raise UsageError(f"a shape is B,H,W (three integers), got {text!r}") from None
     return b, h, w
 
 
-COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "eval": cmd_eval, "export": cmd_export}
+COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "tokens": cmd_tokens, "eval": cmd_eval,
+            "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
-    except (UserError, MediaError, OtokError, WeightsError) as exc:
-        return _fail(str(exc), 2)
+    except OtokError as exc:  # the library's errors, MediaError and ModelError included
+        return _fail(cli_message(exc), 2)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except OSError as exc:
@@ -328,6 +419,18 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         return _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", 1)
+
+
+def cli_message(exc: OtokError) -> str:
+    """A library error in the CLI's words: an ArgumentError names the flag (`rdo` -> `--rdo`, `model=PATH`
+    -> `--model PATH`) instead of the Python argument."""
+    message = str(exc)
+    name = getattr(exc, "argument", "")
+    if name:
+        flag = "--" + name.replace("_", "-")
+        message = re.sub(rf"\b{name}=", f"{flag} ", message)
+        message = re.sub(rf"^{name}\b", flag, message)
+    return message
 
 
 def _where(exc: OSError) -> str:

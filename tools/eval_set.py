@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from otok.bitstream import OtokError
 from otok.tools import pipeline
 from otok.tools.metrics import mean_quality, quality_line
-from otok.tools.video_io import IMAGE_SUFFIXES, max_side_for
-
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
+from otok.tools.video_io import max_side_for, media_files
 
 
 def codebook_usage(counts: np.ndarray) -> dict:
@@ -50,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     tok = pipeline.load_model(args.model)
     try:
         rdo = pipeline.rdo_for(tok, args.rdo)
-    except pipeline.UserError as exc:
+    except OtokError as exc:
         parser.exit(2, f"eval_set: error: {exc}\n")
-    files = sorted(p for d in args.data for p in d.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+    files = media_files(args.data)
     rows, qualities, counts = [], [], None
     for path in files:
         max_side = args.max_side or max_side_for(path, args.short_side)

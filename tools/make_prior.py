@@ -20,10 +20,8 @@ import torch
 from otok.bitstream import Prior
 from otok.bitstream.prior import code_order
 from otok.codec import load
-from otok.tools.pipeline import DEFAULT_RDO, frames_to_video
-from otok.tools.video_io import IMAGE_SUFFIXES, VideoReader
-
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm"}
+from otok.tools.pipeline import DEFAULT_RDO
+from otok.tools.video_io import VideoReader, frames_to_video, media_files
 
 
 def token_segments(tok, path: Path, max_side: int, frames: int, rdo: float = 0.0) -> list:
@@ -58,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.rdo < float("inf"):  # also refuses nan
         parser.error(f"--rdo must be a number >= 0, got {args.rdo}")
     tok = load(args.model)
-    files = sorted(p for d in args.data for p in d.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+    files = media_files(args.data)
     segments = []
     for path in files:
         segments += token_segments(tok, path, args.max_side, args.frames, args.rdo if tok.config.discrete else 0.0)

@@ -21,25 +21,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from otok.bitstream import CtxParams, Header, OtokError, OtokReader, OtokWarning, OtokWriter, Prior, read_header
+from otok.bitstream import CorruptError, CtxParams, Header, OtokError, OtokReader, OtokWarning, OtokWriter, Prior, read_header
 from otok.bitstream.container import ENCD
 from otok.codec import Tokenizer, WeightsError, load
 from otok.codec.accelerate import accelerate as codec_accelerate
 
+from .defaults import DEFAULTS
+from .errors import ArgumentError, InputError, MediaError, ModelError
 from .metrics import VideoQuality, psnr, side_by_side, ssim
-from .video_io import MediaError, VideoReader, VideoWriter
+from .metrics import _finite_mean as finite_mean  # the one mean of PSNRs that skips exact (infinite) frames
+from .video_io import VideoReader, VideoWriter, frames_to_video, video_to_frames
 
-DEFAULT_MODEL = "otok-s"
-ONE_SEGMENT = 10**9  # a header gop of 0 means the whole video is one segment
-TOKEN_LITERAL_INCREMENT = 4  # the ctx coder's literal_increment for model tokens (see make_header)
-TOKEN_LITERAL_MODEL = 1  # the ctx coder's literal model for model tokens (see make_header)
 ENGINE_PRIOR = "model.prior"  # an engine folder carries its model's prior table under this name
-DEFAULT_RDO = 0.01  # the rate-distortion tolerance `otok encode` uses for token models (README, "Measured")
 
 
-class UserError(Exception):
-    """A problem with what the user asked for (exit status 2); the message is one line."""
-
+DEFAULT_MODEL = DEFAULTS.model
+DEFAULT_RDO = DEFAULTS.rdo
 
 Progress = Callable[[int], None]  # called with the number of frames just finished
 
@@ -75,15 +72,15 @@ def load_model(
     """A tokenizer from a registry name or weights path (backend torch), or an exported engine folder
     (backend onnx/trt; `spec`, when given, must be the weights it was exported from). weights_sha256: the
     release of a registry model's shipped weights a file names (`otok.codec.load`). User errors raise
-    UserError."""
+    ModelError or ArgumentError."""
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for, but PyTorch sees no CUDA device")
+        raise ArgumentError("device", f"device={device!r} was asked for, but PyTorch sees no CUDA device")
     if backend != "torch":
         return _load_engine(spec, device, backend, engine_dir)
     try:
         tok = load(spec or DEFAULT_MODEL, device=device, weights_sha256=weights_sha256)
     except WeightsError as exc:
-        raise UserError(str(exc)) from None
+        raise ModelError(str(exc)) from None
     return accelerate(tok, precision, compile)
 
 
@@ -91,23 +88,23 @@ def _load_engine(spec, device: str, backend: str, engine_dir) -> Tokenizer:
     from otok.export import EngineError, load_engine
 
     if engine_dir is None:
-        raise UserError(f"--backend {backend} needs --engine-dir DIR (made by `otok export`)")
+        raise ArgumentError("engine_dir", f"backend={backend!r} needs engine_dir=DIR (a folder made by `otok export`)")
     try:
         expect = load(spec, device="cpu").weights_sha256() if spec else None
-        return load_engine(engine_dir, backend, device, expect_sha256=expect, expect_source=f"--model {spec}")
+        return load_engine(engine_dir, backend, device, expect_sha256=expect, expect_source=f"model={spec}")
     except (EngineError, WeightsError) as exc:
-        raise UserError(str(exc)) from None
+        raise ModelError(str(exc)) from None
     except ImportError as exc:
         extra = "onnx" if backend == "onnx" else "gpu"
-        raise UserError(f"--backend {backend} needs {exc.name or 'its runtime'}: pip install 'otok-codec[{extra}]'") from None
+        raise ModelError(f"backend={backend!r} needs {exc.name or 'its runtime'}: pip install 'otok-codec[{extra}]'") from None
 
 
 def accelerate(tok: Tokenizer, precision: str = "auto", compile: bool = False) -> Tokenizer:
-    """`otok.codec.accelerate` with the CLI's message for a bad --precision."""
+    """`otok.codec.accelerate`, its bad `precision` an ArgumentError."""
     try:
         return codec_accelerate(tok, precision, compile)
     except ValueError as exc:
-        raise UserError(f"--{exc}") from None
+        raise ArgumentError("precision", str(exc)) from None
 
 
 def model_for_file(
@@ -118,15 +115,22 @@ def model_for_file(
     the engine in `engine_dir`); its weights hash must match the header's."""
     if tokenizer is None and backend != "torch":
         tokenizer = _load_engine(spec, device, backend, engine_dir)
-    tok = tokenizer or load_model(spec or header.model, device, backend,
-                                  weights_sha256=None if spec else header.weights_sha256.hex())
-    if tok.weights_sha256() != header.weights_sha256.hex():
-        source = (f"the engine in {engine_dir}" if backend != "torch" else "the given tokenizer" if tokenizer
-                  else f"--model {spec}" if spec else f"the installed {header.model!r}")
-        raise UserError(
-            f"the file was made with {header.model} weights {header.weights_sha256.hex()[:12]}, but {source} "
-            f"has weights {tok.weights_sha256()[:12]}; pass --model with the weights that made it"
-            + (" (and export an engine from them)" if backend != "torch" else "")
+    wanted = header.weights_sha256.hex()
+    try:
+        tok = tokenizer or load_model(spec or header.model, device, backend, weights_sha256=None if spec else wanted)
+    except ModelError:
+        if spec or tokenizer:
+            raise
+        tok = None  # a model name this installation does not know, or one without shipped weights
+    if tok is None or tok.weights_sha256() != wanted:
+        source = ("none is installed" if tok is None else
+                  f"the engine in {engine_dir} has {tok.weights_sha256()[:12]}" if backend != "torch" else
+                  f"the given tokenizer has {tok.weights_sha256()[:12]}" if tokenizer else
+                  f"model={spec} has {tok.weights_sha256()[:12]}" if spec else
+                  f"the installed {header.model!r} releases have other weights")
+        raise ArgumentError(
+            "model", f"the file was made with {header.model} weights {wanted[:12]}, but {source}; pass the "
+            "weights file that made it, model=PATH" + (" (and export an engine from it)" if backend != "torch" else "")
         )
     return tok
 
@@ -143,7 +147,7 @@ def _load_prior(path: Path) -> Prior:
     try:
         return Prior.load(path)
     except OtokError as exc:
-        raise UserError(f"{path}: {exc}") from None
+        raise ModelError(f"{path}: {exc}") from None
 
 
 def model_prior(tok: Tokenizer) -> Prior | None:
@@ -193,18 +197,6 @@ def export_engine(spec: str | os.PathLike | None, out_dir: Path, opset: int = 17
 
 
 # ----- frames <-> tensors -------------------------------------------------------------------------------
-def frames_to_video(frames: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    """n frames (H, W, 3) uint8 -> (1, 3, n, H, W) float in [-1, 1]."""
-    x = torch.from_numpy(np.stack(frames)).to(device)
-    return x.permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-
-
-def video_to_frames(video: torch.Tensor) -> np.ndarray:
-    """(1, 3, n, H, W) float -> (n, H, W, 3) uint8."""
-    pixels = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return pixels.permute(1, 2, 3, 0).cpu().numpy()
-
-
 def groups(frames: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
     batch: list[np.ndarray] = []
     for frame in frames:
@@ -218,18 +210,24 @@ def groups(frames: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]
 
 # ----- files --------------------------------------------------------------------------------------------
 def check_output(dst: Path, sources: Iterable[Path] = ()) -> None:
-    if not dst.parent.is_dir():
-        raise UserError(f"output folder {dst.parent} does not exist")
+    """An output file name that can be written: not a folder, not an input. Missing folders are made when
+    the output is written (`atomic_output`)."""
     if dst.is_dir():
-        raise UserError(f"{dst} is a folder; give a file name")
+        raise InputError(f"{dst} is a folder; give a file name")
+    for parent in dst.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"cannot write {dst}: {parent} is a file, not a folder")
+            break
     for src in sources:
         if dst.exists() and src.exists() and os.path.samefile(src, dst):
-            raise UserError(f"output {dst} is the input file; choose another name")
+            raise InputError(f"output {dst} is the input file; choose another name")
 
 
 @contextlib.contextmanager
 def atomic_output(dst: Path) -> Iterator[Path]:
     """Yield a temporary path beside `dst`; rename it to `dst` on success, delete it on any failure."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
     try:
         yield tmp
@@ -241,18 +239,15 @@ def atomic_output(dst: Path) -> Iterator[Path]:
 
 def check_input(src: Path) -> None:
     if not src.exists():
-        raise UserError(f"{src}: no such file")
+        raise InputError(f"{src}: no such file")
     if src.is_dir():
-        raise UserError(f"{src}: is a folder, not a file")
+        raise InputError(f"{src}: is a folder, not a file")
     if not os.access(src, os.R_OK):
-        raise UserError(f"{src}: permission denied")
+        raise InputError(f"{src}: permission denied")
 
 
 def open_video(src: Path, max_side: int | None = None, frames: int | None = None) -> VideoReader:
-    try:
-        return VideoReader(src, max_side=max_side, max_frames=frames)
-    except MediaError as exc:
-        raise UserError(str(exc)) from None
+    return VideoReader(src, max_side=max_side, max_frames=frames)
 
 
 @contextlib.contextmanager
@@ -270,7 +265,7 @@ def open_otok(src: Path, tok: Tokenizer | None = None) -> OtokReader:
     try:
         return OtokReader(src, prior=model_priors(tok) if tok is not None else None)
     except OtokError as exc:
-        raise UserError(f"{src}: {exc}") from None
+        raise type(exc)(f"{src}: {exc}") from None
 
 
 def header_of(src: Path) -> Header:
@@ -278,7 +273,7 @@ def header_of(src: Path) -> Header:
     try:
         return read_header(src)
     except OtokError as exc:
-        raise UserError(f"{src}: {exc}") from None
+        raise type(exc)(f"{src}: {exc}") from None
 
 
 def make_header(tok: Tokenizer, width: int, height: int, fps: Fraction, coder: str, gop: int) -> Header:
@@ -286,13 +281,9 @@ def make_header(tok: Tokenizer, width: int, height: int, fps: Fraction, coder: s
     if not c.discrete and coder != "f16z":
         coder = "f16z"  # KL latents are stored as fp16 + zstd, whatever token coder was asked for
     if c.discrete and coder == "f16z":
-        raise UserError("the f16z coder stores KL latents; this model makes tokens (use ctx, zstd or raw)")
+        raise ArgumentError("coder", "coder='f16z' stores KL latents; this model makes tokens (use ctx, zstd or raw)")
     fps = Fraction(fps).limit_denominator(1 << 20) if fps > 0 else Fraction(25)
-    # Real tokens: a coded literal adds 4 to its count, so what a clip uses becomes likely fast (-4 % on real
-    # tokens against 1; the generic default 1 suits i.i.d. literals: tools/bench_bitstream.py); literals are
-    # coded by group of the prior's code order (literal model 1, format 1.2: 9 % smaller files than model 0
-    # on held-out footage, README "Measured").
-    params = (CtxParams(literal_increment=TOKEN_LITERAL_INCREMENT, literal_model=TOKEN_LITERAL_MODEL)
+    params = (CtxParams(literal_increment=DEFAULTS.literal_increment, literal_model=DEFAULTS.literal_model)
               if coder == "ctx" else None)
     return Header(
         model=c.name, weights_sha256=bytes.fromhex(tok.weights_sha256()), patch=c.patch, temporal=c.tubelet,
@@ -307,51 +298,44 @@ def _grid_to_numpy(grid: torch.Tensor) -> np.ndarray:
 
 
 # ----- encode -------------------------------------------------------------------------------------------
-def otok_version() -> str:
-    """The installed otok-codec version ("unknown" when running from a tree that is not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("otok-codec")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def rdo_for(tok: Tokenizer, rdo: float | None) -> float:
     """The rate-distortion tolerance to encode with: `rdo`, or the default for the model's kind. An engine
     folder exported before rdo existed has no code table: a one-line error that says what to do."""
     if rdo is None:
-        rdo = DEFAULT_RDO if tok.config.discrete else 0.0
+        rdo = DEFAULTS.rdo if tok.config.discrete else 0.0
     if not math.isfinite(rdo) or rdo < 0:
-        raise UserError(f"--rdo must be a number >= 0, got {rdo}")
+        raise ArgumentError("rdo", f"rdo must be a number >= 0, got {rdo}")
     if rdo and not tok.config.discrete:
-        raise UserError(f"--rdo applies to token models; {tok.config.name} codes continuous latents")
+        raise ArgumentError("rdo", f"rdo applies to token models; {tok.config.name} codes continuous latents")
     if rdo and getattr(tok, "engine_dir", None) is not None:  # an engine needs its exported code table
         from otok.export import EngineError
 
         try:
             tok.codes_from_indices(torch.zeros(1, dtype=torch.long))
         except EngineError as exc:
-            raise UserError(str(exc)) from None
+            raise ModelError(str(exc)) from None
     return rdo + 0.0  # -0.0 -> 0.0
 
 
 def encode_file(
     src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
-    coder: str = "ctx", gop: int | None = None, max_side: int | None = None, frames: int | None = None,
+    coder: str = DEFAULTS.coder, gop: int | None = None, max_side: int | None = None, frames: int | None = None,
     device: str = "cpu", backend: str = "torch", engine_dir: str | os.PathLike | None = None,
     progress: Progress | None = None, tokenizer: Tokenizer | None = None, rdo: float | None = None,
 ) -> EncodeResult:
     """Encode a video or image file into an `.otok` file, streaming.
 
-    rdo: the rate-distortion tolerance (`otok.codec.rdo`); None: DEFAULT_RDO for discrete models, 0 for KL.
+    model: a registry name or weights path (default `DEFAULTS.model`), or pass a loaded `tokenizer`.
+    gop: segment length in steps (default: the model's). rdo: the rate-distortion tolerance
+    (`otok.codec.rdo`); None: `DEFAULTS.rdo` for token models, 0 for KL. Errors: the OtokError family.
     """
     src, dst = Path(src), Path(dst)
+    check_input(src)
     check_output(dst, [src])
     tok = tokenizer or load_model(model, device, backend, engine_dir)
-    gop = gop or tok.config.gop
+    gop = tok.config.gop if gop is None else gop
     if gop < 1:
-        raise UserError(f"--gop must be at least 1 step, got {gop}")
+        raise ArgumentError("gop", f"gop must be at least 1 step, got {gop}")
     rdo = rdo_for(tok, rdo)
     start = time.perf_counter()
     with open_video(src, max_side, frames) as reader, atomic_output(dst) as tmp:
@@ -371,7 +355,7 @@ def encode_file(
                 if progress:
                     progress(len(batch))
             if count == 0:
-                raise UserError(f"{src}: has no frames")
+                raise MediaError(f"{src}: has no frames")
             for grid in stream.flush():
                 writer.write(_grid_to_numpy(grid))
             writer.close(frames=count)
@@ -387,48 +371,60 @@ def decode_file(
     device: str = "cpu", backend: str = "torch", codec: str | None = None, crf: int | None = None,
     progress: Progress | None = None, tokenizer: Tokenizer | None = None, engine_dir: str | os.PathLike | None = None,
 ) -> DecodeResult:
-    """Decode an `.otok` file to a video (or, for one frame, an image) of the source's size and rate."""
+    """Decode an `.otok` file to a video (or, for one frame, an image) of the source's size and rate.
+
+    model: the weights that made the file when they are not installed (default: the release it names).
+    """
     src, dst = Path(src), Path(dst)
     check_output(dst, [src])
     start = time.perf_counter()
     tok = model_for_file(header_of(src), model, device, backend, tokenizer, engine_dir)
     with contextlib.closing(open_otok(src, tok)) as reader:
         header = reader.header
-        total = reader.frames
-        if dst.suffix.lower() in (".png", ".jpg", ".jpeg") and total != 1:
-            raise UserError(f"{src} holds {total} frames; an image output holds one (write .mp4, .mkv, ...)")
+        if dst.suffix.lower() in (".png", ".jpg", ".jpeg") and reader.frames != 1:
+            raise InputError(f"{src} holds {reader.frames} frames; an image output holds one (write .mp4, .mkv, ...)")
+        written = 0
         try:
-            writer_args = (header.width, header.height, Fraction(*header.fps), codec, crf)
             with atomic_output(dst) as tmp:
-                writer = VideoWriter(tmp, *writer_args, suffix=dst.suffix)
-                written = _decode_into(reader, tok, header, total, writer, progress)
+                writer = VideoWriter(tmp, header.width, header.height, Fraction(*header.fps), codec, crf,
+                                     suffix=dst.suffix)
+                for frame in decoded_frames(reader, tok):
+                    writer.write(frame)
+                    written += 1
+                    if progress:
+                        progress(1)
+                if written == 0:
+                    raise CorruptError(f"{src}: the file holds no intact step to decode")
                 writer.close()
-        except MediaError as exc:
-            raise UserError(str(exc)) from None
         except OtokError as exc:
-            raise UserError(f"{src}: {exc}") from None
+            raise type(exc)(f"{src}: {exc}" if not str(exc).startswith(str(src)) else str(exc)) from None
         damage = reader.damage
     return DecodeResult(dst, written, header.width, header.height, time.perf_counter() - start, damage)
 
 
-def _decode_into(reader: OtokReader, tok: Tokenizer, header: Header, total: int, writer: VideoWriter,
-                 progress: Progress | None) -> int:
-    stream = tok.stream_decoder(1, header.height, header.width, header.gop or ONE_SEGMENT)
-    written = 0
+def decoded_frames(reader: OtokReader, tok: Tokenizer, timer: list[float] | None = None,
+                   on_grid: Callable[[np.ndarray], None] | None = None) -> Iterator[np.ndarray]:
+    """The frames of an open `.otok` file, decoded one step at a time: (H, W, 3) uint8 each, as many as the
+    file holds (a padded last group's extra frames dropped), up to its last intact step (`reader.damage`
+    then says where it stopped). timer: seconds spent in the model are added to timer[0]. on_grid: called
+    with each step's grid before it is decoded."""
+    header = reader.header
+    # A header gop of 0 (SPEC) makes the whole file one segment: as many steps as it holds.
+    stream = tok.stream_decoder(1, header.height, header.width, header.gop or max(1, reader.steps))
+    total, done = reader.frames, 0
     with torch.inference_mode(), damage_reported_by_caller():
         for grid in reader:
-            if written >= total:
-                break
+            if done >= total:
+                return
+            if on_grid is not None:
+                on_grid(grid)
+            tick = time.perf_counter()
             frames = video_to_frames(stream.push(torch.from_numpy(grid.astype(_grid_dtype(grid)))[None]))
-            for frame in frames[: total - written]:
-                writer.write(frame)
-            done = min(len(frames), total - written)
-            written += done
-            if progress:
-                progress(done)
-    if written == 0:
-        raise UserError("the file holds no intact step to decode")
-    return written
+            if timer is not None:
+                timer[0] += time.perf_counter() - tick
+            for frame in frames[: total - done]:
+                done += 1
+                yield frame
 
 
 def _grid_dtype(grid: np.ndarray) -> type:
@@ -444,7 +440,7 @@ def file_info(src: str | os.PathLike) -> dict:
         try:
             index = reader.index
         except OtokError as exc:
-            raise UserError(f"{src}: {exc}") from None
+            raise type(exc)(f"{src}: {exc}") from None
         steps, frames = reader.steps, reader.frames
         size = src.stat().st_size
         fps = Fraction(*h.fps)
@@ -527,7 +523,7 @@ class EvalResult:
 
 
 def eval_file(
-    src: str | os.PathLike, *, model: str | os.PathLike | None = None, coder: str = "ctx",
+    src: str | os.PathLike, *, model: str | os.PathLike | None = None, coder: str = DEFAULTS.coder,
     gop: int | None = None, max_side: int | None = None, frames: int | None = None, device: str = "cpu",
     backend: str = "torch", engine_dir: str | os.PathLike | None = None, progress: Progress | None = None,
     tokenizer: Tokenizer | None = None, rdo: float | None = None, compare: str | os.PathLike | None = None,
@@ -542,45 +538,34 @@ def eval_file(
     src = Path(src)
     compare = Path(compare) if compare is not None else None
     if compare is not None and compare.exists() and not compare.is_dir():
-        raise UserError(f"--compare {compare}: exists and is not a folder")
+        raise ArgumentError("compare", f"compare={compare}: exists and is not a folder")
     tok = tokenizer or load_model(model, device, backend, engine_dir)
     with tempfile.TemporaryDirectory(prefix="otok-eval-") as tmp:
         coded = Path(tmp) / "eval.otok"
         enc = encode_file(src, coded, coder=coder, gop=gop, max_side=max_side, frames=frames,
                           progress=progress, tokenizer=tok, rdo=rdo)
         info = file_info(coded)
-        psnrs, ssims = [], []
-        decoded = 0
-        code_counts = None
+        psnrs, ssims, timer = [], [], [0.0]
         with contextlib.closing(open_otok(coded, tok)) as reader, open_video(src, max_side, frames) as original:
             header = reader.header
-            if not header.is_latent:
-                code_counts = np.zeros(header.codebook_size, dtype=np.int64)
+            code_counts = None if header.is_latent else np.zeros(header.codebook_size, dtype=np.int64)
+
+            def count(grid: np.ndarray) -> None:
+                if code_counts is not None:
+                    np.add(code_counts, np.bincount(grid.ravel(), minlength=len(code_counts)), out=code_counts)
+
             quality = VideoQuality(header.patch, header.temporal, header.gop)
-            stream = tok.stream_decoder(1, enc.height, enc.width, header.gop or ONE_SEGMENT)
-            references = iter(original)
-            decode_seconds = 0.0
-            with torch.inference_mode(), damage_reported_by_caller():
-                for grid in reader:
-                    if code_counts is not None:
-                        code_counts += np.bincount(grid.ravel(), minlength=len(code_counts))
-                    tick = time.perf_counter()
-                    out = video_to_frames(stream.push(torch.from_numpy(grid.astype(_grid_dtype(grid)))[None]))
-                    decode_seconds += time.perf_counter() - tick
-                    for frame in out[: enc.frames - decoded]:
-                        reference = next(references)
-                        psnrs.append(psnr(reference, frame))
-                        ssims.append(ssim(reference, frame))
-                        quality.add(reference, frame, psnrs[-1])
-                    decoded = len(psnrs)
+            for reference, frame in zip(original, decoded_frames(reader, tok, timer, count)):
+                psnrs.append(psnr(reference, frame))
+                ssims.append(ssim(reference, frame))
+                quality.add(reference, frame, psnrs[-1])
         written = _write_compare(coded, src, tok, max_side, frames, psnrs, compare) if compare is not None else []
-    finite = [p for p in psnrs if np.isfinite(p)]
     return EvalResult(
         frames=enc.frames, width=enc.width, height=enc.height, bytes=enc.bytes,
-        psnr=float(np.mean(finite)) if finite else float("inf"), ssim=float(np.mean(ssims)),
+        psnr=finite_mean(psnrs), ssim=float(np.mean(ssims)),
         bpp=info["bpp"], bits_per_token=info["bits_per_token"],
         coded_bits_per_token=info["coded_bits_per_token"], encode_fps=enc.frames / enc.seconds,
-        decode_fps=enc.frames / decode_seconds if decode_seconds else float("inf"), coder=info["coder"],
+        decode_fps=enc.frames / timer[0] if timer[0] else float("inf"), coder=info["coder"],
         model=tok.config.name, psnr_per_frame=psnrs, ssim_per_frame=ssims, code_counts=code_counts,
         rdo=rdo_for(tok, rdo), quality=quality.result(), compare=written,
     )
@@ -601,23 +586,15 @@ def _write_compare(coded: Path, src: Path, tok: Tokenizer, max_side: int | None,
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with contextlib.closing(open_otok(coded, tok)) as reader, open_video(src, max_side, frames) as original:
-        stream = tok.stream_decoder(1, reader.header.height, reader.header.width, reader.header.gop or ONE_SEGMENT)
-        references = iter(original)
-        index = 0
-        with torch.inference_mode(), damage_reported_by_caller():
-            for grid in reader:
-                out = video_to_frames(stream.push(torch.from_numpy(grid.astype(_grid_dtype(grid)))[None]))
-                for frame in out[: len(psnrs) - index]:
-                    reference = next(references)
-                    for kind, i in wanted.items():
-                        if i == index:
-                            path = folder / f"{src.stem}.{kind}.frame{i}.{psnrs[i]:.2f}dB.png"
-                            image = side_by_side(reference, frame)
-                            writer = VideoWriter(path, image.shape[1], image.shape[0], Fraction(1))
-                            writer.write(image)
-                            writer.close()
-                            written.append(path)
-                    index += 1
-                if index > max(wanted.values()):
-                    break
+        for index, (reference, frame) in enumerate(zip(original, decoded_frames(reader, tok))):
+            for kind, i in wanted.items():
+                if i == index:
+                    path = folder / f"{src.stem}.{kind}.frame{i}.{psnrs[i]:.2f}dB.png"
+                    image = side_by_side(reference, frame)
+                    writer = VideoWriter(path, image.shape[1], image.shape[0], Fraction(1))
+                    writer.write(image)
+                    writer.close()
+                    written.append(path)
+            if index >= max(wanted.values()):
+                break
     return sorted(written, key=lambda p: ("worst" not in p.name, p.name))

@@ -43,7 +43,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from otok.bitstream import OtokError
 from otok.tools import bd
+from otok.tools.metrics import _finite_mean as finite_mean
 from otok.tools.metrics import psnr, ssim
 from otok.tools.video_io import VideoReader, max_side_for
 
@@ -168,11 +170,9 @@ def measure(clip: str, codec: str, param: str, frames: list[np.ndarray], decoded
             fps: Fraction) -> Point:
     """A Point from source and decoded frames: mean per-frame PSNR (finite ones) and SSIM, bpp, kbps."""
     height, width = frames[0].shape[:2]
-    psnrs = [psnr(a, b) for a, b in zip(frames, decoded)]
-    finite = [p for p in psnrs if np.isfinite(p)]
     return Point(
         clip, codec, param, len(frames), width, height, nbytes, 8 * nbytes / (len(frames) * width * height),
-        8 * nbytes / (len(frames) / float(fps)) / 1000, float(np.mean(finite)) if finite else float("inf"),
+        8 * nbytes / (len(frames) / float(fps)) / 1000, finite_mean(psnr(a, b) for a, b in zip(frames, decoded)),
         float(np.mean([ssim(a, b) for a, b in zip(frames, decoded)])),
     )
 
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             **versions()}
     try:
         toks = {model_label(m): pipeline.load_model(m) for m in args.models}
-    except pipeline.UserError as exc:
+    except OtokError as exc:
         print(f"rd: error: {exc}", file=sys.stderr)
         return 2
     for name, tok in toks.items():

@@ -12,7 +12,7 @@ stays exactly that of the source); ffv1 stores RGB losslessly; vp9 for .webm; pn
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,15 +20,14 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .errors import MediaError
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".gif"}
 VIDEO_CONTAINERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm"}
 VIDEO_CODECS = {"h264": "libx264", "h265": "libx265", "ffv1": "ffv1", "vp9": "libvpx-vp9"}
 DEFAULT_CRF = {"h264": 18, "h265": 20, "vp9": 24}
 DEFAULT_FPS = Fraction(25)
-
-
-class MediaError(ValueError):
-    """A file that cannot be read or written as video; the message says why, in one line."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +94,27 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def media_files(folders: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every video and image under the folders (by suffix), sorted."""
+    return sorted(p for d in folders for p in Path(d).rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+
+
+def frames_to_video(frames: list[np.ndarray], device: str | object = "cpu"):
+    """n frames (H, W, 3) uint8 -> a torch tensor (1, 3, n, H, W) float in [-1, 1] on `device`."""
+    import torch
+
+    from otok.codec.pixels import from_uint8
+
+    return from_uint8(torch.from_numpy(np.stack(frames)).to(device)).permute(3, 0, 1, 2)[None]
+
+
+def video_to_frames(video) -> np.ndarray:
+    """A torch tensor (1, 3, n, H, W) float in [-1, 1] -> (n, H, W, 3) uint8."""
+    from otok.codec.pixels import to_uint8
+
+    return to_uint8(video[0]).permute(1, 2, 3, 0).cpu().numpy()
 
 
 def scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:

@@ -1,0 +1,51 @@
+"""otok: a streaming video tokenizer that works like a codec.
+
+    import otok
+    tok = otok.load()                                   # the default model, otok-s (a torch.nn.Module)
+    otok.encode_file("clip.mp4", "clip.otok")           # what `otok encode` does, with the same defaults
+    otok.decode_file("clip.otok", "back.mp4")
+    tokens = otok.read_tokens("clip.otok")              # (S, h, w) int64 for a language model; no PyTorch
+
+Every error these raise is an `otok.OtokError`. The subpackages: `otok.codec` (the model),
+`otok.bitstream` (the `.otok` format), `otok.export` (ONNX / TensorRT), `otok.train`, `otok.tools`.
+
+This file is the repository root's `__init__.py`: pyproject.toml maps the root folder to the `otok`
+package and each top-level folder to its subpackage, so the checkout has the installed package's shape.
+Everything here is imported on first use, so `import otok.bitstream` never loads PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from otok.bitstream import OtokError
+    from otok.tools.api import ArgumentError, DecodeResult, EncodeResult, InputError, MediaError, ModelError
+    from otok.tools.api import decode_file, encode_file, installed_priors, load, read_tokens
+
+_EXPORTS = {
+    "load": "otok.tools.api", "encode_file": "otok.tools.api", "decode_file": "otok.tools.api",
+    "read_tokens": "otok.tools.api", "installed_priors": "otok.tools.api", "EncodeResult": "otok.tools.api",
+    "DecodeResult": "otok.tools.api", "DEFAULTS": "otok.tools.api",
+    "OtokError": "otok.bitstream.errors", "ArgumentError": "otok.tools.errors", "InputError": "otok.tools.errors",
+    "MediaError": "otok.tools.errors", "ModelError": "otok.tools.errors",
+}
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("otok-codec")
+        except PackageNotFoundError:  # a checkout that is not installed
+            return "unknown"
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'otok' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

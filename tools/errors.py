@@ -1,0 +1,30 @@
+"""The errors of otok's library functions: one family under `otok.bitstream.OtokError`.
+
+Messages speak about data and Python arguments (`rdo`, `model=PATH`); the CLI (`otok.tools.cli`) turns
+them into its one-line messages and names its flags instead (`--rdo`, `--model PATH`).
+"""
+
+from __future__ import annotations
+
+from otok.bitstream.errors import OtokError, UsageError
+
+
+class ArgumentError(UsageError):
+    """An argument that does not fit. `argument` is its Python name; the message writes it as `rdo` or
+    `rdo=VALUE`, which the CLI rewrites to `--rdo` / `--rdo VALUE`."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+class InputError(OtokError):
+    """An input or output path that cannot be used: missing, a folder, unreadable, the input itself."""
+
+
+class ModelError(OtokError):
+    """Weights that do not load, an unknown model name, or weights that did not write the file at hand."""
+
+
+class MediaError(OtokError, ValueError):
+    """A file that cannot be read or written as video or image; the message says why, in one line."""
