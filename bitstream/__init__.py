@@ -1,7 +1,7 @@
 """otok.bitstream: the `.otok` container and its entropy coders (normative spec: SPEC.md).
 
 Works on integer token grids (numpy) and float16 KL latents; imports only the standard library, numpy,
-zstandard and constriction, so a language-model pipeline can read tokens without PyTorch.
+zstandard and numba (the ctx coder's kernels), so a language-model pipeline can read tokens without PyTorch.
 """
 
 from __future__ import annotations

@@ -119,20 +119,6 @@ def _drifting_tokens(steps: int, grid: tuple[int, int], k: int, seed: int) -> np
     return out
 
 
-def test_grouped_literals_in_bounded_slices_change_no_byte(monkeypatch):
-    """Literal model 1 gathers per-symbol count rows MAX_ROWS at a time (bounded memory on large grids):
-    a tiny bound gives the same bytes, and they decode with either bound."""
-    from otok.bitstream.coders import ctx as ctx_coder
-
-    k, grid = 1024, (24, 32)  # rounds of up to 128 literals: lo parts coded from a copy of their table
-    tokens = _drifting_tokens(7, grid, k, seed=4)
-    header = make_header(grid, k, gop=4, coder_params=CtxParams(literal_increment=4, literal_model=1))
-    data = encode(header, tokens)
-    monkeypatch.setattr(ctx_coder, "MAX_ROWS", 7)
-    assert encode(header, tokens) == data
-    np.testing.assert_array_equal(read_tokens(io.BytesIO(data)), tokens)
-
-
 def test_grouped_literals_use_the_previous_steps_group():
     """Literal model 1 codes a literal's group from the previous step's group: on tokens that keep their
     group, its literals cost far fewer bits than model 0's, and both round-trip."""
@@ -164,26 +150,6 @@ def test_round_pieces():
     first, later = ctx_model.round_pieces(np.array([1800, 900, 5]), sums)
     assert first.tolist() == [32, 800, 5]  # budgets 4, 100, 1028
     assert later == [[(0, 288), (1, 100)], [(0, 1480)]]  # context 0: budgets 36, then 324
-
-
-def test_decoder_contexts_equal_encoder_contexts():
-    from otok.bitstream.coders.ctx_modes import ModePlanes
-
-    rng = np.random.default_rng(3)
-    h, w = 7, 9
-    modes = rng.integers(0, 4, (4, h, w)).astype(np.uint8)
-    ctx = ctx_model.mode_contexts(modes, None)
-    pos_a, pos_b = ctx_model.parity_positions(h, w)
-    planes, out = ModePlanes(h, w), np.empty((h, w), np.uint8)
-    for k in range(4):
-        planes.begin_step()
-        np.testing.assert_array_equal(planes.contexts_a(), ctx[k].ravel()[pos_a])
-        planes.write_a(modes[k].ravel()[pos_a])
-        np.testing.assert_array_equal(planes.contexts_b() + ctx_model.CTX_A, ctx[k].ravel()[pos_b])
-        planes.write_b(modes[k].ravel()[pos_b])
-        planes.end_step(out)
-        np.testing.assert_array_equal(out, modes[k])
-    assert ctx[0].ravel()[pos_a].tolist() == [ctx_model.FIRST_A] * len(pos_a)
 
 
 def test_step_by_step_equals_bulk():

@@ -1,0 +1,138 @@
+"""The `ctx` coder's numba kernels against constriction, byte for byte: the ANS arithmetic against
+constriction's `AnsCoder` and `Categorical(perfect=False)`, and whole chunks against the coder as it was
+before the kernels (tests/bitstream_oracle.py, constriction driven from numpy)."""
+
+from __future__ import annotations
+
+import constriction
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bitstream_oracle import OracleCtxCoder
+from otok.bitstream import CtxParams, Header, Prior
+from otok.bitstream.coders import ctx_kernels as kn
+from otok.bitstream.coders.ctx import CtxCoder
+from otok.bitstream.synthetic import repetition_grids
+from test_bitstream_roundtrip import mixed_mode_grids
+
+FAMILY = constriction.stream.model.Categorical(perfect=False)
+
+
+def _kernel_encode(symbols: np.ndarray, rows: np.ndarray, tables: np.ndarray) -> np.ndarray:
+    cdf = np.empty((len(tables), tables.shape[1] + 1), dtype=np.int64)
+    for r, counts in enumerate(tables):
+        kn.quantize(counts, cdf[r])
+    buf, io = np.empty(len(symbols) + 1, dtype=np.uint64), np.zeros(2, dtype=np.int64)
+    for s, r in zip(symbols.tolist(), rows.tolist()):
+        kn.emit(buf, io, cdf[r, s], cdf[r, s + 1] - cdf[r, s])
+    out = np.empty(len(symbols) + 2, dtype=np.uint32)
+    return out[:kn.encode_reverse(buf, io[0], out)]
+
+
+def _kernel_decode(words: np.ndarray, rows: np.ndarray, tables: np.ndarray) -> tuple[list[int], bool]:
+    n = tables.shape[1]
+    cdf = np.empty((len(tables), n + 1), dtype=np.int64)
+    for r, counts in enumerate(tables):
+        kn.quantize(counts, cdf[r])
+    dec = kn.Decoder(words)
+    symbols = [kn.decode(cdf[r], n, dec.state, dec.io, dec.words) for r in rows.tolist()]
+    return symbols, dec.is_empty()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    alphabet=st.sampled_from([2, 3, 4, 5, 64, 128, 1000, 8192, 16384]),
+    n_rows=st.integers(1, 4),
+    scale=st.sampled_from([2, 50, 1 << 12, 1 << 24, 1 << 30]),
+    skew=st.booleans(),
+    length=st.integers(0, 600),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_ans_kernels_equal_constriction(alphabet, n_rows, scale, skew, length, seed):
+    """Quantization and the ANS stack: the words of constriction's encode_reverse with a model per
+    symbol, both ways decodable, for alphabets 2..2**14, flat and skewed integer counts."""
+    rng = np.random.default_rng(seed)
+    tables = rng.integers(1, scale, (n_rows, alphabet), endpoint=True)
+    if skew:
+        tables[:, rng.integers(0, alphabet)] = 1 << 30
+    rows = rng.integers(0, n_rows, length)
+    p = tables[rows] / tables[rows].sum(axis=1, keepdims=True)
+    symbols = (p.cumsum(axis=1) < rng.random((length, 1))).sum(axis=1).clip(0, alphabet - 1).astype(np.int32)
+    coder = constriction.stream.stack.AnsCoder()
+    if length:
+        coder.encode_reverse(symbols, FAMILY, tables[rows].astype(np.float64))
+    reference = coder.get_compressed()
+    np.testing.assert_array_equal(_kernel_encode(symbols, rows, tables), reference)
+    decoded, empty = _kernel_decode(reference.astype(np.uint32), rows, tables)
+    assert decoded == symbols.tolist() and empty
+
+
+def _chunks(steps: int, gop: int, per_chunk: int) -> list[tuple[int, int]]:
+    """[(first, end), ...] as the writer cuts a stream: at most per_chunk steps, never across a segment."""
+    out, s = [], 0
+    while s < steps:
+        e = min(steps, s + per_chunk, (s // gop + 1) * gop if gop else steps)
+        out.append((s, e))
+        s = e
+    return out
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    log_k=st.integers(1, 18),
+    k_offset=st.integers(0, 3),
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
+    steps=st.integers(1, 9),
+    gop=st.sampled_from([0, 1, 3, 5]),
+    source=st.sampled_from(["mixed", "repeat"]),
+    weights=st.tuples(*[st.integers(0, 4)] * 3, st.integers(1, 4)),
+    repeat=st.floats(0.0, 1.0),
+    per_chunk=st.sampled_from([1, 2, 5]),
+    with_prior=st.booleans(),
+    mode_limit=st.sampled_from([4, 40, 1 << 16]),
+    literal_limit=st.sampled_from([1 << 14, 1 << 20, 1 << 24]),
+    increment=st.sampled_from([1, 4, 1 << 16]),
+    literal_model=st.sampled_from([0, 1]),
+    seed=st.integers(0, 2**16),
+)
+def test_kernels_write_the_oracles_bytes(log_k, k_offset, h, w, steps, gop, source, weights, repeat, per_chunk,
+                                         with_prior, mode_limit, literal_limit, increment, literal_model, seed):
+    """Random streams (K 2..2**18, every repetition level and mode mix, with and without a prior with a
+    random code order, any chunking, halving count rows): the kernels write the oracle's bytes, chunk by
+    chunk, and each side decodes them."""
+    k = max(2, (1 << log_k) - k_offset)
+    if source == "mixed":
+        tokens = mixed_mode_grids(steps, (h, w), k, weights, gop, seed)
+    else:
+        tokens = repetition_grids(steps, (h, w), k, repeat, gop, seed)
+    prior = None
+    if with_prior:
+        sample = mixed_mode_grids(4, (h, w), k, weights, 0, seed + 1)
+        prior = Prior.from_tokens([sample], k, order=np.random.default_rng(seed).permutation(k))
+    literal_limit = max(literal_limit, 1 << 14)  # at least the largest literal alphabet
+    params = CtxParams(prior.sha256 if prior else bytes(32), mode_limit, literal_limit, increment, literal_model)
+    header = Header("otok-test", bytes(32), 8, 4, gop, (h, w), 8 * w, 8 * h, (30, 1), codebook_size=k,
+                    coder="ctx", coder_params=params)
+    ours, oracle = CtxCoder(header, prior), OracleCtxCoder(header, prior)
+    our_reader, oracle_reader = CtxCoder(header, prior), OracleCtxCoder(header, prior)
+    for first, end in _chunks(steps, gop, per_chunk):
+        data = ours.encode(tokens[first:end], first)
+        assert data == oracle.encode(tokens[first:end], first)
+        np.testing.assert_array_equal(our_reader.decode(data, first, end - first), tokens[first:end])
+        np.testing.assert_array_equal(oracle_reader.decode(data, first, end - first), tokens[first:end])
+
+
+def test_large_grid_chunks_equal_the_oracle():
+    """A 360p grid with a codebook of 8192, every literal model, segment starts and later steps: the same
+    bytes (rounds of literals up to thousands long, count rows far from the limit and at it)."""
+    tokens = repetition_grids(7, (45, 80), 8192, 0.6, 5, seed=3)
+    for model in (0, 1):
+        for limit in (1 << 14, 1 << 24):
+            params = CtxParams(bytes(32), 1 << 16, limit, 4, model)
+            header = Header("otok-test", bytes(32), 8, 4, 5, (45, 80), 640, 360, (30, 1), codebook_size=8192,
+                            coder="ctx", coder_params=params)
+            ours, oracle = CtxCoder(header), OracleCtxCoder(header)
+            for first, end in [(0, 5), (5, 7)]:
+                assert ours.encode(tokens[first:end], first) == oracle.encode(tokens[first:end], first)
