@@ -1,18 +1,88 @@
-"""The README's Python example runs as written (with the shipped models), and its asserts hold."""
+"""The README is a user's guide that works as written: its Python runs, its commands exist, it stays short."""
 
 from __future__ import annotations
 
 import re
+import shlex
+from fractions import Fraction
 from pathlib import Path
 
-README = Path(__file__).parents[1] / "README.md"
+import pytest
+
+from otok.tools.cli import build_parser
+
+ROOT = Path(__file__).parents[1]
+README = ROOT / "README.md"
+SAMPLE = ROOT / "tools" / "samples" / "bigbuckbunny_2s.mp4"
+SETUP = [
+    "python3 -m venv .venv && . .venv/bin/activate && pip install -q torch==2.13.0 && pip install -q -e . && "
+    "otok encode tools/samples/bigbuckbunny_2s.mp4 /tmp/bbb.otok && otok decode /tmp/bbb.otok /tmp/bbb.mp4 && "
+    "otok eval tools/samples/bigbuckbunny_2s.mp4",
+    "python3 -m venv .venv && . .venv/bin/activate && pip install -q torch==2.13.0 && pip install -q -e '.[test]' && "
+    "python -m pytest -q",
+]
 
 
-def test_readme_python_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "README.md has no ```python block"
+def text() -> str:
+    return README.read_text()
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text(), flags=re.S)
+
+
+def test_readme_is_a_short_guide_in_a_users_order():
+    assert len(README.read_bytes()) <= 8000
+    headings = re.findall(r"^## (.+)$", text(), flags=re.M)
+    assert headings == ["Set up", "The command line", "Python", "Models", "Training on your own videos", "Read more"]
+    picture = re.search(r"!\[[^]]*\]\(([^)]+\.png)\)", text())
+    assert picture and (ROOT / picture.group(1)).stat().st_size < 200_000
+    assert text().index(picture.group(0)) < text().index("## Set up")
+
+
+def test_readme_keeps_the_two_setup_commands():
+    assert [b.strip() for b in blocks("bash")[:2]] == SETUP
+
+
+def test_readme_quality_is_the_model_cards():
+    card = (ROOT / "codec" / "weights" / "otok-s.md").read_text()
+    mean = re.search(r"\*\*mean \(7 files\)\*\* \| \*\*([\d.]+)\*\*", card).group(1)
+    assert f"| {mean} dB" in text()
+    assert "No TensorRT engine has been built where the tests run" in " ".join(text().split())
+
+
+def test_readme_commands_parse():
+    """Every `otok ...` line of the README's shell blocks is accepted by the CLI's parser."""
+    parser = build_parser()
+    lines = [line.split("#")[0].strip() for block in blocks("bash")[2:] for line in block.splitlines()]
+    commands = [shlex.split(line)[1:] for line in lines if line.startswith("otok ")]
+    assert len(commands) >= 8
+    for argv in commands:
+        parser.parse_args(argv)  # raises on an unknown command or flag
+
+
+def test_readme_python_runs_as_written(tmp_path, monkeypatch):
+    """Both Python blocks, in order, in a folder holding a short `clip.mp4`, with the shipped models."""
+    from otok.tools.video_io import VideoReader, VideoWriter
+
+    with VideoReader(SAMPLE, max_frames=9) as reader:
+        writer = VideoWriter(tmp_path / "clip.mp4", reader.info.width, reader.info.height, Fraction(24))
+        for frame in reader:
+            writer.write(frame)
+        writer.close()
+    monkeypatch.chdir(tmp_path)
+    python = blocks("python")
+    assert len(python) == 2
     namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    for i, block in enumerate(python):
+        exec(compile(block, f"README.md python block {i}", "exec"), namespace)  # noqa: S102 - our own documentation
+    assert (tmp_path / "back.mp4").is_file()
     assert namespace["tokens"].shape == (1, 5, 24, 32)
     assert namespace["latents"].shape == (1, 5, 8, 24, 32)
     assert [f.shape[2] for f in namespace["frames"]] == [1, 4, 4, 4, 4]
+
+
+@pytest.mark.parametrize("name", ["docs/BENCHMARKS.md", "CHANGELOG.md", "train/README.md", "bitstream/SPEC.md"])
+def test_readme_points_to_files_that_exist(name):
+    assert name in text() or Path(name).name in text()
+    assert (ROOT / name).is_file()

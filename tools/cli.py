@@ -69,7 +69,7 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda, e.g. --device cuda")
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="inference backend, e.g. --backend onnx")
     p.add_argument("--engine-dir", type=Path, metavar="DIR",
-                   help="folder made by `otok export`, for --backend onnx|trt (default: none)")
+                   help="folder made by `otok export`, for --backend onnx|trt, e.g. --engine-dir engines/ (default: none)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="torch backend: auto = bf16 autocast on CUDA, fp32 on the CPU")
     p.add_argument("--compile", action="store_true", help="torch backend: torch.compile the step functions (default: off)")
@@ -170,12 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
                               epilog=_examples("otok export onnx --out engines/ --model otok-s"))
     onnx.add_argument("--model", metavar="NAME|PATH",
                       help=f"registry name or .safetensors weights, e.g. --model otok-s-kl (default: {DEFAULTS.model})")
-    onnx.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder, e.g. --out engines/")
+    onnx.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder, e.g. --out engines/ (default: none, required)")
     onnx.add_argument("--opset", type=int, default=17, choices=range(17, 21), metavar="17..20", help="ONNX opset, e.g. --opset 18")
     trt = targets.add_parser("trt", parents=[common], help="TensorRT engines from an ONNX folder (GPU)",
                              epilog=_examples("otok export trt --onnx-dir engines/ --out trt/ --fp16"))
-    trt.add_argument("--onnx-dir", type=Path, required=True, metavar="DIR", help="made by `otok export onnx`")
-    trt.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder, e.g. --out trt/")
+    trt.add_argument("--onnx-dir", type=Path, required=True, metavar="DIR", help="made by `otok export onnx`, e.g. --onnx-dir engines/ (default: none, required)")
+    trt.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder, e.g. --out trt/ (default: none, required)")
     precision = trt.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_const", dest="precision", const="fp16",
                            help="fp16 engines (default: fp32)")

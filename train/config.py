@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 from dataclasses import dataclass
 
 STAGES = ("image", "joint", "kl")
@@ -127,54 +128,79 @@ class _Parser(argparse.ArgumentParser):
         raise ValueError(message)
 
 
+EXAMPLES = """examples:
+  python train/run.py --stage image --model otok-s --data photos/ --steps 20000 --batch 8 --out runs/image
+  python train/run.py --stage joint --model otok-s --data videos/ --init codec/weights/otok-s.safetensors \\
+      --steps 2000 --batch 8 --res 128,192,256 --out runs/mine      # fine-tune the shipped model on your videos
+  python train/run.py --stage kl --model otok-s --data videos/ --init runs/mine/final.safetensors \\
+      --steps 2000 --batch 8 --out runs/kl                          # continuous latents (otok-s-kl)
+  torchrun --nproc_per_node 8 train/run.py ... --device cuda           # DDP; --batch is per rank
+"""
+
+# Help of each flag: what it sets and an example; its default is read from TrainConfig and appended.
+_FLAGS: list[tuple[str, dict, str]] = [
+    ("--stage", {"choices": STAGES}, "image, then joint (images and videos), then kl (continuous latents), e.g. --stage joint"),
+    ("--model", {}, "registry name, e.g. --model otok-s (otok-tiny, otok-s, otok-b, otok-s-kl, ...)"),
+    ("--data", {"action": "append"}, "folder of images and/or videos, repeatable, e.g. --data videos/"),
+    ("--steps", {"type": int}, "optimizer steps, e.g. --steps 2000"),
+    ("--batch", {"type": int}, "clips (or images) per step and process, e.g. --batch 8"),
+    ("--out", {}, "output folder: final.safetensors, checkpoint.safetensors, log.jsonl, e.g. --out runs/mine"),
+    ("--init", {}, "weights to start from, e.g. --init codec/weights/otok-s.safetensors (the shipped model) "
+                   "or the previous stage's runs/image/final.safetensors (none: a random init)"),
+    ("--resume", {"action": "store_true"}, "continue from OUT/checkpoint.safetensors exactly"),
+    ("--upsample", {"type": int}, "the decoder's convolutional upsampling branch: N channels at its widest, 0 "
+                                  "removes it, -1 keeps the model's; new layers start as the identity, e.g. --upsample 64"),
+    ("--refine", {"type": int}, "the decoder's pixel refinement: N channels, 0 removes it, -1 keeps the model's; "
+                                "new layers start as the identity, e.g. --refine 32"),
+    ("--lr", {"type": float}, "peak learning rate, e.g. --lr 2e-4"),
+    ("--res", {"type": _resolutions}, "square training resolutions, each batch draws one, e.g. --res 128,192,256 "
+                                      "(empty: image 256, joint and kl 128..384)"),
+    ("--clip-frames", {"type": int}, "frames per training clip, 1 + 4k, e.g. --clip-frames 17"),
+    ("--fps", {"type": float}, "sample clips at this frame rate, e.g. --fps 8 (none: the source's)"),
+    ("--device", {"choices": ("cpu", "cuda")}, "e.g. --device cuda (none: cuda when available)"),
+    ("--precision", {"choices": ("fp32", "bf16")}, "e.g. --precision fp32 (none: bf16 on cuda, fp32 on the CPU)"),
+    ("--seed", {"type": int}, "data order, crops and init, e.g. --seed 1"),
+    ("--warmup", {"type": int}, "linear warm-up steps, e.g. --warmup 200 (-1: 5%% of the steps, at most 1000)"),
+    ("--grad-clip", {"type": float}, "gradient norm clip, e.g. --grad-clip 0.5"),
+    ("--ema", {"type": float}, "EMA decay of the weights that final.safetensors holds, 0 off, e.g. --ema 0.999"),
+    ("--recon-loss", {"choices": ("l1", "l2")}, "reconstruction loss, e.g. --recon-loss l1"),
+    ("--recon-weight", {"type": float}, "e.g. --recon-weight 4"),
+    ("--kl-weight", {"type": float}, "KL term of the kl stage, e.g. --kl-weight 1e-6"),
+    ("--perceptual-weights", {}, "an LPIPS-VGG .safetensors file (nothing is downloaded), e.g. --perceptual-weights lpips.safetensors (none: no perceptual loss)"),
+    ("--perceptual-weight", {"type": float}, "e.g. --perceptual-weight 0.5"),
+    ("--gan-start", {"type": int}, "step at which the GAN starts, -1 never, e.g. --gan-start 5000"),
+    ("--gan-weight", {"type": float}, "times VQGAN's adaptive weight, e.g. --gan-weight 0.1"),
+    ("--disc-channels", {"type": int}, "discriminator width, e.g. --disc-channels 32"),
+    ("--restart-every", {"type": int}, "steps between dead-code restarts, 0 off, e.g. --restart-every 100"),
+    ("--min-crop", {"type": float}, "smallest random square crop, a fraction of the short side, e.g. --min-crop 0.5"),
+    ("--rdo", {"type": float}, "decode the tokens `otok encode --rdo TAU` chooses, 0 the nearest, e.g. --rdo 0.01"),
+    ("--workers", {"type": int}, "data-loading processes per rank, e.g. --workers 2"),
+    ("--threads", {"type": int}, "torch CPU threads, 0: cores / local ranks, e.g. --threads 2"),
+    ("--log-every", {"type": int}, "steps per log.jsonl record, e.g. --log-every 50"),
+    ("--ckpt-every", {"type": int}, "steps between checkpoints, e.g. --ckpt-every 1000"),
+    ("--stop-at", {"type": int}, "stop with a checkpoint after this step, 0: run to --steps, e.g. --stop-at 500"),
+    ("--max-minutes", {"type": float}, "stop with a checkpoint after this wall time, 0: no limit, e.g. --max-minutes 60"),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="train/run.py", description="Train an otok tokenizer (stages: image -> joint -> kl).",
         argument_default=argparse.SUPPRESS,  # only flags the user gives override the config file
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", help="JSON file with any TrainConfig field (flags override it)")
-    p.add_argument("--stage", choices=STAGES)
-    p.add_argument("--model", help="registry name (otok-tiny, otok-s, ...)")
-    p.add_argument("--data", action="append", help="folder of images and/or videos (repeatable)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch", type=int, help="batch per process")
-    p.add_argument("--out", help="output folder: final.safetensors, checkpoint.safetensors, log.jsonl")
-    p.add_argument("--init", help="weights to start from (the previous stage's final.safetensors)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
-    p.add_argument("--upsample", type=int, help="add (or resize) the decoder's convolutional upsampling branch: N "
-                   "channels at its widest, 0 removes it; new layers start as the identity (default: keep the model's)")
-    p.add_argument("--refine", type=int, help="add (or resize) the decoder's pixel refinement: N channels, 0 removes it; "
-                   "new layers start as the identity (default: keep the model's)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--res", type=_resolutions, help="resolutions, e.g. 128,192,256,320,384")
-    p.add_argument("--clip-frames", dest="clip_frames", type=int)
-    p.add_argument("--fps", type=float, help="sample clips at this frame rate (default: the source's)")
-    p.add_argument("--device", choices=("cpu", "cuda"))
-    p.add_argument("--precision", choices=("fp32", "bf16"))
-    p.add_argument("--seed", type=int)
-    # The rest is usually set in a config file; the common ones are flags too.
-    p.add_argument("--warmup", type=int)
-    p.add_argument("--grad-clip", dest="grad_clip", type=float)
-    p.add_argument("--ema", type=float, help="EMA decay (0: off)")
-    p.add_argument("--recon-loss", dest="recon_loss", choices=("l1", "l2"))
-    p.add_argument("--recon-weight", dest="recon_weight", type=float)
-    p.add_argument("--kl-weight", dest="kl_weight", type=float)
-    p.add_argument("--perceptual-weights", dest="perceptual_weights", help="LPIPS-VGG .safetensors file")
-    p.add_argument("--perceptual-weight", dest="perceptual_weight", type=float)
-    p.add_argument("--gan-start", dest="gan_start", type=int, help="step at which the GAN starts (-1: never)")
-    p.add_argument("--gan-weight", dest="gan_weight", type=float)
-    p.add_argument("--disc-channels", dest="disc_channels", type=int)
-    p.add_argument("--restart-every", dest="restart_every", type=int)
-    p.add_argument("--min-crop", dest="min_crop", type=float,
-                   help="smallest random crop, as a fraction of the short side (default 0.8)")
-    p.add_argument("--rdo", type=float, help="decode the tokens `otok encode --rdo TAU` chooses (default 0: nearest)")
-    p.add_argument("--workers", type=int)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--log-every", dest="log_every", type=int)
-    p.add_argument("--ckpt-every", dest="ckpt_every", type=int)
-    p.add_argument("--stop-at", dest="stop_at", type=int, help="stop with a checkpoint after this step")
-    p.add_argument("--max-minutes", dest="max_minutes", type=float, help="stop with a checkpoint after this time")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--config", help="JSON file with any TrainConfig field; flags override it, e.g. --config run.json (default: none)")
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for flag, kwargs, text in _FLAGS:
+        dest = flag[2:].replace("-", "_")
+        default = defaults.get(dest, dataclasses.MISSING)
+        if default is dataclasses.MISSING:
+            text += " (required)"
+        elif default not in (None, ()) and "(none:" not in text and "(empty:" not in text:
+            text += f" (default: {default})"
+        p.add_argument(flag, dest=dest, help=text, **kwargs)
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (default: a bar only when stderr is a terminal, so logs get no \\r)")
     return p
 
 
@@ -190,6 +216,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"cannot read config file {path}: {exc}") from None
     values.update(args)
+    if "progress" not in values:  # a bar redraws with \r: only for a person at a terminal, never into a log
+        values["progress"] = sys.stderr.isatty()
     missing = [k for k in ("stage", "model", "data", "steps", "batch", "out") if k not in values]
     if missing:
         raise ValueError("missing " + ", ".join("--" + k for k in missing))
