@@ -504,3 +504,38 @@ def test_info_of_a_file_with_a_damaged_step_chunk(tmp_path, capsys, model_path, 
     assert "coded" not in out and "bits/token" in out
     info = pipeline.file_info(damaged)
     assert info["coded_bytes"] is None and info["coded_bits_per_token"] is None
+
+
+def test_image_encode_reports_bits_per_pixel(tmp_path, capsys, model_path):
+    png = tmp_path / "still.png"
+    writer = VideoWriter(png, 40, 30, Fraction(1))
+    writer.write(np.full((30, 40, 3), 128, np.uint8))
+    writer.close()
+    status, out, _ = run(capsys, "encode", png, tmp_path / "s.otok", "--model", model_path)
+    assert status == 0 and "1 frame 40x30" in out and "bits/pixel" in out
+    assert "frames" not in out and "kbit/s" not in out
+
+
+def test_gif_frame_rate_from_its_delays(tmp_path, capsys, model_path):
+    """A GIF's frames carry their own delays (hundredths of a second); FFmpeg's average rate for one is
+    not its rate (a 43.9 fps GIF was read as 50)."""
+    import av
+
+    gif = tmp_path / "anim.gif"
+    out = av.open(str(gif), "w", format="gif")
+    stream = out.add_stream("gif", rate=100)
+    stream.width, stream.height, stream.pix_fmt = 32, 32, "rgb8"
+    pts = 0
+    for i, delay in enumerate([2, 3] * 10):
+        frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 12 * i, np.uint8), format="rgb24").reformat(format="rgb8")
+        frame.pts, frame.time_base = pts, Fraction(1, 100)
+        pts += delay
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+    out.close()
+    assert VideoReader(gif).info.fps == Fraction(19 * 100, 2 * 10 + 3 * 9)  # 19 intervals in 47 hundredths
+    assert run(capsys, "encode", gif, tmp_path / "g.otok", "--model", model_path)[0] == 0
+    status, out_text, _ = run(capsys, "info", tmp_path / "g.otok", "--json")
+    assert status == 0 and abs(json.loads(out_text)["fps_float"] - 1900 / 47) < 0.01

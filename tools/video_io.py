@@ -65,7 +65,8 @@ class VideoReader:
             raise MediaError(f"{self.path}: video stream has no frame size")
         width, height = scaled_size(ctx.width, ctx.height, max_side)
         is_image = self.path.suffix.lower() in IMAGE_SUFFIXES or self._container.format.name.endswith("_pipe")
-        rate = self._stream.average_rate or self._stream.guessed_rate or DEFAULT_FPS
+        rate = (_gif_rate(self.path) if self._container.format.name == "gif" else None) \
+            or self._stream.average_rate or self._stream.guessed_rate or DEFAULT_FPS
         self.info = VideoInfo(width, height, ctx.width, ctx.height, Fraction(rate), self._stream.frames or None, is_image)
         self.max_frames = max_frames
 
@@ -94,6 +95,17 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _gif_rate(path: Path) -> Fraction | None:
+    """A GIF's average frame rate from its frames' timestamps. FFmpeg's average for a GIF is not one
+    (a 43.9 fps GIF read as 50): each frame carries its own delay in hundredths of a second."""
+    with av.open(str(path)) as probe:
+        stream = probe.streams.video[0]
+        stamps = [p.pts for p in probe.demux(stream) if p.size and p.pts is not None]
+    if len(stamps) < 2 or stamps[-1] <= stamps[0] or stream.time_base is None:
+        return None
+    return Fraction(len(stamps) - 1) / (Fraction(stamps[-1] - stamps[0]) * stream.time_base)
 
 
 def media_files(folders: Iterable[str | os.PathLike]) -> list[Path]:
