@@ -19,24 +19,31 @@ from test_bitstream_roundtrip import mixed_mode_grids
 FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 
+def _models(tables: np.ndarray, with_lut: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    rows, n = tables.shape
+    shift = kn.lut_shift(n)
+    cdf = np.empty((rows, n + 1), dtype=np.int64)
+    lut = np.empty((rows, 1 << (24 - shift) if shift else 1), dtype=np.int32)
+    for r in range(rows):
+        kn.build(tables, r, n, cdf, lut, shift, with_lut)
+    return cdf, lut, shift
+
+
 def _kernel_encode(symbols: np.ndarray, rows: np.ndarray, tables: np.ndarray) -> np.ndarray:
-    cdf = np.empty((len(tables), tables.shape[1] + 1), dtype=np.int64)
-    for r, counts in enumerate(tables):
-        kn.quantize(counts, cdf[r])
+    cdf, lut, shift = _models(tables, False)
     buf, io = np.empty(len(symbols) + 1, dtype=np.uint64), np.zeros(2, dtype=np.int64)
+    state, words = np.zeros(1, dtype=np.uint64), np.zeros(1, dtype=np.uint32)
     for s, r in zip(symbols.tolist(), rows.tolist()):
-        kn.emit(buf, io, cdf[r, s], cdf[r, s + 1] - cdf[r, s])
+        kn.code(True, s, cdf, lut, r, tables.shape[1], shift, buf, io, state, words)
     out = np.empty(len(symbols) + 2, dtype=np.uint32)
     return out[:kn.encode_reverse(buf, io[0], out)]
 
 
 def _kernel_decode(words: np.ndarray, rows: np.ndarray, tables: np.ndarray) -> tuple[list[int], bool]:
+    cdf, lut, shift = _models(tables, True)
+    dec, buf = kn.Decoder(words), np.zeros(1, dtype=np.uint64)
     n = tables.shape[1]
-    cdf = np.empty((len(tables), n + 1), dtype=np.int64)
-    for r, counts in enumerate(tables):
-        kn.quantize(counts, cdf[r])
-    dec = kn.Decoder(words)
-    symbols = [kn.decode(cdf[r], n, dec.state, dec.io, dec.words) for r in rows.tolist()]
+    symbols = [kn.code(False, 0, cdf, lut, r, n, shift, buf, dec.io, dec.state, dec.words) for r in rows.tolist()]
     return symbols, dec.is_empty()
 
 

@@ -86,8 +86,9 @@ class CtxParams:
 
 
 class _State:
-    """Adaptive state inside a segment: the previous step's values and modes, and the count tables
-    (int64, with their row sums; model 1 also caches each row's quantized edges, `dirty` when stale)."""
+    """Adaptive state inside a segment: the previous step's values and modes, and the count tables (int64
+    (rows, width), with their row sums; model 1 also caches each row's model (edges, decoder lookup),
+    `dirty` when stale)."""
 
     def __init__(self, coder: CtxCoder) -> None:
         self.ref: np.ndarray | None = None  # (h * w,) int64, the previous step's values (model 1: ranks)
@@ -98,19 +99,25 @@ class _State:
         if coder.literal_model == 0:
             self.parts = coder._part_init.copy()  # (parts, largest alphabet), each row padded with ones
             self.part_sums = np.array([row[:a].sum() for row, a in zip(self.parts, coder._alphabets)])
-            self.cdf = np.empty(self.parts.shape[1] + 1, dtype=np.int64)
+            self.cdf, self.lut = _models(self.parts)
         else:
             self.groups = coder._group_init.copy()  # (contexts, G)
             self.group_sums = self.groups.sum(axis=1)
-            self.group_cdf = np.empty((len(self.groups), self.groups.shape[1] + 1), dtype=np.int64)
+            self.group_cdf, self.group_lut = _models(self.groups)
             self.group_dirty = np.ones(len(self.groups), dtype=np.bool_)
-            self.lo = coder._lo_init.copy()  # (lo parts or 1, G, largest lo alphabet)
-            self.lo_sums = np.array([[row[:a].sum() for row in t] for t, a in zip(self.lo, coder._lo_widths)]
-                                    ).reshape(len(self.lo), -1).astype(np.int64)
-            if not len(coder._lo_widths):
-                self.lo_sums = np.zeros((1, self.lo.shape[1]), dtype=np.int64)
-            self.lo_cdf = np.empty(self.lo.shape[:2] + (self.lo.shape[2] + 1,), dtype=np.int64)
-            self.lo_dirty = np.ones(self.lo.shape[:2], dtype=np.bool_)
+            self.lo = coder._lo_init.copy()  # (lo parts x G, largest lo alphabet): part j of group g at j * G + g
+            self.lo_sums = np.repeat(coder._lo_widths, coder.groups.groups) if len(coder._lo_widths) else \
+                np.zeros(1, dtype=np.int64)
+            self.lo_cdf, self.lo_lut = _models(self.lo)
+            self.lo_dirty = np.ones(len(self.lo), dtype=np.bool_)
+
+
+def _models(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scratch for the models of a table's rows: edges (rows, width + 1) and decoder lookups."""
+    rows, width = table.shape
+    shift = kn.lut_shift(width)
+    return (np.empty((rows, width + 1), dtype=np.int64),
+            np.empty((rows, 1 << (kn.PRECISION - shift) if shift else 1), dtype=np.int32))
 
 
 class CtxCoder(Coder):
@@ -159,7 +166,7 @@ class CtxCoder(Coder):
             cm.add_counts(self._group_init, 0, self.literal_limit)  # rows above the limit start halved
             self._lo_widths = np.array(g.lo_alphabets, dtype=np.int64)
             self._lo_shifts = np.array(g.lo_shifts, dtype=np.int64)
-            self._lo_init = np.ones((max(1, len(g.lo_alphabets)), g.groups, max(g.lo_alphabets, default=1)),
+            self._lo_init = np.ones((max(1, len(g.lo_alphabets)) * g.groups, max(g.lo_alphabets, default=2)),
                                     dtype=np.int64)
             self._symbols_per_literal = 1 + len(g.lo_alphabets)
         self._buf = np.zeros(0, dtype=np.uint64)
@@ -189,13 +196,14 @@ class CtxCoder(Coder):
         when a decoded model-1 rank is outside the codebook."""
         if self.literal_model == 0:
             kn.code_literals0(enc, values, self._shifts, self._alphabets, st.parts, st.part_sums,
-                              self.literal_increment, self.literal_limit, st.cdf, buf, io, state, words)
+                              self.literal_increment, self.literal_limit, st.cdf, st.lut, buf, io, state, words)
             return True
         g = self.groups
         ref = _NO_VALUES if st.ref is None else st.ref
         return kn.code_literals1(enc, modes, values, ref, st.ref is not None, st.steps_done + step == 1,
-                                 *self.header.grid, st.groups, st.group_sums, st.group_cdf, st.group_dirty,
-                                 st.lo, st.lo_sums, st.lo_cdf, st.lo_dirty, self._lo_shifts, self._lo_widths,
+                                 *self.header.grid, st.groups, st.group_sums, st.group_cdf, st.group_lut,
+                                 st.group_dirty, st.lo, st.lo_sums, st.lo_cdf, st.lo_lut, st.lo_dirty,
+                                 self._lo_shifts, self._lo_widths,
                                  g.lo_bits, g.groups, self.header.codebook_size, self.literal_increment,
                                  self.literal_limit, buf, io, state, words)
 

@@ -61,20 +61,42 @@ _U32 = np.uint64(32)
 
 
 @njit(cache=True)
-def quantize(counts, cdf) -> None:
-    """Edges cdf[0..n] (int64, cdf[n] = 2**24) of the model of integer counts (n,) (all >= 1): with
-    C_s = counts[0] + ... + counts[s - 1] and scale = float64(2**24 - n) / float64(sum), cdf[s] =
-    trunc(C_s * scale) + s. Exact in IEEE double for integer counts (no fastmath)."""
-    n = counts.shape[0]
+def lut_shift(n) -> int:
+    """How the decoder finds a symbol of a model of n symbols: by a binary search of its edges (0: small
+    models, rebuilt often) or, above 256 symbols, a lookup of 2**(24 - shift) buckets (about 2 per symbol,
+    at most 2**14)."""
+    if n <= 256:
+        return 0
+    bits = 1
+    while (1 << bits) < n:
+        bits += 1
+    return PRECISION - min(14, bits + 1)
+
+
+@njit(cache=True)
+def build(counts, row, n, cdf, lut, shift, with_lut) -> None:
+    """The model of row `row` of a table of integer counts (all >= 1): its edges cdf[row, :n + 1], and
+    with_lut (the decoder, shift > 0) its lookup lut[row, b] = the symbol whose interval holds the quantile b << shift.
+
+    With C_s = counts[row, 0] + ... + counts[row, s - 1] and scale = float64(2**24 - n) / float64(C_n),
+    cdf[row, s] = trunc(C_s * scale) + s (cdf[row, n] = 2**24): constriction's fast quantization, exact in
+    IEEE double for integer counts (no fastmath)."""
     total = 0.0
     for s in range(n):
-        total += float(counts[s])
+        total += float(counts[row, s])
     scale = float(ONE - n) / total
     acc = 0.0
     for s in range(n):
-        cdf[s] = np.int64(acc * scale) + s
-        acc += float(counts[s])
-    cdf[n] = ONE
+        cdf[row, s] = np.int64(acc * scale) + s
+        acc += float(counts[row, s])
+    cdf[row, n] = ONE
+    if with_lut and shift:
+        b, buckets = 0, ONE >> shift
+        for s in range(n):
+            edge = cdf[row, s + 1]
+            while b < buckets and (b << shift) < edge:
+                lut[row, b] = s
+                b += 1
 
 
 @njit(cache=True, inline="always")
@@ -85,34 +107,37 @@ def emit(buf, io, left, prob) -> None:
 
 
 @njit(cache=True, inline="always")
-def decode(cdf, n, state, io, words) -> int:
-    """Decode one symbol of the model with edges cdf[0..n] -> the symbol. state[0]: the ANS state;
-    io[1]: words not yet read (words[:io[1]] is the stack, read from its end)."""
+def code(enc, symbol, cdf, lut, row, n, shift, buf, io, state, words) -> int:
+    """Encode `symbol` (enc: appended to buf) or decode one (symbol ignored) with the model of n symbols
+    of edges cdf[row] and, when shift > 0, lookup lut[row] (`build`; else a binary search). Decoding:
+    state[0] is the ANS state, io[1] the words not yet read (words[:io[1]] is the stack, read from its
+    end)."""
+    if enc:
+        left = cdf[row, symbol]
+        emit(buf, io, left, cdf[row, symbol + 1] - left)
+        return symbol
     x = state[0]
     q = np.int64(x & _MASK)
-    lo, hi = 0, n
-    while hi - lo > 1:  # the symbol s with cdf[s] <= q < cdf[s + 1]
-        mid = (lo + hi) >> 1
-        if cdf[mid] <= q:
-            lo = mid
-        else:
-            hi = mid
-    left = cdf[lo]
-    x = (x >> _SHIFT) * np.uint64(cdf[lo + 1] - left) + np.uint64(q - left)
+    if shift:  # the symbol s with cdf[s] <= q < cdf[s + 1]
+        s = np.int64(lut[row, q >> shift])
+        while cdf[row, s + 1] <= q:
+            s += 1
+    else:  # branch-free: cdf[n] = 2**24 > q, so s stays below n
+        s = 0
+        step = 1
+        while step * 2 <= n:
+            step *= 2
+        while step:
+            t = min(s + step, n)
+            s = t if cdf[row, t] <= q else s
+            step >>= 1
+    left = cdf[row, s]
+    x = (x >> _SHIFT) * np.uint64(cdf[row, s + 1] - left) + np.uint64(q - left)
     if x < _REFILL and io[1] > 0:
         io[1] -= 1
         x = (x << _WORD) | np.uint64(words[io[1]])
     state[0] = x
-    return lo
-
-
-@njit(cache=True, inline="always")
-def code(enc, symbol, cdf, n, buf, io, state, words) -> int:
-    """Encode `symbol` (enc: appended to buf) or decode one (symbol ignored) with edges cdf[0..n]."""
-    if enc:
-        emit(buf, io, cdf[symbol], cdf[symbol + 1] - cdf[symbol])
-        return symbol
-    return decode(cdf, n, state, io, words)
+    return s
 
 
 @njit(cache=True)
@@ -167,24 +192,36 @@ FIRST_ROUND = 16  # literal model 1: the first round of a step's literals
 
 
 @njit(cache=True)
-def _halve(row, limit) -> int:
-    """Halve `row` until its sum is at most `limit` -> its sum."""
+def _halve(table, row, n, limit) -> int:
+    """Halve table[row, :n] until its sum is at most `limit` -> its sum."""
     total = 0
-    for s in range(row.shape[0]):
-        total += row[s]
+    for s in range(n):
+        total += table[row, s]
     while total > limit:
         total = 0
-        for s in range(row.shape[0]):
-            row[s] = (row[s] + 1) >> 1
-            total += row[s]
+        for s in range(n):
+            table[row, s] = (table[row, s] + 1) >> 1
+            total += table[row, s]
     return total
 
 
 # -- modes (§6.5.3–6.5.6) ----------------------------------------------------------------------------
 @njit(cache=True)
-def _mode_pass(enc, parity, modes, prev, has_prev, h, w, counts, sums, limit, buf, io, state, words) -> None:
+def _code_modes_run(enc, modes, order, at, q, cdf, lut, row, seen, buf, io, state, words) -> None:
+    """Modes at positions order[at:at + q], all with the model of row `row`; seen[m] counts them."""
+    for k in range(at, at + q):
+        m = code(enc, modes[order[k]], cdf, lut, row, 4, 0, buf, io, state, words)
+        if not enc:
+            modes[order[k]] = m
+        seen[m] += 1
+
+
+@njit(cache=True)
+def _mode_pass(enc, parity, modes, prev, has_prev, h, w, counts, sums, limit, cdf, lut,
+               buf, io, state, words) -> None:
     """One checkerboard pass of a step's modes ((i + j) % 2 == parity: 0 = pass A, 1 = pass B), coded in
-    rounds; modes (h * w) uint8 are read (enc) or written, prev (h * w) are the previous step's."""
+    rounds; modes (h * w) uint8 are read (enc) or written, prev (h * w) are the previous step's.
+    cdf (250, 5), lut (250, buckets): the rows' models (scratch)."""
     base = 0 if parity == 0 else 125
     n_c = np.zeros(125, dtype=np.int64)
     ctx = np.empty(h * w, dtype=np.int64)
@@ -219,21 +256,15 @@ def _mode_pass(enc, parity, modes, prev, has_prev, h, w, counts, sums, limit, bu
         budget[c] = sums[base + c]
     done = np.zeros(125, dtype=np.int64)
     left_total = start[125]
-    cdf = np.empty(5, dtype=np.int64)
     seen = np.zeros((125, 4), dtype=np.int64)
     while left_total > 0:  # rounds: from each context the next min(left, 8 x budget) of its modes
         for c in range(125):
             q = min(n_c[c] - done[c], PIECE_FACTOR * budget[c])
             if q <= 0:
                 continue
-            quantize(counts[base + c], cdf)
-            at = start[c] + done[c]
-            for k in range(q):
-                pos = order[at + k]
-                m = code(enc, modes[pos], cdf, 4, buf, io, state, words)
-                if not enc:
-                    modes[pos] = m
-                seen[c, m] += 1
+            row = base + c
+            build(counts, row, 4, cdf, lut, 0, False)
+            _code_modes_run(enc, modes, order, start[c] + done[c], q, cdf, lut, row, seen[c], buf, io, state, words)
             done[c] += q
             budget[c] += q
             left_total -= q
@@ -245,68 +276,101 @@ def _mode_pass(enc, parity, modes, prev, has_prev, h, w, counts, sums, limit, bu
                     seen[c, m] = 0
                 sums[base + c] += total
                 if sums[base + c] > limit:
-                    sums[base + c] = _halve(counts[base + c], limit)
+                    sums[base + c] = _halve(counts, base + c, 4, limit)
 
 
 @njit(cache=True)
 def code_modes(enc, modes, prev, has_prev, h, w, counts, sums, limit, buf, io, state, words) -> None:
     """A step's modes: pass A, then pass B (contexts from the previous step's modes `prev` and pass A's)."""
-    _mode_pass(enc, 0, modes, prev, has_prev, h, w, counts, sums, limit, buf, io, state, words)
-    _mode_pass(enc, 1, modes, prev, has_prev, h, w, counts, sums, limit, buf, io, state, words)
+    cdf = np.empty((250, 5), dtype=np.int64)
+    lut = np.empty((1, 1), dtype=np.int32)  # (modes: a binary search)
+    _mode_pass(enc, 0, modes, prev, has_prev, h, w, counts, sums, limit, cdf, lut, buf, io, state, words)
+    _mode_pass(enc, 1, modes, prev, has_prev, h, w, counts, sums, limit, cdf, lut, buf, io, state, words)
 
 
 # -- literal model 0 (§6.5.2, §6.5.6) ------------------------------------------------------------------
 @njit(cache=True)
-def code_literals0(enc, values, shifts, alphabets, tables, sums, increment, limit, cdf,
+def code_literals0(enc, values, shifts, alphabets, tables, sums, increment, limit, cdf, lut,
                    buf, io, state, words) -> None:
-    """A step's literals `values` (int64, read or written as the OR of their parts): for each part, all its
-    sub-symbols with the part's table, then the table counted. tables (parts, A) int64; cdf (A + 1,)."""
+    """A step's literals `values` (int64, read or written as the OR of their parts): for each part j, all
+    its sub-symbols with the model of tables[j] (parts, A), then the table counted. cdf (parts, A + 1),
+    lut (parts, buckets): scratch."""
     n = values.shape[0]
     if not enc:
         values[:] = 0
     for j in range(shifts.shape[0]):
         a = alphabets[j]
-        table = tables[j, :a]
-        quantize(table, cdf)
+        shift = lut_shift(a)
+        build(tables, j, a, cdf, lut, shift, not enc)
         mask = a - 1 if j > 0 else -1
         for k in range(n):
             s = values[k] >> shifts[j]
             if mask >= 0:
                 s &= mask
-            s = code(enc, s, cdf, a, buf, io, state, words)
+            s = code(enc, s, cdf, lut, j, a, shift, buf, io, state, words)
             if not enc:
                 values[k] |= s << shifts[j]
-            table[s] += increment
+            tables[j, s] += increment
         sums[j] += increment * n
         if sums[j] > limit:
-            sums[j] = _halve(table, limit)
+            sums[j] = _halve(tables, j, a, limit)
 
 
 # -- literal model 1 (§6.5.8) ----------------------------------------------------------------------------
 @njit(cache=True)
-def _piece(enc, ranks, pos, ctx, a, b, gtab, gsums, gcdf, gdirty, ltab, lsums, lcdf, ldirty, lshifts, lwidths,
-           lo_bits, groups, k, increment, limit, buf, io, state, words) -> bool:
-    """The literals pos[a:b] (ranks read or written) with group contexts ctx[a:b]: their groups, then
-    each lo part; then the counts. -> False when a decoded rank is outside the codebook."""
+def _stale_rows(keys, a, b, lo_bits, groups, j, dirty, todo, pos=None) -> int:
+    """List in todo the rows of symbols a..b whose model is stale (and mark them fresh) -> how many. Rows
+    are keys[t] (groups: j = 0, groups = 1, lo_bits = 0), or j * groups + (keys[pos[t]] >> lo_bits)."""
+    m = 0
     for t in range(a, b):
-        c = ctx[t]
-        if gdirty[c]:
-            quantize(gtab[c], gcdf[c])
-            gdirty[c] = False
-        g = code(enc, ranks[pos[t]] >> lo_bits, gcdf[c], groups, buf, io, state, words)
+        row = keys[t] if pos is None else j * groups + (keys[pos[t]] >> lo_bits)
+        if dirty[row]:
+            dirty[row] = False
+            todo[m] = row
+            m += 1
+    return m
+
+
+@njit(cache=True)
+def _code_groups(enc, ranks, pos, ctx, a, b, cdf, lut, groups, shift, lo_bits, buf, io, state, words) -> None:
+    for t in range(a, b):
+        g = code(enc, ranks[pos[t]] >> lo_bits, cdf, lut, ctx[t], groups, shift, buf, io, state, words)
         if not enc:
             ranks[pos[t]] = g << lo_bits
+
+
+@njit(cache=True)
+def _code_lo(enc, ranks, pos, a, b, first_row, lo_bits, at, width, cdf, lut, shift, buf, io, state, words) -> None:
+    for t in range(a, b):
+        r = ranks[pos[t]]
+        s = code(enc, (r >> at) & (width - 1), cdf, lut, first_row + (r >> lo_bits), width, shift,
+                 buf, io, state, words)
+        if not enc:
+            ranks[pos[t]] = r | (s << at)
+
+
+@njit(cache=True)
+def _piece(enc, ranks, pos, ctx, a, b, gtab, gsums, gcdf, glut, gdirty, ltab, lsums, lcdf, llut, ldirty,
+           lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words) -> bool:
+    """The literals pos[a:b] (ranks read or written) with group contexts ctx[a:b]: their groups, then
+    each lo part (lo part j of group g: row j * groups + g of the lo tables); then the counts.
+    -> False when a decoded rank is outside the codebook."""
+    # (builds, coding and counting in kernels of their own: a loop over symbols in a function that also
+    # calls others ran 20 times slower, numba counting references to its arrays at every turn)
+    todo = np.empty(max(gdirty.shape[0], ldirty.shape[0]), dtype=np.int64)
+    shift = lut_shift(groups)
+    m = _stale_rows(ctx, a, b, 0, 1, 0, gdirty, todo)
+    for i in range(m):
+        build(gtab, todo[i], groups, gcdf, glut, shift, not enc)
+    _code_groups(enc, ranks, pos, ctx, a, b, gcdf, glut, groups, shift, lo_bits, buf, io, state, words)
     for j in range(lshifts.shape[0]):
         width = lwidths[j]
-        for t in range(a, b):
-            r = ranks[pos[t]]
-            g = r >> lo_bits
-            if ldirty[j, g]:
-                quantize(ltab[j, g, :width], lcdf[j, g, :width + 1])
-                ldirty[j, g] = False
-            s = code(enc, (r >> lshifts[j]) & (width - 1), lcdf[j, g], width, buf, io, state, words)
-            if not enc:
-                ranks[pos[t]] = r | (s << lshifts[j])
+        shift = lut_shift(width)
+        m = _stale_rows(ranks, a, b, lo_bits, groups, j, ldirty, todo, pos)
+        for i in range(m):
+            build(ltab, todo[i], width, lcdf, llut, shift, not enc)
+        _code_lo(enc, ranks, pos, a, b, j * groups, lo_bits, lshifts[j], width, lcdf, llut, shift,
+                 buf, io, state, words)
     ok = True
     for t in range(a, b):
         r = ranks[pos[t]]
@@ -318,32 +382,31 @@ def _piece(enc, ranks, pos, ctx, a, b, gtab, gsums, gcdf, gdirty, ltab, lsums, l
         gsums[c] += increment
         gdirty[c] = True
         for j in range(lshifts.shape[0]):
-            s = (r >> lshifts[j]) & (lwidths[j] - 1)
-            ltab[j, g, s] += increment
-            lsums[j, g] += increment
-            ldirty[j, g] = True
-    for t in range(a, b):  # halve the rows that passed the limit
-        c = ctx[t]
+            row = j * groups + g
+            ltab[row, (r >> lshifts[j]) & (lwidths[j] - 1)] += increment
+            lsums[row] += increment
+            ldirty[row] = True
+    for c in range(gsums.shape[0]):  # halve the rows that passed the limit
         if gsums[c] > limit:
-            gsums[c] = _halve(gtab[c], limit)
-        r = ranks[pos[t]]
-        if r < k:
-            g = r >> lo_bits
-            for j in range(lshifts.shape[0]):
-                if lsums[j, g] > limit:
-                    lsums[j, g] = _halve(ltab[j, g, :lwidths[j]], limit)
+            gsums[c] = _halve(gtab, c, groups, limit)
+    for j in range(lshifts.shape[0]):
+        for row in range(j * groups, (j + 1) * groups):
+            if lsums[row] > limit:
+                lsums[row] = _halve(ltab, row, lwidths[j], limit)
     return ok
 
 
 @njit(cache=True)
-def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gsums, gcdf, gdirty,
-                   ltab, lsums, lcdf, ldirty, lshifts, lwidths, lo_bits, groups, k, increment, limit,
+def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gsums, gcdf, glut, gdirty,
+                   ltab, lsums, lcdf, llut, ldirty, lshifts, lwidths, lo_bits, groups, k, increment, limit,
                    buf, io, state, words) -> bool:
     """A step's literals by group (ranks (h * w) int64 of the step: read, or written at literal positions;
     ref: the previous step's ranks when has_ref). In a segment's first step, row by row in the context of
     the group above (the decoder resolves each row before the next: `ranks` then holds the whole step);
     else in rounds of 16, 16, 32, 64, ... in the context of the previous step's group at the same place.
-    -> False when a decoded rank is outside the codebook."""
+    Tables (rows, width) with their row sums, edges, lookups and dirty flags: g* the groups (contexts,
+    G), l* the lo parts (parts * G, largest lo alphabet). -> False when a decoded rank is outside the
+    codebook."""
     pos = np.empty(h * w, dtype=np.int64)
     ctx = np.empty(h * w, dtype=np.int64)
     ok = True
@@ -356,8 +419,8 @@ def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gs
                     ctx[n] = 0 if i == 0 else 1 + 2 * groups + (ranks[(i - 1) * w + j] >> lo_bits)
                     n += 1
             if n:
-                ok &= _piece(enc, ranks, pos, ctx, 0, n, gtab, gsums, gcdf, gdirty, ltab, lsums, lcdf, ldirty,
-                             lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words)
+                ok &= _piece(enc, ranks, pos, ctx, 0, n, gtab, gsums, gcdf, glut, gdirty, ltab, lsums, lcdf, llut,
+                             ldirty, lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words)
             if not enc:
                 for j in range(w):  # the row's values: U from the row above, L from the left
                     m = modes[i * w + j]
@@ -376,7 +439,7 @@ def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gs
     a = 0
     while a < n:
         b = min(n, max(FIRST_ROUND, 2 * a))
-        ok &= _piece(enc, ranks, pos, ctx, a, b, gtab, gsums, gcdf, gdirty, ltab, lsums, lcdf, ldirty,
+        ok &= _piece(enc, ranks, pos, ctx, a, b, gtab, gsums, gcdf, glut, gdirty, ltab, lsums, lcdf, llut, ldirty,
                      lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words)
         a = b
     return ok
