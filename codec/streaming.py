@@ -14,13 +14,13 @@ from torch import Tensor
 from .model import Tokenizer, check_video, pad_frames
 from .quantizers import QuantizerOutput
 from .rdo import check_tau, choose_tokens
-from .timeline import frames_in_step
+from .timeline import ONE_SEGMENT, frames_in_step
 
 
 class _Stream:
     def __init__(self, tokenizer: Tokenizer, batch: int, height: int, width: int, gop: int) -> None:
-        if batch < 1 or gop < 1:
-            raise ValueError(f"batch and gop must be >= 1, got batch {batch}, gop {gop}")
+        if batch < 1 or gop < 0:
+            raise ValueError(f"batch must be >= 1 and gop >= 0 (0: one segment), got batch {batch}, gop {gop}")
         p = tokenizer.config.patch
         if height < p or width < p:
             raise ValueError(f"frames of {width}x{height} are smaller than one {p}x{p} patch")
@@ -33,7 +33,8 @@ class _Stream:
 
     def _advance(self, cache) -> None:
         self.steps += 1
-        self.cache = cache if cache.step < self.gop else self.tokenizer.new_cache(self.batch, self.height, self.width)
+        segment_ends = self.gop != ONE_SEGMENT and cache.step >= self.gop
+        self.cache = self.tokenizer.new_cache(self.batch, self.height, self.width) if segment_ends else cache
 
     def state_nbytes(self) -> int:
         return self.cache.nbytes()
@@ -84,7 +85,7 @@ class StreamEncoder(_Stream):
         for i in range(n):
             self._pending.append(frames[:, :, i : i + 1])
             self.frames += 1
-            if len(self._pending) == frames_in_step(self.cache.step, self.tokenizer.config.tubelet):
+            if len(self._pending) == frames_in_step(self.cache.step, self.gop, self.tokenizer.config.tubelet):
                 outputs.append(self._code_pending())
         return outputs
 

@@ -1,27 +1,44 @@
-"""The time layout: which frames each token step covers.
+"""The time layout, from its one module `otok.bitstream.timeline` (the file format defines it).
 
-A segment (gop steps) starts with an image step of 1 frame, followed by video steps of `tubelet` frames.
-A short last group is padded by repeating its last frame; the true frame count travels separately.
+That file is pure Python; it is loaded here from its path, so that importing the codec does not import the
+bitstream package (zstandard, numba), which a training machine may lack, and so that it works wherever
+codec/ sits beside bitstream/: an installed package, a checkout, or train/gpu_job.py's bare mapping.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
 
-def frames_in_step(step_in_segment: int, tubelet: int) -> int:
-    return 1 if step_in_segment == 0 else tubelet
+
+def _layout_module():
+    name = "otok.bitstream.timeline"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parent.parent / "bitstream" / "timeline.py"
+    spec = importlib.util.spec_from_file_location("otok.codec._layout", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_layout = _layout_module()
+ONE_SEGMENT = _layout.ONE_SEGMENT
+is_segment_start = _layout.is_segment_start
+frames_in_step = _layout.frames_in_step
+frames_in_steps = _layout.frames_in_steps
+step_start_frame = _layout.step_start_frame
+step_of_frame = _layout.step_of_frame
 
 
 def num_steps(frames: int, tubelet: int, gop: int) -> int:
-    """Token steps needed for `frames` frames: T = 1 + 4k gives 1 + k steps within one segment."""
-    if frames < 0:
-        raise ValueError(f"frame count must be >= 0, got {frames}")
-    per_segment = 1 + tubelet * (gop - 1)
-    full, rest = divmod(frames, per_segment)
-    tail = 0 if rest == 0 else 1 + -(-(rest - 1) // tubelet)
-    return full * gop + tail
+    """Deprecated argument order (frames, tubelet, gop) of the codec's former helper, kept until
+    codec/model.py calls `otok.bitstream.timeline.num_steps(frames, gop, t)`."""
+    return _layout.num_steps(frames, gop, tubelet)
 
 
 def padded_frames(steps: int, tubelet: int, gop: int) -> int:
-    """Frames the decoder produces for `steps` steps, padding included."""
-    full, rest = divmod(steps, gop)
-    return full * (1 + tubelet * (gop - 1)) + (0 if rest == 0 else 1 + tubelet * (rest - 1))
+    """Deprecated (steps, tubelet, gop) form of `frames_in_steps(steps, gop, t)`, kept until codec/model.py
+    calls that."""
+    return _layout.frames_in_steps(steps, gop, tubelet)

@@ -22,29 +22,7 @@ from pathlib import Path
 import torch
 
 from otok.codec import load
-
-
-class _Pair:
-    """An encoder and a decoder stream of one backend, past their image step."""
-
-    def __init__(self, tok, size: int, group: torch.Tensor, sync) -> None:
-        self.encoder = tok.stream_encoder(1, size, size, gop=10**9)
-        self.decoder = tok.stream_decoder(1, size, size, gop=10**9)
-        self.group = group
-        self.sync = sync
-        self.decoder.push(self.encoder.push(group[:, :, :1])[0])
-        self.times: tuple[list[float], list[float]] = ([], [])
-
-    def advance(self, record: bool) -> None:
-        start = time.perf_counter()
-        (grid,) = self.encoder.push(self.group)
-        self.sync()
-        mid = time.perf_counter()
-        self.decoder.push(grid)
-        self.sync()
-        if record:
-            self.times[0].append(mid - start)
-            self.times[1].append(time.perf_counter() - mid)
+from otok.tools.bench_stream import StreamPair
 
 
 def build_backends(args, tok, workdir: Path) -> dict:
@@ -93,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         for size in args.sizes:
             group = torch.rand(1, 3, tok.config.tubelet, size, size, generator=torch.Generator().manual_seed(0))
             group = (group * 2 - 1).to(args.device)
-            pairs = {name: _Pair(b, size, group, sync) for name, b in backends.items()}
+            pairs = {name: StreamPair(b, size, group, args.warmup + args.steps, sync) for name, b in backends.items()}
             for i in range(args.warmup + args.steps):
                 for pair in pairs.values():
                     pair.advance(record=i >= args.warmup)

@@ -6,7 +6,7 @@
 
 For each model: encode and decode frames/s (median video step), the stream's state bytes, and the median
 step time over steps 5-25 against steps 140-160 (the temporal window slides over the whole run: the
-segment length is set past the run, so a flat ratio shows that per-step cost does not grow). The two
+segment holds the whole run, so a flat ratio shows that per-step cost does not grow). The two
 windows are timed interleaved, a step of each in turn, so that noise from other work on the machine
 falls on both alike.
 Random-init weights: speed does not depend on their values.
@@ -31,24 +31,33 @@ def median_ms(times: list[float]) -> float:
     return 1e3 * statistics.median(times)
 
 
-class _Pair:
-    """An encoder stream and a decoder stream of one model, stepped together."""
+class StreamPair:
+    """An encoder and a decoder stream of one model or engine, past their image step, stepped together.
+    Their segment holds `steps` video steps, so the temporal window slides the whole run. Used by this
+    bench and by tools/bench_backends.py."""
 
-    def __init__(self, tok, size: int, group: torch.Tensor) -> None:
-        self.encoder = tok.stream_encoder(1, size, size, gop=10**9)
-        self.decoder = tok.stream_decoder(1, size, size, gop=10**9)
-        self.group = group
+    def __init__(self, tok, size: int, group: torch.Tensor, steps: int, sync=lambda: None) -> None:
+        self.encoder = tok.stream_encoder(1, size, size, gop=steps + 1)
+        self.decoder = tok.stream_decoder(1, size, size, gop=steps + 1)
+        self.group, self.sync = group, sync
         self.decoder.push(self.encoder.push(group[:, :, :1])[0])  # the image step
         self.step = 0
+        self.times: tuple[list[float], list[float]] = ([], [])  # encode, decode seconds of recorded steps
 
-    def advance(self) -> tuple[float, float]:
-        """One video step; returns (encode seconds, decode seconds)."""
+    def advance(self, record: bool = True) -> tuple[float, float]:
+        """One video step; returns (encode seconds, decode seconds), also kept in `times` if `record`."""
         start = time.perf_counter()
         (grid,) = self.encoder.push(self.group)
+        self.sync()
         mid = time.perf_counter()
         self.decoder.push(grid)
+        self.sync()
         self.step += 1
-        return mid - start, time.perf_counter() - mid
+        seconds = mid - start, time.perf_counter() - mid
+        if record:
+            self.times[0].append(seconds[0])
+            self.times[1].append(seconds[1])
+        return seconds
 
     def state_nbytes(self) -> int:
         return self.encoder.state_nbytes() + self.decoder.state_nbytes()
@@ -63,13 +72,13 @@ def bench(name: str, size: int, late: int, threads: int) -> dict:
     group = torch.rand(1, 3, t, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     times = {"young": ([], []), "old": ([], [])}
     with torch.inference_mode():
-        old = _Pair(tok, size, group)
+        old = StreamPair(tok, size, group, late)
         while old.step < 10:
             old.advance()
         state_10 = old.state_nbytes()
         while old.step < late - 21:
             old.advance()
-        young = _Pair(tok, size, group)
+        young = StreamPair(tok, size, group, late)
         for _ in range(4):
             young.advance()
         for _ in range(21):  # young steps 5..25, old steps late-20..late
