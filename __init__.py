@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from otok.bitstream import OtokError
     from otok.tools.api import ArgumentError, DecodeResult, EncodeResult, InputError, MediaError, ModelError
-    from otok.tools.api import decode_file, encode_file, installed_priors, load, read_tokens
+    from otok.tools.api import DEFAULTS, decode_file, encode_file, installed_priors, load, read_tokens
 
 _EXPORTS = {
     "load": "otok.tools.api", "encode_file": "otok.tools.api", "decode_file": "otok.tools.api",
@@ -31,7 +31,10 @@ _EXPORTS = {
     "OtokError": "otok.bitstream.errors", "ArgumentError": "otok.tools.errors", "InputError": "otok.tools.errors",
     "MediaError": "otok.tools.errors", "ModelError": "otok.tools.errors",
 }
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [
+    "DEFAULTS", "ArgumentError", "DecodeResult", "EncodeResult", "InputError", "MediaError", "ModelError",
+    "OtokError", "__version__", "decode_file", "encode_file", "installed_priors", "load", "read_tokens",
+]
 
 
 def __getattr__(name: str):
