@@ -31,19 +31,22 @@ def _models(tables: np.ndarray, with_lut: bool) -> tuple[np.ndarray, np.ndarray,
 
 def _kernel_encode(symbols: np.ndarray, rows: np.ndarray, tables: np.ndarray) -> np.ndarray:
     cdf, lut, shift = _models(tables, False)
-    buf, io = np.empty(len(symbols) + 1, dtype=np.uint64), np.zeros(2, dtype=np.int64)
-    state, words = np.zeros(1, dtype=np.uint64), np.zeros(1, dtype=np.uint32)
+    buf, at, n = np.empty(len(symbols) + 1, dtype=np.uint64), 0, tables.shape[1]
     for s, r in zip(symbols.tolist(), rows.tolist()):
-        kn.code(True, s, cdf, lut, r, tables.shape[1], shift, buf, io, state, words)
+        _, at, _, _ = kn.code(True, s, cdf, lut, r, n, shift, buf, at, np.uint64(0), 0, np.zeros(1, np.uint32))
     out = np.empty(len(symbols) + 2, dtype=np.uint32)
-    return out[:kn.encode_reverse(buf, io[0], out)]
+    return out[:kn.encode_reverse(buf, at, out)]
 
 
 def _kernel_decode(words: np.ndarray, rows: np.ndarray, tables: np.ndarray) -> tuple[list[int], bool]:
     cdf, lut, shift = _models(tables, True)
-    dec, buf = kn.Decoder(words), np.zeros(1, dtype=np.uint64)
-    n = tables.shape[1]
-    symbols = [kn.code(False, 0, cdf, lut, r, n, shift, buf, dec.io, dec.state, dec.words) for r in rows.tolist()]
+    dec, buf, n = kn.Decoder(words), np.zeros(1, dtype=np.uint64), tables.shape[1]
+    _, x, left = kn.load(dec.io, dec.state)
+    symbols = []
+    for r in rows.tolist():
+        s, _, x, left = kn.code(False, 0, cdf, lut, r, n, shift, buf, 0, np.uint64(x), left, dec.words)
+        symbols.append(int(s))
+    kn.store(dec.io, dec.state, 0, np.uint64(x), left)
     return symbols, dec.is_empty()
 
 
