@@ -1,6 +1,6 @@
 """Streaming video and image I/O with PyAV: frames in and out one at a time, constant memory.
 
-What is done to inputs (documented in the README):
+What is done to inputs (also in docs/BENCHMARKS.md, "What happens to inputs"):
 - any pixel format, 10-bit included, is converted to 8-bit RGB (`rgb24`);
 - `max_side` scales the frame down (area filter) so its longer side fits, keeping the aspect ratio;
 - variable frame rate is treated at its average rate: frames are taken in order, none dropped or repeated;

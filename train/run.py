@@ -34,7 +34,7 @@ if __name__ == "__main__":
     # A script's folder leads sys.path: drop it, so that siblings (config.py, data.py) never shadow other modules.
     if sys.path and os.path.abspath(sys.path[0] or ".") == HERE:
         sys.path.pop(0)
-    # Idle OpenMP threads sleep instead of spinning: on a shared or small CPU, spinning threads of a busy
-    # machine made training up to 10x slower (measured on 2 cores). Set before torch loads.
+    # Idle OpenMP threads sleep instead of spinning: on a shared or small CPU, spinning threads slow
+    # training down severely (train/README.md). Set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     sys.exit(_import_main()(sys.argv[1:]))
