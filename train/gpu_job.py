@@ -72,6 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="give the decoder a pixel refinement of N channels (new layers start as the identity); -1: keep")
     p.add_argument("--upsample", type=int, default=-1,
                    help="give the decoder a convolutional upsampling branch, N channels at its widest; -1: keep")
+    p.add_argument("--steps", type=int, default=0,
+                   help="stop after this many steps if the time has not run out first (0: the time alone); an A/B "
+                        "of arms that share a machine compares at equal steps")
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
     p.add_argument("--warmup", type=int, default=200, help="warm-up steps")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights that are written")
@@ -342,10 +345,10 @@ class Job:
         log = self.out / "log.jsonl"
         log.unlink(missing_ok=True)
         first_step = trainer.step
-        while time.perf_counter() < end:
+        while time.perf_counter() < end and not (args.steps and trainer.step - first_step >= args.steps):
             step = trainer.step
             turn = trainer.data.turn(step)
-            progress = (time.perf_counter() - start) / budget
+            progress = max((time.perf_counter() - start) / budget, (step - first_step) / args.steps if args.steps else 0)
             lr = args.lr * min(1.0, (step - first_step + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
             t0 = torch.cuda.Event(enable_timing=True) if cuda else time.perf_counter()
             if cuda:
