@@ -25,7 +25,7 @@ def _models(tables: np.ndarray, with_lut: bool) -> tuple[np.ndarray, np.ndarray,
     cdf = np.empty((rows, n + 1), dtype=np.int64)
     lut = np.empty((rows, 1 << (24 - shift) if shift else 1), dtype=np.int32)
     for r in range(rows):
-        kn.build(tables, r, n, cdf, lut, shift, with_lut)
+        kn.build(tables, r, n, tables[r].sum(), cdf, lut, shift, with_lut)
     return cdf, lut, shift
 
 

@@ -74,21 +74,20 @@ def lut_shift(n) -> int:
 
 
 @njit(cache=True)
-def build(counts, row, n, cdf, lut, shift, with_lut) -> None:
-    """The model of row `row` of a table of integer counts (all >= 1): its edges cdf[row, :n + 1], and
-    with_lut (the decoder, shift > 0) its lookup lut[row, b] = the symbol whose interval holds the quantile b << shift.
+def build(counts, row, n, total, cdf, lut, shift, with_lut) -> None:
+    """The model of row `row` of a table of integer counts (all >= 1, summing to `total`): its edges
+    cdf[row, :n + 1], and with_lut (the decoder, shift > 0) its lookup lut[row, b] = the symbol whose
+    interval holds the quantile b << shift.
 
-    With C_s = counts[row, 0] + ... + counts[row, s - 1] and scale = float64(2**24 - n) / float64(C_n),
-    cdf[row, s] = trunc(C_s * scale) + s (cdf[row, n] = 2**24): constriction's fast quantization, exact in
-    IEEE double for integer counts (no fastmath)."""
-    total = 0.0
+    With C_s = counts[row, 0] + ... + counts[row, s - 1] and scale = float64(2**24 - n) / float64(total),
+    cdf[row, s] = trunc(float64(C_s) * scale) + s (cdf[row, n] = 2**24): constriction's fast quantization,
+    exact in IEEE double for integer counts (no fastmath); C_s is summed in integers (the float sums
+    constriction forms are exact below 2**53, so equal)."""
+    scale = float(ONE - n) / float(total)
+    acc = 0
     for s in range(n):
-        total += float(counts[row, s])
-    scale = float(ONE - n) / total
-    acc = 0.0
-    for s in range(n):
-        cdf[row, s] = np.int64(acc * scale) + s
-        acc += float(counts[row, s])
+        cdf[row, s] = np.int64(float(acc) * scale) + s
+        acc += counts[row, s]
     cdf[row, n] = ONE
     if with_lut and shift:
         b, buckets = 0, ONE >> shift
@@ -271,7 +270,7 @@ def _mode_pass(enc, parity, modes, prev, has_prev, h, w, counts, sums, limit, cd
             if q <= 0:
                 continue
             row = base + c
-            build(counts, row, 4, cdf, lut, 0, False)
+            build(counts, row, 4, sums[row], cdf, lut, 0, False)
             _code_modes_run(enc, modes, order, start[c] + done[c], q, cdf, lut, row, seen[c], buf, io, state, words)
             done[c] += q
             budget[c] += q
@@ -309,7 +308,7 @@ def code_literals0(enc, values, shifts, alphabets, tables, sums, increment, limi
     for j in range(shifts.shape[0]):
         a = alphabets[j]
         shift = lut_shift(a)
-        build(tables, j, a, cdf, lut, shift, not enc)
+        build(tables, j, a, sums[j], cdf, lut, shift, not enc)
         _code_parts(enc, values, shifts[j], a - 1 if j > 0 else -1, tables[j], cdf, lut, j, a, shift, increment,
                     buf, io, state, words)
         sums[j] += increment * n
@@ -382,14 +381,14 @@ def _piece(enc, ranks, pos, ctx, a, b, gtab, gsums, gcdf, glut, gdirty, ltab, ls
     shift = lut_shift(groups)
     m = _stale_rows(ctx, a, b, 0, 1, 0, gdirty, todo)
     for i in range(m):
-        build(gtab, todo[i], groups, gcdf, glut, shift, not enc)
+        build(gtab, todo[i], groups, gsums[todo[i]], gcdf, glut, shift, not enc)
     _code_groups(enc, ranks, pos, ctx, a, b, gcdf, glut, groups, shift, lo_bits, buf, io, state, words)
     for j in range(lshifts.shape[0]):
         width = lwidths[j]
         shift = lut_shift(width)
         m = _stale_rows(ranks, a, b, lo_bits, groups, j, ldirty, todo, pos)
         for i in range(m):
-            build(ltab, todo[i], width, lcdf, llut, shift, not enc)
+            build(ltab, todo[i], width, lsums[todo[i]], lcdf, llut, shift, not enc)
         _code_lo(enc, ranks, pos, a, b, j * groups, lo_bits, lshifts[j], width, lcdf, llut, shift,
                  buf, io, state, words)
     ok = True
