@@ -23,7 +23,12 @@ def _latents() -> np.ndarray:
     return np.linspace(-3, 3, 5 * 2 * 4 * 6, dtype=np.float32).reshape(5, 2, 4, 6)
 
 
+# The golden ctx files of format 1.1 were written with the parameters that were the API's defaults then.
+V11 = CtxParams(literal_increment=1, literal_model=0)
+
+
 def _header(coder: str, k: int = 0, channels: int = 0, params=None) -> Header:
+    params = V11 if coder == "ctx" and params is None else params
     return Header("otok-golden", SHA, 16, 4, 3, (4, 6), 90, 60, (24000, 1001), codebook_size=k,
                   latent_channels=channels, coder=coder, coder_params=params)
 

@@ -31,7 +31,9 @@ def test_header_byte_layout():
     assert payload[:32] == bytes(range(32))
     assert payload[32:36] == (8).to_bytes(2, "little") + (4).to_bytes(2, "little")
     assert payload[74] == 4 and payload[75] == len("otok-s") and payload[78:84] == b"otok-s"
-    assert len(payload) == 78 + 6 + 44  # ctx parameters: 44 bytes
+    assert len(payload) == 78 + 6 + 48  # ctx parameters of the defaults (literal model 1): 48 bytes
+    v11 = Header(**BASE, coder_params=CtxParams(literal_model=0)).pack()
+    assert len(v11) == 78 + 6 + 44  # literal model 0: the 44 bytes of format 1.1
 
 
 @pytest.mark.parametrize("change", [
@@ -48,7 +50,7 @@ def test_literal_limit_below_the_alphabet_is_refused():
     """Count halving stops at all-ones tables; a smaller limit could never be met (the coder would hang)."""
     with pytest.raises(UsageError, match="below the literal alphabet size 8192"):
         Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 300))
-    good = Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 8192)).pack()
+    good = Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 8192, literal_model=0)).pack()
     forged = good[:-8] + (300).to_bytes(4, "little") + good[-4:]  # literal_limit precedes literal_increment
     with pytest.raises(CorruptError, match="literal_limit"):
         Header.unpack(forged)
@@ -58,7 +60,7 @@ def test_literal_limit_below_the_alphabet_is_refused():
 def test_literal_increment_out_of_range_is_refused(increment):
     with pytest.raises(UsageError, match="literal_increment"):
         Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 1 << 24, increment))
-    good = Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 1 << 24, 8)).pack()
+    good = Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 1 << 24, 8, 0)).pack()
     with pytest.raises(CorruptError, match="literal_increment"):
         Header.unpack(good[:-4] + increment.to_bytes(4, "little"))
 
@@ -67,7 +69,8 @@ def test_literal_model_parameter():
     """literal_model 1 packs to 48 bytes and reads back; an unknown model is refused, written or read."""
     header = Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 1 << 24, 4, 1))
     assert len(header.coder_params.pack()) == 48 and Header.unpack(header.pack()) == header
-    assert len(Header(**BASE).coder_params.pack()) == 44 and Header.unpack(Header(**BASE).pack()) == Header(**BASE)
+    v11 = Header(**BASE, coder_params=CtxParams(literal_model=0))
+    assert len(v11.coder_params.pack()) == 44 and Header.unpack(v11.pack()) == v11
     with pytest.raises(UnsupportedError, match="literal_model 2.*newer otok"):
         Header(**BASE, coder_params=CtxParams(bytes(32), 1 << 16, 1 << 24, 4, 2))
     with pytest.raises(UnsupportedError, match="literal_model 2"):

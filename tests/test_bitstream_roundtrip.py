@@ -295,12 +295,14 @@ def test_prior_file(tmp_path):
 
 
 def test_ctx_near_entropy_bound():
-    """On a long repetition stream, ctx (with a prior of the source) costs little above the entropy."""
+    """On a long repetition stream, ctx (with a prior of the source) costs little above the entropy (literal
+    model 0 with increment 1, the parameters that suit i.i.d. literals)."""
     k, gop, steps = 1024, 5, 40
     tokens = repetition_grids(steps, (24, 32), k, 0.8, gop, seed=5)
     prior = Prior.from_tokens([repetition_grids(10, (24, 32), k, 0.8, gop, seed=6)[i:i + gop]
                                for i in range(0, 10, gop)], k)
-    data = encode(make_header((24, 32), k, gop=gop), tokens, prior=prior, embed_prior=False)
+    header = make_header((24, 32), k, gop=gop, coder_params=CtxParams(literal_increment=1, literal_model=0))
+    data = encode(header, tokens, prior=prior, embed_prior=False)
     bits = 8 * len(data) / tokens.size
     assert bits < entropy_bound(steps, k, 0.8, gop) + 0.2
 
@@ -310,7 +312,8 @@ def test_ctx_near_entropy_bound_without_prior():
     bit/token of the entropy (small grids pay more for learning 250 contexts every segment)."""
     k, gop, steps = 1024, 5, 40
     tokens = repetition_grids(steps, (45, 80), k, 0.8, gop, seed=5)
-    bits = 8 * len(encode(make_header((45, 80), k, gop=gop), tokens)) / tokens.size
+    header = make_header((45, 80), k, gop=gop, coder_params=CtxParams(literal_increment=1, literal_model=0))
+    bits = 8 * len(encode(header, tokens)) / tokens.size
     assert bits < entropy_bound(steps, k, 0.8, gop) + 0.2
 
 

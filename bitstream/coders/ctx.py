@@ -41,22 +41,24 @@ _NO_WORDS = np.zeros(1, dtype=np.uint32)
 
 @dataclass(frozen=True)
 class CtxParams:
-    """prior_sha256: the prior table's SHA-256, zeros for none (uniform start). The limits bound the count
+    """The `ctx` coder's parameters. The defaults are what `otok encode` writes for model tokens, and what
+    `OtokWriter` writes when the header names no parameters: one set of defaults.
+
+    prior_sha256: the prior table's SHA-256, zeros for none (uniform start). The limits bound the count
     sums of a mode context and of a literal table (halving when exceeded): smaller adapts faster.
     literal_increment: what each coded literal adds to its count. Above 1, a token seen earlier in the
     segment becomes likely quickly against the 2**13 or so starting counts: on real tokens 4 codes the
-    literals ~4 % smaller than 1, on i.i.d. literals it costs up to 0.3 bit/token (360p). The default
-    suits any source; `otok encode` writes 4 for model tokens.
-    literal_model: 0 codes literals as sub-symbols of the index (format 1.1, the fastest); 1 codes them by
-    group of the prior's code order with the previous step's group (in a segment's first step, the group
-    above) as context, counts adapting inside a step (format 1.2; smaller on real tokens, slower). `otok encode` writes 1 for model tokens.
+    literals ~4 % smaller than 1 (on i.i.d. literals it costs up to 0.3 bit/token at 360p).
+    literal_model: 1 codes literals by group of the prior's code order with the previous step's group (in
+    a segment's first step, the group above) as context, counts adapting inside a step (format 1.2; ~9 %
+    smaller files than 0 on real tokens); 0 codes them as sub-symbols of the index (format 1.1, faster).
     Parameters with literal_model 0 pack to the 44 bytes of format 1.1, with 1 to 48."""
 
     prior_sha256: bytes = NO_PRIOR
     mode_limit: int = 1 << 16
     literal_limit: int = 1 << 24
-    literal_increment: int = 1
-    literal_model: int = 0
+    literal_increment: int = 4
+    literal_model: int = 1
 
     def pack(self) -> bytes:
         head = struct.pack("<32sIII", self.prior_sha256, self.mode_limit, self.literal_limit, self.literal_increment)
@@ -66,7 +68,8 @@ class CtxParams:
     def unpack(cls, data: bytes) -> CtxParams:
         if len(data) not in (44, 48):
             raise UsageError(f"ctx coder parameters must be 44 or 48 bytes, found {len(data)}")
-        return cls(*struct.unpack("<32sIII" + "I" * (len(data) == 48), data))
+        fields = struct.unpack("<32sIII" + "I" * (len(data) == 48), data)
+        return cls(*fields) if len(data) == 48 else cls(*fields, literal_model=0)  # 44 bytes: format 1.1
 
     def validate(self, header: object) -> None:
         if not isinstance(self.prior_sha256, bytes) or len(self.prior_sha256) != 32:
