@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from codec_helpers import tiny
-from otok.bitstream import OtokReader, read_tokens
+from otok.bitstream import CtxParams, OtokReader, read_tokens
 from otok.codec import save
 from otok.tools import pipeline
 from otok.tools.cli import main
@@ -395,8 +395,8 @@ def test_encode_tunes_ctx_for_model_tokens(tmp_path, capsys, model_path, clip):
     coded = tmp_path / "c.otok"
     assert run(capsys, "encode", clip, coded, "--model", model_path, "--coder", "ctx")[0] == 0
     params = read_header(coded).coder_params
-    assert params.literal_increment == pipeline.DEFAULTS.literal_increment == 4
-    assert params.literal_model == pipeline.DEFAULTS.literal_model == 1
+    assert params.literal_increment == 4 and params.literal_model == 1
+    assert params == CtxParams(prior_sha256=params.prior_sha256)  # the coder's defaults: one set for every writer
     assert coded.read_bytes()[8:12] == bytes([1, 0, 2, 0])
     assert run(capsys, "decode", coded, tmp_path / "back.mp4", "--model", model_path)[0] == 0
 

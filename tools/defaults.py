@@ -10,16 +10,13 @@ class EncodeDefaults:
     """The one set of encoding defaults: `otok encode`, `otok.encode_file` and the tools all read these.
 
     rdo: the rate-distortion tolerance for token models (`otok.codec.rdo`; KL models use 0); the measured
-    trade-off is in docs/BENCHMARKS.md. literal_increment, literal_model: the `ctx` coder's parameters for
-    model tokens (a coded literal adds 4 to its count, so what a clip uses becomes likely fast; literals
-    coded by group of the prior's code order; bitstream/SPEC.md).
+    trade-off is in docs/BENCHMARKS.md. The `ctx` coder's own parameters are `otok.bitstream.CtxParams()`'s
+    defaults, the same for every writer.
     """
 
     model: str = "otok-s"
     coder: str = "ctx"
     rdo: float = 0.01
-    literal_increment: int = 4
-    literal_model: int = 1
 
 
 DEFAULTS = EncodeDefaults()

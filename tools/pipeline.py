@@ -283,8 +283,7 @@ def make_header(tok: Tokenizer, width: int, height: int, fps: Fraction, coder: s
     if c.discrete and coder == "f16z":
         raise ArgumentError("coder", "coder='f16z' stores KL latents; this model makes tokens (use ctx, zstd or raw)")
     fps = Fraction(fps).limit_denominator(1 << 20) if fps > 0 else Fraction(25)
-    params = (CtxParams(literal_increment=DEFAULTS.literal_increment, literal_model=DEFAULTS.literal_model)
-              if coder == "ctx" else None)
+    params = CtxParams() if coder == "ctx" else None
     return Header(
         model=c.name, weights_sha256=bytes.fromhex(tok.weights_sha256()), patch=c.patch, temporal=c.tubelet,
         gop=gop, grid=tok.grid_size(height, width), width=width, height=height,
