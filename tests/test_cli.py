@@ -422,7 +422,7 @@ def test_files_that_reference_an_earlier_prior_still_decode(tmp_path, capsys, cl
     assert run(capsys, "encode", clip, coded, "--model", model)[0] == 0
     assert read_header(coded).coder_params.prior_sha256 == new.sha256
     older = tmp_path / "older.otok"  # as an earlier release wrote it: format 1.1, the old table by hash
-    header = read_header(coded).with_params(CtxParams(old.sha256, literal_increment=4))
+    header = read_header(coded).with_params(CtxParams(old.sha256, literal_increment=4, literal_model=0))
     with OtokWriter(older, header, prior=old, embed_prior=False) as writer:
         writer.write(read_tokens(coded, prior=new))
     assert older.read_bytes()[8:12] == bytes([1, 0, 1, 0])
