@@ -18,7 +18,9 @@ from .timeline import ONE_SEGMENT, frames_in_step
 
 
 class _Stream:
-    def __init__(self, tokenizer: Tokenizer, batch: int, height: int, width: int, gop: int) -> None:
+    def __init__(self, tokenizer: Tokenizer, batch: int, height: int | None, width: int | None, gop: int) -> None:
+        if height is None or width is None:
+            raise TypeError("a stream codes frames of one size, which it needs: stream_encoder(batch, height=H, width=W)")
         if batch < 1 or gop < 0:
             raise ValueError(f"batch must be >= 1 and gop >= 0 (0: one segment), got batch {batch}, gop {gop}")
         p = tokenizer.config.patch
@@ -48,7 +50,7 @@ class StreamEncoder(_Stream):
     is that close, for smaller files). Discrete models only.
     """
 
-    def __init__(self, tokenizer: Tokenizer, batch: int, height: int, width: int, gop: int,
+    def __init__(self, tokenizer: Tokenizer, batch: int, height: int | None, width: int | None, gop: int,
                  rdo: float = 0.0) -> None:
         super().__init__(tokenizer, batch, height, width, gop)
         self.rdo = check_tau(rdo)

@@ -539,3 +539,26 @@ def test_gif_frame_rate_from_its_delays(tmp_path, capsys, model_path):
     assert run(capsys, "encode", gif, tmp_path / "g.otok", "--model", model_path)[0] == 0
     status, out_text, _ = run(capsys, "info", tmp_path / "g.otok", "--json")
     assert status == 0 and abs(json.loads(out_text)["fps_float"] - 1900 / 47) < 0.01
+
+
+def test_a_file_of_one_segment_decodes_as_one(tmp_path, model_path):
+    """A header gop of 0 (otok.bitstream.timeline.ONE_SEGMENT) makes the file one segment: decoding keeps
+    the temporal cache across all its steps, as the whole-clip decoder does."""
+    from otok.bitstream import OtokWriter
+
+    tok = pipeline.load_model(model_path)
+    frames = list(VideoReader(write_clip(tmp_path / "long.mp4", frames=29, width=40, height=32)))
+    height, width = frames[0].shape[:2]
+    tokens = tok.encode(pipeline.frames_to_video(frames, "cpu"), gop=100)  # 8 steps in one segment
+    assert tokens.shape[1] == 8 > tok.config.gop
+    header = pipeline.make_header(tok, width, height, Fraction(25), "zstd", gop=0)
+    coded = tmp_path / "one.otok"
+    with OtokWriter(coded, header) as writer:
+        for s in range(tokens.shape[1]):
+            writer.write(tokens[0, s].numpy())
+        writer.close(frames=len(frames))
+    expected = pipeline.video_to_frames(tok.decode(tokens, frames=len(frames), height=height, width=width, gop=100))
+    pipeline.decode_file(coded, tmp_path / "back.mkv", tokenizer=tok, codec="ffv1")
+    assert np.array_equal(np.stack(list(VideoReader(tmp_path / "back.mkv"))), expected)
+    segments = pipeline.video_to_frames(tok.decode(tokens, height=height, width=width))  # the model's gop: 26 frames
+    assert not np.array_equal(segments, expected[: len(segments)])  # would decode something else
