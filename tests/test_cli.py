@@ -514,6 +514,8 @@ def test_image_encode_reports_bits_per_pixel(tmp_path, capsys, model_path):
     status, out, _ = run(capsys, "encode", png, tmp_path / "s.otok", "--model", model_path)
     assert status == 0 and "1 frame 40x30" in out and "bits/pixel" in out
     assert "frames" not in out and "kbit/s" not in out
+    status, out, _ = run(capsys, "info", tmp_path / "s.otok")
+    assert status == 0 and "1 frame (an image)" in out and "fps" not in out
 
 
 def test_gif_frame_rate_from_its_delays(tmp_path, capsys, model_path):

@@ -289,7 +289,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     rows = [
         ("model", f"{info['model']} (weights {info['weights_sha256'][:16]}...)"),
         ("video", f"{info['width']}x{info['height']} (padded {info['padded_width']}x{info['padded_height']}), "
-                  f"{info['frames']} frames at {info['fps']} fps, {info['duration_s']:.2f} s"),
+                  + ("1 frame (an image)" if info["frames"] == 1 else
+                     f"{info['frames']} frames at {info['fps']} fps, {info['duration_s']:.2f} s")),
         ("tokens", f"{info['steps']} steps of {info['grid'][0]}x{info['grid'][1]}, {info['segments']} segments "
                    f"(gop {info['gop']}), " + (f"codebook {info['codebook_size']}" if info["codebook_size"]
                                                 else f"{info['latent_channels']} latent channels")),
