@@ -49,6 +49,13 @@ _choose_cache_dir()
 
 from numba import njit  # noqa: E402  (after the cache folder is chosen: numba reads it on import)
 
+
+def kernel(**options):
+    """numba's njit as the kernels use it: cached on disk; NumPy's error model (no check for a division by
+    zero, which the kernels never do: it made a loop with a division 5 times slower)."""
+    return njit(cache=True, error_model="numpy", **options)
+
+
 PRECISION = 24
 ONE = 1 << PRECISION  # the quantized probabilities of a model sum to 2**24
 _MASK = np.uint64(ONE - 1)
@@ -60,7 +67,7 @@ _REFILL = np.uint64(1 << 32)
 _U32 = np.uint64(32)
 
 
-@njit(cache=True)
+@kernel()
 def lut_shift(n) -> int:
     """How the decoder finds a symbol of a model of n symbols: by a binary search of its edges (0: small
     models, rebuilt often) or, above 256 symbols, a lookup of 2**(24 - shift) buckets (about 2 per symbol,
@@ -73,7 +80,7 @@ def lut_shift(n) -> int:
     return PRECISION - min(14, bits + 1)
 
 
-@njit(cache=True)
+@kernel()
 def build(counts, row, n, total, cdf, lut, shift, with_lut) -> None:
     """The model of row `row` of a table of integer counts (all >= 1, summing to `total`): its edges
     cdf[row, :n + 1], and with_lut (the decoder, shift > 0) its lookup lut[row, b] = the symbol whose
@@ -98,7 +105,7 @@ def build(counts, row, n, total, cdf, lut, shift, with_lut) -> None:
                 b += 1
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def code(enc, symbol, cdf, lut, row, n, shift, buf, at, x, left_words, words):
     """Encode `symbol` (enc: its (left edge, probability) goes to buf[at]) or decode one (symbol ignored)
     with the model of n symbols of edges cdf[row] and, when shift > 0, lookup lut[row] (`build`; else a
@@ -133,19 +140,19 @@ def code(enc, symbol, cdf, lut, row, n, shift, buf, at, x, left_words, words):
     return s, at, x, left_words
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def load(io, state):
     """The coder's position from its arrays: (at: symbols in the encoder's buffer, x: the decoder's
     state, left_words: the decoder's words not yet read)."""
     return io[0], state[0], io[1]
 
 
-@njit(cache=True, inline="always")
+@kernel(inline="always")
 def store(io, state, at, x, left_words) -> None:
     io[0], state[0], io[1] = at, x, left_words
 
 
-@njit(cache=True)
+@kernel()
 def encode_reverse(buf, n, out) -> int:
     """Push the symbols buf[:n] (decoding order) last first into an empty coder -> the number of u32
     words written to `out` (at least n + 2 long): the words emitted, then the state's, low word first,
@@ -196,7 +203,7 @@ PIECE_FACTOR = 8  # a mode pass round takes at most 8 x (a context's count sum) 
 FIRST_ROUND = 16  # literal model 1: the first round of a step's literals
 
 
-@njit(cache=True)
+@kernel()
 def _halve(table, row, n, limit) -> int:
     """Halve table[row, :n] until its sum is at most `limit` -> its sum."""
     total = 0
@@ -211,7 +218,7 @@ def _halve(table, row, n, limit) -> int:
 
 
 # -- modes (§6.5.3–6.5.6) ----------------------------------------------------------------------------
-@njit(cache=True)
+@kernel()
 def _code_modes_run(enc, modes, order, at, q, cdf, lut, row, seen, buf, io, state, words) -> None:
     """Modes at positions order[at:at + q], all with the model of row `row`; seen[m] counts them."""
     p, x, left_words = load(io, state)
@@ -223,7 +230,7 @@ def _code_modes_run(enc, modes, order, at, q, cdf, lut, row, seen, buf, io, stat
     store(io, state, p, x, left_words)
 
 
-@njit(cache=True)
+@kernel()
 def _mode_pass(enc, parity, modes, prev, has_prev, h, w, counts, sums, limit, cdf, lut,
                buf, io, state, words) -> None:
     """One checkerboard pass of a step's modes ((i + j) % 2 == parity: 0 = pass A, 1 = pass B), coded in
@@ -286,7 +293,7 @@ def _mode_pass(enc, parity, modes, prev, has_prev, h, w, counts, sums, limit, cd
                     sums[base + c] = _halve(counts, base + c, 4, limit)
 
 
-@njit(cache=True)
+@kernel()
 def code_modes(enc, modes, prev, has_prev, h, w, counts, sums, limit, buf, io, state, words) -> None:
     """A step's modes: pass A, then pass B (contexts from the previous step's modes `prev` and pass A's)."""
     cdf = np.empty((250, 5), dtype=np.int64)
@@ -296,7 +303,7 @@ def code_modes(enc, modes, prev, has_prev, h, w, counts, sums, limit, buf, io, s
 
 
 # -- literal model 0 (§6.5.2, §6.5.6) ------------------------------------------------------------------
-@njit(cache=True)
+@kernel()
 def code_literals0(enc, values, shifts, alphabets, tables, sums, increment, limit, cdf, lut,
                    buf, io, state, words) -> None:
     """A step's literals `values` (int64, read or written as the OR of their parts): for each part j, all
@@ -317,21 +324,7 @@ def code_literals0(enc, values, shifts, alphabets, tables, sums, increment, limi
 
 
 # -- literal model 1 (§6.5.8) ----------------------------------------------------------------------------
-@njit(cache=True)
-def _stale_rows(keys, a, b, lo_bits, groups, j, dirty, todo, pos=None) -> int:
-    """List in todo the rows of symbols a..b whose model is stale (and mark them fresh) -> how many. Rows
-    are keys[t] (groups: j = 0, groups = 1, lo_bits = 0), or j * groups + (keys[pos[t]] >> lo_bits)."""
-    m = 0
-    for t in range(a, b):
-        row = keys[t] if pos is None else j * groups + (keys[pos[t]] >> lo_bits)
-        if dirty[row]:
-            dirty[row] = False
-            todo[m] = row
-            m += 1
-    return m
-
-
-@njit(cache=True)
+@kernel()
 def _code_parts(enc, values, at, mask, table, cdf, lut, row, a, shift, increment, buf, io, state, words) -> None:
     """Literal model 0: sub-symbol (values >> at) & mask (mask -1: none) of every literal, then counted."""
     p, x, left_words = load(io, state)
@@ -346,51 +339,80 @@ def _code_parts(enc, values, at, mask, table, cdf, lut, row, a, shift, increment
     store(io, state, p, x, left_words)
 
 
-@njit(cache=True)
-def _code_groups(enc, ranks, pos, ctx, a, b, cdf, lut, groups, shift, lo_bits, buf, io, state, words) -> None:
-    p, x, left_words = load(io, state)
-    for t in range(a, b):
-        g, p, x, left_words = code(enc, ranks[pos[t]] >> lo_bits, cdf, lut, ctx[t], groups, shift, buf, p, x,
-                                   left_words, words)
-        if not enc:
-            ranks[pos[t]] = g << lo_bits
-    store(io, state, p, x, left_words)
+# Literal model 1 codes each symbol from running sums of its count row held in a Fenwick tree (tree[row, i]
+# = the sum of counts[row, i - lowbit(i) .. i - 1]), so a model is never built whole: a key step's pieces
+# (one per grid row) touch many rows a few symbols each. The edges are those of `build`, symbol by symbol.
+@kernel()
+def build_trees(table, n, tree, sums, scale) -> None:
+    """For every row r of table[:, :n]: its Fenwick tree tree[r, 1..n] (column 0 unused) and the scale of
+    its model, float64(2**24 - n) / float64(sums[r])."""
+    for r in range(table.shape[0]):
+        _tree_row(table, r, n, tree)
+        scale[r] = float(ONE - n) / float(sums[r])
 
 
-@njit(cache=True)
-def _code_lo(enc, ranks, pos, a, b, first_row, lo_bits, at, width, cdf, lut, shift, buf, io, state, words) -> None:
+@kernel()
+def _tree_row(table, row, n, tree) -> None:
+    for i in range(1, n + 1):
+        tree[row, i] = table[row, i - 1]
+    for i in range(1, n + 1):
+        j = i + (i & -i)
+        if j <= n:
+            tree[row, j] += tree[row, i]
+
+
+@kernel()
+def _code_tree_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n, table, tree, scale,
+                   buf, io, state, words) -> None:
+    """Code the literals pos[a:b] (ranks read, or written) with models given by Fenwick trees and scales
+    (`build_trees`): with `groups`, their groups (row ctx[t] of the group table); else their lo part
+    (rank >> at) & (n - 1) (row first_row + group of the lo tables). The edges are those of `build`, for
+    one symbol. (`code` written out: numba's inlining of a function of several arrays counted references
+    to them at every symbol, 5 times the cost of the coding.)"""
     p, x, left_words = load(io, state)
+    top = 1
+    while top * 2 < n:
+        top *= 2
     for t in range(a, b):
         r = ranks[pos[t]]
-        s, p, x, left_words = code(enc, (r >> at) & (width - 1), cdf, lut, first_row + (r >> lo_bits), width,
-                                   shift, buf, p, x, left_words, words)
-        if not enc:
-            ranks[pos[t]] = r | (s << at)
+        row = ctx[t] if groups else first_row + (r >> lo_bits)
+        sc = scale[row]
+        if enc:
+            s = r >> lo_bits if groups else (r >> at) & (n - 1)
+            acc = 0
+            i = s
+            while i > 0:  # C_s: the counts below s
+                acc += tree[row, i]
+                i &= i - 1
+        else:  # the largest s < n whose left edge trunc(C_s * scale) + s is at most q: lifting over the tree
+            q = np.int64(x & _MASK)
+            s, acc, step = 0, 0, top
+            while step:
+                u = s + step
+                if u < n:
+                    c = acc + tree[row, u]
+                    if np.int64(float(c) * sc) + u <= q:
+                        s, acc = u, c
+                step >>= 1
+        left = np.int64(float(acc) * sc) + s
+        right = ONE if s == n - 1 else np.int64(float(acc + table[row, s]) * sc) + s + 1
+        if enc:
+            buf[p] = (np.uint64(left) << _U32) | np.uint64(right - left)
+            p += 1
+            continue
+        x = (x >> _SHIFT) * np.uint64(right - left) + np.uint64(q - left)
+        if x < _REFILL and left_words > 0:
+            left_words -= 1
+            x = (x << _WORD) | np.uint64(words[left_words])
+        ranks[pos[t]] = s << lo_bits if groups else r | (s << at)
     store(io, state, p, x, left_words)
 
 
-@njit(cache=True)
-def _piece(enc, ranks, pos, ctx, a, b, gtab, gsums, gcdf, glut, gdirty, ltab, lsums, lcdf, llut, ldirty,
-           lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words) -> bool:
-    """The literals pos[a:b] (ranks read or written) with group contexts ctx[a:b]: their groups, then
-    each lo part (lo part j of group g: row j * groups + g of the lo tables); then the counts.
-    -> False when a decoded rank is outside the codebook."""
-    # (builds, coding and counting in kernels of their own: a loop over symbols in a function that also
-    # calls others ran 20 times slower, numba counting references to its arrays at every turn)
-    todo = np.empty(max(gdirty.shape[0], ldirty.shape[0]), dtype=np.int64)
-    shift = lut_shift(groups)
-    m = _stale_rows(ctx, a, b, 0, 1, 0, gdirty, todo)
-    for i in range(m):
-        build(gtab, todo[i], groups, gsums[todo[i]], gcdf, glut, shift, not enc)
-    _code_groups(enc, ranks, pos, ctx, a, b, gcdf, glut, groups, shift, lo_bits, buf, io, state, words)
-    for j in range(lshifts.shape[0]):
-        width = lwidths[j]
-        shift = lut_shift(width)
-        m = _stale_rows(ranks, a, b, lo_bits, groups, j, ldirty, todo, pos)
-        for i in range(m):
-            build(ltab, todo[i], width, lsums[todo[i]], lcdf, llut, shift, not enc)
-        _code_lo(enc, ranks, pos, a, b, j * groups, lo_bits, lshifts[j], width, lcdf, llut, shift,
-                 buf, io, state, words)
+@kernel()
+def _count_piece(ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, lsums, lscale, lshifts, lwidths,
+                 lo_bits, groups, k, increment) -> bool:
+    """Add the piece's symbols to their rows (tables, trees, sums; scale 0 until recomputed) -> False if a
+    rank is outside the codebook. (Fenwick updates written out: no call inside the loop.)"""
     ok = True
     for t in range(a, b):
         r = ranks[pos[t]]
@@ -399,33 +421,74 @@ def _piece(enc, ranks, pos, ctx, a, b, gtab, gsums, gcdf, glut, gdirty, ltab, ls
             continue
         c, g = ctx[t], r >> lo_bits
         gtab[c, g] += increment
+        i = g + 1
+        while i <= groups:
+            gtree[c, i] += increment
+            i += i & -i
         gsums[c] += increment
-        gdirty[c] = True
+        gscale[c] = 0.0
         for j in range(lshifts.shape[0]):
-            row = j * groups + g
-            ltab[row, (r >> lshifts[j]) & (lwidths[j] - 1)] += increment
+            row, n = j * groups + g, lwidths[j]
+            s = (r >> lshifts[j]) & (n - 1)
+            ltab[row, s] += increment
+            i = s + 1
+            while i <= n:
+                ltree[row, i] += increment
+                i += i & -i
             lsums[row] += increment
-            ldirty[row] = True
-    for c in range(gsums.shape[0]):  # halve the rows that passed the limit
-        if gsums[c] > limit:
-            gsums[c] = _halve(gtab, c, groups, limit)
-    for j in range(lshifts.shape[0]):
-        for row in range(j * groups, (j + 1) * groups):
-            if lsums[row] > limit:
-                lsums[row] = _halve(ltab, row, lwidths[j], limit)
+            lscale[row] = 0.0
     return ok
 
 
-@njit(cache=True)
-def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gsums, gcdf, glut, gdirty,
-                   ltab, lsums, lcdf, llut, ldirty, lshifts, lwidths, lo_bits, groups, k, increment, limit,
-                   buf, io, state, words) -> bool:
+@kernel()
+def _rescale(table, tree, sums, scale, first, last, n, limit, todo) -> None:
+    """Rows first..last - 1 counted since their scale was set (scale 0): halved if they passed the limit
+    (and their tree rebuilt), then a new scale. (Calls only in a loop over the rows listed.)"""
+    m = 0
+    for row in range(first, last):
+        if scale[row] == 0.0:
+            todo[m] = row
+            m += 1
+    for i in range(m):
+        row = todo[i]
+        if sums[row] > limit:
+            sums[row] = _halve(table, row, n, limit)
+            _tree_row(table, row, n, tree)
+        scale[row] = float(ONE - n) / float(sums[row])
+
+
+@kernel()
+def _piece(enc, ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, lsums, lscale, lshifts, lwidths,
+           lo_bits, groups, k, increment, limit, buf, io, state, words) -> bool:
+    """The literals pos[a:b] (ranks read or written) with group contexts ctx[a:b]: their groups, then
+    each lo part (lo part j of group g: row j * groups + g of the lo tables); then the counts.
+    -> False when a decoded rank is outside the codebook."""
+    # (coding and counting in kernels of their own: a loop over symbols in a function that also calls
+    # others ran 20 times slower, numba counting references to its arrays at every turn)
+    _code_tree_run(enc, True, ranks, pos, ctx, a, b, 0, lo_bits, 0, groups, gtab, gtree, gscale,
+                   buf, io, state, words)
+    for j in range(lshifts.shape[0]):
+        _code_tree_run(enc, False, ranks, pos, ctx, a, b, j * groups, lo_bits, lshifts[j], lwidths[j], ltab, ltree,
+                       lscale, buf, io, state, words)
+    ok = _count_piece(ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, lsums, lscale, lshifts,
+                      lwidths, lo_bits, groups, k, increment)
+    todo = np.empty(max(gtab.shape[0], groups), dtype=np.int64)
+    _rescale(gtab, gtree, gsums, gscale, 0, gtab.shape[0], groups, limit, todo)
+    for j in range(lshifts.shape[0]):
+        _rescale(ltab, ltree, lsums, lscale, j * groups, (j + 1) * groups, lwidths[j], limit, todo)
+    return ok
+
+
+@kernel()
+def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gtree, gsums, gscale, ltab, ltree,
+                   lsums, lscale, lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state,
+                   words) -> bool:
     """A step's literals by group (ranks (h * w) int64 of the step: read, or written at literal positions;
     ref: the previous step's ranks when has_ref). In a segment's first step, row by row in the context of
     the group above (the decoder resolves each row before the next: `ranks` then holds the whole step);
     else in rounds of 16, 16, 32, 64, ... in the context of the previous step's group at the same place.
-    Tables (rows, width) with their row sums, edges, lookups and dirty flags: g* the groups (contexts,
-    G), l* the lo parts (parts * G, largest lo alphabet). -> False when a decoded rank is outside the
+    Tables (rows, width) with their Fenwick trees, row sums and scales (`build_trees`): g* the groups
+    (contexts, G), l* the lo parts (parts * G, largest lo alphabet; part j of group g in row j * G + g). -> False when a decoded rank is outside the
     codebook."""
     pos = np.empty(h * w, dtype=np.int64)
     ctx = np.empty(h * w, dtype=np.int64)
@@ -439,8 +502,8 @@ def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gs
                     ctx[n] = 0 if i == 0 else 1 + 2 * groups + (ranks[(i - 1) * w + j] >> lo_bits)
                     n += 1
             if n:
-                ok &= _piece(enc, ranks, pos, ctx, 0, n, gtab, gsums, gcdf, glut, gdirty, ltab, lsums, lcdf, llut,
-                             ldirty, lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words)
+                ok &= _piece(enc, ranks, pos, ctx, 0, n, gtab, gtree, gsums, gscale, ltab, ltree, lsums, lscale,
+                             lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words)
             if not enc:
                 for j in range(w):  # the row's values: U from the row above, L from the left
                     m = modes[i * w + j]
@@ -459,13 +522,13 @@ def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gs
     a = 0
     while a < n:
         b = min(n, max(FIRST_ROUND, 2 * a))
-        ok &= _piece(enc, ranks, pos, ctx, a, b, gtab, gsums, gcdf, glut, gdirty, ltab, lsums, lcdf, llut, ldirty,
-                     lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words)
+        ok &= _piece(enc, ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, lsums, lscale, lshifts,
+                     lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words)
         a = b
     return ok
 
 
-@njit(cache=True)
+@kernel()
 def resolve(modes, ref, has_ref, w, out) -> None:
     """A step's values in place (out, h * w, holding its literals at their places) from its modes and the
     previous step `ref`: raster order, each T, U or L taking its source's value."""
