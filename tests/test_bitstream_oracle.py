@@ -29,25 +29,28 @@ def _models(tables: np.ndarray, with_lut: bool) -> tuple[np.ndarray, np.ndarray,
     return cdf, lut, shift
 
 
+def _run(enc: bool, values: np.ndarray, rows: np.ndarray, tables: np.ndarray, words: np.ndarray) -> tuple:
+    """Code values (int64, decoded into when not enc) one symbol per kernel call, each with its row."""
+    cdf, lut, shift = _models(tables, not enc)
+    dec = kn.Decoder(words)
+    buf, io = np.empty(len(values) + 1, dtype=np.uint64), dec.io
+    hist = np.zeros(tables.shape[1], dtype=np.int64)
+    for k, r in enumerate(rows.tolist()):
+        kn.code_run(enc, values, None, k, 1, 0, -1, cdf, lut, r, tables.shape[1], shift, hist, 1,
+                    buf, io, dec.state, dec.words)
+    return buf, io, dec
+
+
 def _kernel_encode(symbols: np.ndarray, rows: np.ndarray, tables: np.ndarray) -> np.ndarray:
-    cdf, lut, shift = _models(tables, False)
-    buf, at, n = np.empty(len(symbols) + 1, dtype=np.uint64), 0, tables.shape[1]
-    for s, r in zip(symbols.tolist(), rows.tolist()):
-        _, at, _, _ = kn.code(True, s, cdf, lut, r, n, shift, buf, at, np.uint64(0), 0, np.zeros(1, np.uint32))
+    buf, io, _ = _run(True, symbols.astype(np.int64), rows, tables, np.zeros(0, dtype=np.uint32))
     out = np.empty(len(symbols) + 2, dtype=np.uint32)
-    return out[:kn.encode_reverse(buf, at, out)]
+    return out[:kn.encode_reverse(buf, io[0], out)]
 
 
 def _kernel_decode(words: np.ndarray, rows: np.ndarray, tables: np.ndarray) -> tuple[list[int], bool]:
-    cdf, lut, shift = _models(tables, True)
-    dec, buf, n = kn.Decoder(words), np.zeros(1, dtype=np.uint64), tables.shape[1]
-    _, x, left = kn.load(dec.io, dec.state)
-    symbols = []
-    for r in rows.tolist():
-        s, _, x, left = kn.code(False, 0, cdf, lut, r, n, shift, buf, 0, np.uint64(x), left, dec.words)
-        symbols.append(int(s))
-    kn.store(dec.io, dec.state, 0, np.uint64(x), left)
-    return symbols, dec.is_empty()
+    values = np.zeros(len(rows), dtype=np.int64)
+    _, _, dec = _run(False, values, rows, tables, words)
+    return values.tolist(), dec.is_empty()
 
 
 @settings(max_examples=150, deadline=None)

@@ -246,7 +246,7 @@ class CtxCoder(Coder):
         st = self._begin(first_step, n_steps)
         (h, w), hw = self.header.grid, self.values_per_step
         coder = (_NO_BUF, dec.io, dec.state, dec.words)
-        modes = np.empty((n_steps, hw), dtype=np.uint8)
+        modes = np.zeros((n_steps, hw), dtype=np.uint8)  # (the kernels OR decoded symbols in)
         for i in range(n_steps):
             self._code_modes(False, st, modes[i], *coder)
         self._check_modes(modes.reshape(n_steps, h, w), st.ref is None)

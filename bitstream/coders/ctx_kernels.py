@@ -105,39 +105,47 @@ def build(counts, row, n, total, cdf, lut, shift, with_lut) -> None:
                 b += 1
 
 
-@kernel(inline="always")
-def code(enc, symbol, cdf, lut, row, n, shift, buf, at, x, left_words, words):
-    """Encode `symbol` (enc: its (left edge, probability) goes to buf[at]) or decode one (symbol ignored)
-    with the model of n symbols of edges cdf[row] and, when shift > 0, lookup lut[row] (`build`; else a
-    binary search). Decoding: x is the ANS state, words[:left_words] the words not yet read (a stack,
-    read from its end). -> (symbol, at, x, left_words) after it.
+@kernel()
+def code_run(enc, values, order, at, count, bits, mask, cdf, lut, row, n, shift, hist, increment,
+             buf, io, state, words) -> None:
+    """Code `count` symbols with the model of n symbols of edges cdf[row] (decoder: found by the lookup
+    lut[row] when shift > 0, `build`, else by a binary search). Symbol k is (values[i] >> bits) & mask with
+    i = order[at + k] (order None: i = at + k); the decoder ORs it in (values zero there before). Each
+    symbol adds `increment` to hist[symbol]. (The decoder's modes and values start zeroed.) The ANS side: buf, io, state, words (`load`).
 
-    The callers keep (at, x, left_words) in local variables through their symbol loops (`load`, `store`):
-    read and written through arrays at every symbol, decoding ran 6 times slower."""
-    if enc:
-        left = cdf[row, symbol]
-        buf[at] = (np.uint64(left) << _U32) | np.uint64(cdf[row, symbol + 1] - left)
-        return np.int64(symbol), at + 1, x, left_words
-    q = np.int64(x & _MASK)
-    if shift:  # the symbol s with cdf[s] <= q < cdf[s + 1]
-        s = np.int64(lut[row, q >> shift])
-        while cdf[row, s + 1] <= q:
-            s += 1
-    else:  # branch-free: cdf[n] = 2**24 > q, so s stays below n
-        s = np.int64(0)
-        step = 1
-        while step * 2 <= n:
-            step *= 2
-        while step:
-            t = min(s + step, n)
-            s = t if cdf[row, t] <= q else s
-            step >>= 1
-    left = cdf[row, s]
-    x = (x >> _SHIFT) * np.uint64(cdf[row, s + 1] - left) + np.uint64(q - left)
-    if x < _REFILL and left_words > 0:
-        left_words -= 1
-        x = (x << _WORD) | np.uint64(words[left_words])
-    return s, at, x, left_words
+    Written out rather than as a function per symbol: numba's inlining of a function of several arrays
+    counted references to them at every symbol, several times the cost of the coding."""
+    p, x, left_words = load(io, state)
+    top = 1
+    while top * 2 <= n:
+        top *= 2
+    for k in range(at, at + count):
+        i = k if order is None else order[k]
+        if enc:
+            s = (np.int64(values[i]) >> bits) & mask
+            left = cdf[row, s]
+            buf[p] = (np.uint64(left) << _U32) | np.uint64(cdf[row, s + 1] - left)
+            p += 1
+        else:
+            q = np.int64(x & _MASK)
+            if shift:  # the symbol s with cdf[s] <= q < cdf[s + 1]
+                s = np.int64(lut[row, q >> shift])
+                while cdf[row, s + 1] <= q:
+                    s += 1
+            else:  # branch-free: cdf[n] = 2**24 > q, so s stays below n
+                s, step = np.int64(0), top
+                while step:
+                    t = min(s + step, n)
+                    s = t if cdf[row, t] <= q else s
+                    step >>= 1
+            left = cdf[row, s]
+            x = (x >> _SHIFT) * np.uint64(cdf[row, s + 1] - left) + np.uint64(q - left)
+            if x < _REFILL and left_words > 0:
+                left_words -= 1
+                x = (x << _WORD) | np.uint64(words[left_words])
+            values[i] |= s << bits
+        hist[s] += increment
+    store(io, state, p, x, left_words)
 
 
 @kernel(inline="always")
@@ -219,18 +227,6 @@ def _halve(table, row, n, limit) -> int:
 
 # -- modes (§6.5.3–6.5.6) ----------------------------------------------------------------------------
 @kernel()
-def _code_modes_run(enc, modes, order, at, q, cdf, lut, row, seen, buf, io, state, words) -> None:
-    """Modes at positions order[at:at + q], all with the model of row `row`; seen[m] counts them."""
-    p, x, left_words = load(io, state)
-    for k in range(at, at + q):
-        m, p, x, left_words = code(enc, modes[order[k]], cdf, lut, row, 4, 0, buf, p, x, left_words, words)
-        if not enc:
-            modes[order[k]] = m
-        seen[m] += 1
-    store(io, state, p, x, left_words)
-
-
-@kernel()
 def _mode_pass(enc, parity, modes, prev, has_prev, h, w, counts, sums, limit, cdf, lut,
                buf, io, state, words) -> None:
     """One checkerboard pass of a step's modes ((i + j) % 2 == parity: 0 = pass A, 1 = pass B), coded in
@@ -278,7 +274,8 @@ def _mode_pass(enc, parity, modes, prev, has_prev, h, w, counts, sums, limit, cd
                 continue
             row = base + c
             build(counts, row, 4, sums[row], cdf, lut, 0, False)
-            _code_modes_run(enc, modes, order, start[c] + done[c], q, cdf, lut, row, seen[c], buf, io, state, words)
+            code_run(enc, modes, order, start[c] + done[c], q, 0, 3, cdf, lut, row, 4, 0, seen[c], 1,
+                     buf, io, state, words)
             done[c] += q
             budget[c] += q
             left_total -= q
@@ -316,29 +313,14 @@ def code_literals0(enc, values, shifts, alphabets, tables, sums, increment, limi
         a = alphabets[j]
         shift = lut_shift(a)
         build(tables, j, a, sums[j], cdf, lut, shift, not enc)
-        _code_parts(enc, values, shifts[j], a - 1 if j > 0 else -1, tables[j], cdf, lut, j, a, shift, increment,
-                    buf, io, state, words)
+        code_run(enc, values, None, 0, n, shifts[j], a - 1 if j else -1, cdf, lut, j, a, shift, tables[j], increment,
+                 buf, io, state, words)
         sums[j] += increment * n
         if sums[j] > limit:
             sums[j] = _halve(tables, j, a, limit)
 
 
 # -- literal model 1 (§6.5.8) ----------------------------------------------------------------------------
-@kernel()
-def _code_parts(enc, values, at, mask, table, cdf, lut, row, a, shift, increment, buf, io, state, words) -> None:
-    """Literal model 0: sub-symbol (values >> at) & mask (mask -1: none) of every literal, then counted."""
-    p, x, left_words = load(io, state)
-    for k in range(values.shape[0]):
-        s = values[k] >> at
-        if mask >= 0:
-            s &= mask
-        s, p, x, left_words = code(enc, s, cdf, lut, row, a, shift, buf, p, x, left_words, words)
-        if not enc:
-            values[k] |= s << at
-        table[s] += increment
-    store(io, state, p, x, left_words)
-
-
 # Literal model 1 codes each symbol from running sums of its count row held in a Fenwick tree (tree[row, i]
 # = the sum of counts[row, i - lowbit(i) .. i - 1]), so a model is never built whole: a key step's pieces
 # (one per grid row) touch many rows a few symbols each. The edges are those of `build`, symbol by symbol.
