@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import constriction
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bitstream_oracle import OracleCtxCoder
 from otok.bitstream import CtxParams, Header, Prior
 from otok.bitstream.coders import ctx_kernels as kn
+from otok.bitstream.coders import ctx_model
+from otok.bitstream.coders.ctx_kernels import FIRST_ROUND
 from otok.bitstream.coders.ctx import CtxCoder
 from otok.bitstream.synthetic import repetition_grids
 from test_bitstream_roundtrip import mixed_mode_grids
@@ -137,15 +140,20 @@ def test_kernels_write_the_oracles_bytes(log_k, k_offset, h, w, steps, gop, sour
         np.testing.assert_array_equal(oracle_reader.decode(data, first, end - first), tokens[first:end])
 
 
-def test_large_grid_chunks_equal_the_oracle():
-    """A 360p grid with a codebook of 8192, every literal model, segment starts and later steps: the same
-    bytes (rounds of literals up to thousands long, count rows far from the limit and at it)."""
-    tokens = repetition_grids(7, (45, 80), 8192, 0.6, 5, seed=3)
+@pytest.mark.parametrize("grid, repeat, big", [((45, 80), 0.6, False), ((64, 96), 0.2, True)])
+def test_large_grid_chunks_equal_the_oracle(grid, repeat, big):
+    """Grids of 3,600 and 6,144 tokens with a codebook of 8192, both literal models, segment starts and
+    later steps: the same bytes (literal model 1's rounds up to thousands of literals long, pieces coded
+    from Fenwick trees and, from kernels.BIG_PIECE literals, from whole models; count rows far from the
+    limit and at it)."""
+    tokens = repetition_grids(7, grid, 8192, repeat, 5, seed=3)
+    literals = int((ctx_model.step_modes(tokens[1:2], tokens[0]) == 3).sum())
+    assert (literals > 2 * kn.BIG_PIECE + FIRST_ROUND) == big  # rounds 16, 16, 32, ...: one of BIG_PIECE
     for model in (0, 1):
         for limit in (1 << 14, 1 << 24):
             params = CtxParams(bytes(32), 1 << 16, limit, 4, model)
-            header = Header("otok-test", bytes(32), 8, 4, 5, (45, 80), 640, 360, (30, 1), codebook_size=8192,
-                            coder="ctx", coder_params=params)
+            header = Header("otok-test", bytes(32), 8, 4, 5, grid, 8 * grid[1], 8 * grid[0], (30, 1),
+                            codebook_size=8192, coder="ctx", coder_params=params)
             ours, oracle = CtxCoder(header), OracleCtxCoder(header)
             for first, end in [(0, 5), (5, 7)]:
                 assert ours.encode(tokens[first:end], first) == oracle.encode(tokens[first:end], first)

@@ -209,6 +209,7 @@ class Decoder:
 NONE = 4  # the mode read outside the grid, or where there is no previous step
 PIECE_FACTOR = 8  # a mode pass round takes at most 8 x (a context's count sum) of its modes
 FIRST_ROUND = 16  # literal model 1: the first round of a step's literals
+BIG_PIECE = 1024  # literal model 1: a piece this long builds its rows' models whole
 
 
 @kernel()
@@ -344,13 +345,13 @@ def _tree_row(table, row, n, tree) -> None:
 
 
 @kernel()
-def _code_tree_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n, table, tree, scale,
+def _code_tree_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n, table, tree, scale, cdf,
                    buf, io, state, words) -> None:
-    """Code the literals pos[a:b] (ranks read, or written) with models given by Fenwick trees and scales
-    (`build_trees`): with `groups`, their groups (row ctx[t] of the group table); else their lo part
-    (rank >> at) & (n - 1) (row first_row + group of the lo tables). The edges are those of `build`, for
-    one symbol. (`code` written out: numba's inlining of a function of several arrays counted references
-    to them at every symbol, 5 times the cost of the coding.)"""
+    """Code the literals pos[a:b] (ranks read, or written): with `groups`, their groups (row ctx[t] of the
+    group table); else their lo part (rank >> at) & (n - 1) (row first_row + group of the lo tables). The
+    models: built whole in `cdf` (a large piece, `_build_rows`), or from each row's Fenwick tree and scale
+    (`cdf` None), the edges of `build` for one symbol. (`code` written out: numba's inlining of a function
+    of several arrays counted references to them at every symbol, 5 times the cost of the coding.)"""
     p, x, left_words = load(io, state)
     top = 1
     while top * 2 < n:
@@ -358,26 +359,37 @@ def _code_tree_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n
     for t in range(a, b):
         r = ranks[pos[t]]
         row = ctx[t] if groups else first_row + (r >> lo_bits)
-        sc = scale[row]
         if enc:
             s = r >> lo_bits if groups else (r >> at) & (n - 1)
-            acc = 0
-            i = s
-            while i > 0:  # C_s: the counts below s
-                acc += tree[row, i]
-                i &= i - 1
-        else:  # the largest s < n whose left edge trunc(C_s * scale) + s is at most q: lifting over the tree
+        else:
             q = np.int64(x & _MASK)
-            s, acc, step = 0, 0, top
-            while step:
-                u = s + step
-                if u < n:
-                    c = acc + tree[row, u]
-                    if np.int64(float(c) * sc) + u <= q:
-                        s, acc = u, c
-                step >>= 1
-        left = np.int64(float(acc) * sc) + s
-        right = ONE if s == n - 1 else np.int64(float(acc + table[row, s]) * sc) + s + 1
+        if cdf is not None:
+            if not enc:  # branch-free: cdf[n] = 2**24 > q, so s stays below n
+                s, step = np.int64(0), top * 2 if top * 2 <= n else top
+                while step:
+                    u = min(s + step, n)
+                    s = u if cdf[row, u] <= q else s
+                    step >>= 1
+            left, right = cdf[row, s], cdf[row, s + 1]
+        else:
+            sc = scale[row]
+            if enc:
+                acc = 0
+                i = s
+                while i > 0:  # C_s: the counts below s
+                    acc += tree[row, i]
+                    i &= i - 1
+            else:  # the largest s < n whose left edge trunc(C_s * scale) + s is at most q: lifting over the tree
+                s, acc, step = 0, 0, top
+                while step:
+                    u = s + step
+                    if u < n:
+                        c = acc + tree[row, u]
+                        if np.int64(float(c) * sc) + u <= q:
+                            s, acc = u, c
+                    step >>= 1
+            left = np.int64(float(acc) * sc) + s
+            right = ONE if s == n - 1 else np.int64(float(acc + table[row, s]) * sc) + s + 1
         if enc:
             buf[p] = (np.uint64(left) << _U32) | np.uint64(right - left)
             p += 1
@@ -391,10 +403,26 @@ def _code_tree_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n
 
 
 @kernel()
+def _build_rows(groups, ranks, pos, ctx, a, b, first_row, lo_bits, n, table, sums, cdf, seen, todo) -> None:
+    """The models (`build`) of the rows the literals pos[a:b] use (as `_code_tree_run` finds them)."""
+    m = 0
+    for t in range(a, b):
+        row = ctx[t] if groups else first_row + (ranks[pos[t]] >> lo_bits)
+        if not seen[row]:
+            seen[row] = True
+            todo[m] = row
+            m += 1
+    for i in range(m):
+        seen[todo[i]] = False
+        build(table, todo[i], n, sums[todo[i]], cdf, cdf, 0, False)
+
+
+@kernel()
 def _count_piece(ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, lsums, lscale, lshifts, lwidths,
-                 lo_bits, groups, k, increment) -> bool:
-    """Add the piece's symbols to their rows (tables, trees, sums; scale 0 until recomputed) -> False if a
-    rank is outside the codebook. (Fenwick updates written out: no call inside the loop.)"""
+                 lo_bits, groups, k, increment, trees) -> bool:
+    """Add the piece's symbols to their rows (tables, sums, and with `trees` the Fenwick trees; scale 0
+    until recomputed) -> False if a rank is outside the codebook. (Fenwick updates written out: no call
+    inside the loop.)"""
     ok = True
     for t in range(a, b):
         r = ranks[pos[t]]
@@ -404,7 +432,7 @@ def _count_piece(ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree,
         c, g = ctx[t], r >> lo_bits
         gtab[c, g] += increment
         i = g + 1
-        while i <= groups:
+        while trees and i <= groups:
             gtree[c, i] += increment
             i += i & -i
         gsums[c] += increment
@@ -414,7 +442,7 @@ def _count_piece(ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree,
             s = (r >> lshifts[j]) & (n - 1)
             ltab[row, s] += increment
             i = s + 1
-            while i <= n:
+            while trees and i <= n:
                 ltree[row, i] += increment
                 i += i & -i
             lsums[row] += increment
@@ -423,9 +451,10 @@ def _count_piece(ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree,
 
 
 @kernel()
-def _rescale(table, tree, sums, scale, first, last, n, limit, todo) -> None:
-    """Rows first..last - 1 counted since their scale was set (scale 0): halved if they passed the limit
-    (and their tree rebuilt), then a new scale. (Calls only in a loop over the rows listed.)"""
+def _rescale(table, tree, sums, scale, first, last, n, limit, todo, trees) -> None:
+    """Rows first..last - 1 counted since their scale was set (scale 0): halved if they passed the limit,
+    their tree rebuilt if so or unless `trees` kept it, then a new scale. (Calls only in a loop over the
+    rows listed.)"""
     m = 0
     for row in range(first, last):
         if scale[row] == 0.0:
@@ -433,8 +462,10 @@ def _rescale(table, tree, sums, scale, first, last, n, limit, todo) -> None:
             m += 1
     for i in range(m):
         row = todo[i]
-        if sums[row] > limit:
+        halved = sums[row] > limit
+        if halved:
             sums[row] = _halve(table, row, n, limit)
+        if halved or not trees:
             _tree_row(table, row, n, tree)
         scale[row] = float(ONE - n) / float(sums[row])
 
@@ -446,18 +477,28 @@ def _piece(enc, ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, 
     each lo part (lo part j of group g: row j * groups + g of the lo tables); then the counts.
     -> False when a decoded rank is outside the codebook."""
     # (coding and counting in kernels of their own: a loop over symbols in a function that also calls
-    # others ran 20 times slower, numba counting references to its arrays at every turn)
-    _code_tree_run(enc, True, ranks, pos, ctx, a, b, 0, lo_bits, 0, groups, gtab, gtree, gscale,
+    # others ran 20 times slower, numba counting references to its arrays at every turn.) A large piece
+    # builds the models of the rows it uses (a Fenwick tree per symbol then costs more, in cache misses)
+    # and rebuilds their trees after.
+    big = b - a >= BIG_PIECE
+    seen = np.zeros(max(gtab.shape[0], ltab.shape[0]), dtype=np.bool_)
+    todo = np.empty(seen.shape[0], dtype=np.int64)
+    gcdf = np.empty((gtab.shape[0], groups + 1), dtype=np.int64) if big else None
+    lcdf = np.empty((ltab.shape[0], ltab.shape[1] + 1), dtype=np.int64) if big else None
+    if big:
+        _build_rows(True, ranks, pos, ctx, a, b, 0, lo_bits, groups, gtab, gsums, gcdf, seen, todo)
+    _code_tree_run(enc, True, ranks, pos, ctx, a, b, 0, lo_bits, 0, groups, gtab, gtree, gscale, gcdf,
                    buf, io, state, words)
     for j in range(lshifts.shape[0]):
+        if big:
+            _build_rows(False, ranks, pos, ctx, a, b, j * groups, lo_bits, lwidths[j], ltab, lsums, lcdf, seen, todo)
         _code_tree_run(enc, False, ranks, pos, ctx, a, b, j * groups, lo_bits, lshifts[j], lwidths[j], ltab, ltree,
-                       lscale, buf, io, state, words)
+                       lscale, lcdf, buf, io, state, words)
     ok = _count_piece(ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, lsums, lscale, lshifts,
-                      lwidths, lo_bits, groups, k, increment)
-    todo = np.empty(max(gtab.shape[0], groups), dtype=np.int64)
-    _rescale(gtab, gtree, gsums, gscale, 0, gtab.shape[0], groups, limit, todo)
+                      lwidths, lo_bits, groups, k, increment, not big)
+    _rescale(gtab, gtree, gsums, gscale, 0, gtab.shape[0], groups, limit, todo, not big)
     for j in range(lshifts.shape[0]):
-        _rescale(ltab, ltree, lsums, lscale, j * groups, (j + 1) * groups, lwidths[j], limit, todo)
+        _rescale(ltab, ltree, lsums, lscale, j * groups, (j + 1) * groups, lwidths[j], limit, todo, not big)
     return ok
 
 
