@@ -12,7 +12,7 @@ from typing import BinaryIO
 import numpy as np
 
 from . import container as ct
-from . import limits, parallel, timeline
+from . import limits, timeline
 from .coders import coder_by_name
 from .errors import CorruptError, OtokError, TruncatedError, UnsupportedError, UsageError
 from .header import Header
@@ -56,13 +56,9 @@ class OtokReader:
 
     `prior`: the ctx prior table when the file references one without embedding it, or several (e.g. a
     model's current table and those of its earlier releases): the one whose hash the header names is used.
-    `workers` > 1: iteration decodes that many segments at once in worker processes (bitstream.parallel),
-    with the same steps and the same damage reports; a file of one segment (gop 0) decodes in this one.
     """
 
-    def __init__(self, src: str | os.PathLike | BinaryIO, *, prior: Prior | Iterable[Prior] | None = None,
-                 workers: int = 1) -> None:
-        self.workers = parallel.check_workers(workers)
+    def __init__(self, src: str | os.PathLike | BinaryIO, *, prior: Prior | Iterable[Prior] | None = None) -> None:
         self._own = isinstance(src, (str, os.PathLike))
         self._f: BinaryIO = open(src, "rb") if self._own else src  # type: ignore[assignment]
         try:
@@ -265,12 +261,7 @@ class OtokReader:
         self.damage, self._damage_type = None, None
         coder = self._coder()
         done = 0
-        step_values = int(np.prod(self.header.step_shape))
-        if parallel.in_parallel(self.workers, self.header.gop, step_values):
-            chunks = self._chunks_in_parallel(start, step_values)
-        else:
-            chunks = ((info, coder.decode(data, info.first_step, info.n_steps))
-                      for info, data in self._step_chunks(start))
+        chunks = ((info, coder.decode(data, info.first_step, info.n_steps)) for info, data in self._step_chunks(start))
         try:
             for info, values in chunks:
                 if not self.header.is_latent:
@@ -283,44 +274,6 @@ class OtokReader:
             self.damage = f"{e}; stopped after step {done - 1}" if done else f"{e}; no step could be read"
             self._damage_type = type(e)
             warnings.warn(self.damage, OtokWarning, stacklevel=3)
-
-    def _chunks_in_parallel(self, start: int, step_values: int) -> Iterator[tuple[ct.StepInfo, np.ndarray]]:
-        """(chunk, its decoded steps) from step `start` on, segments decoded in `workers` processes
-        (bitstream.parallel), in file order; damage ends it where it would end a sequential read."""
-        jobs, segment = parallel.InOrder(self.workers, parallel.decode_segments, self.header, self.prior), []
-
-        def submit() -> list:
-            chunks = [(info.first_step, info.n_steps, data) for info, data in segment]
-            tag = [info for info, _ in segment]
-            segment.clear()
-            return jobs.add(tag, chunks, step_values * sum(n for _, n, _ in chunks))
-
-        def decoded(finished: list) -> Iterator[tuple[ct.StepInfo, np.ndarray]]:
-            for infos, (values, error) in finished:
-                yield from zip(infos, values)
-                if error is not None:
-                    raise error
-
-        chunks, read_error = self._step_chunks(start), None
-        try:
-            while True:
-                try:
-                    info, data = next(chunks)
-                except StopIteration:
-                    break
-                except OtokError as e:  # damage in the file: the chunks before it still decode
-                    read_error = e
-                    break
-                if info.keyframe and segment:
-                    yield from decoded(submit())  # a segment's decoding error ends the read here
-                segment.append((info, data))
-            if segment:
-                yield from decoded(submit())
-            yield from decoded(jobs.drain())
-            if read_error is not None:
-                raise read_error
-        finally:
-            jobs.cancel()
 
     def _step_chunks(self, start: int) -> Iterator[tuple[ct.StepInfo, bytes]]:
         """STEP chunks from the keyframe chunk at or before step `start`, checked as they come."""
@@ -463,14 +416,13 @@ def _seekable(f: BinaryIO) -> bool:
 
 
 def read_tokens(path: str | os.PathLike | BinaryIO, *, prior: Prior | Iterable[Prior] | None = None,
-                allow_truncated: bool = False, workers: int = 1) -> np.ndarray:
+                allow_truncated: bool = False) -> np.ndarray:
     """All steps of a file: int64 (S, h, w) tokens, or float16 (S, C, h, w) latents.
 
     A truncated or damaged file raises TruncatedError/CorruptError, unless `allow_truncated`: then the
-    intact prefix is returned and an OtokWarning says where it stopped. workers > 1: segments are decoded
-    in that many processes (`OtokReader(workers=)`).
+    intact prefix is returned and an OtokWarning says where it stopped.
     """
-    with OtokReader(path, prior=prior, workers=workers) as reader:
+    with OtokReader(path, prior=prior) as reader:
         dtype = np.float16 if reader.header.is_latent else np.int64
         out = np.empty((reader.steps if reader.complete else 0,) + reader.header.step_shape, dtype=dtype)
         extra = []  # steps beyond the trailer's count (never for a consistent file)

@@ -10,7 +10,7 @@ from typing import BinaryIO
 import numpy as np
 
 from . import container as ct
-from . import limits, parallel, timeline
+from . import limits, timeline
 from .coders import coder_by_name
 from .errors import UsageError
 from .header import Header
@@ -26,24 +26,17 @@ class OtokWriter:
 
     Latents take (C, h, w), (n, C, h, w) or (1, n, C, h, w). `prior` (ctx coder only) is embedded in the
     file unless `embed_prior=False`; the header records its SHA-256 either way. A chunk holds the steps of
-    one segment, at most `steps_per_chunk` of them (default: the segment length, up to 64). `workers` > 1
-    codes that many segments at once in worker processes (bitstream.parallel): the same bytes, written
-    once a segment is complete and coded (a file of one segment, gop 0, is coded in this process).
+    one segment, at most `steps_per_chunk` of them (default: the segment length, up to 64).
     """
 
     def __init__(
         self, dest: str | os.PathLike | BinaryIO, header: Header, *, prior: Prior | None = None,
-        embed_prior: bool = True, steps_per_chunk: int | None = None, workers: int = 1,
+        embed_prior: bool = True, steps_per_chunk: int | None = None,
     ) -> None:
         header = _attach_prior(header, prior)
         self.header = header
         self._coder = coder_by_name(header.coder)(header, prior)
         per_step = int(np.prod(header.step_shape))
-        workers = parallel.check_workers(workers)
-        self._jobs = (parallel.InOrder(workers, parallel.encode_segments, header, prior)
-                      if parallel.in_parallel(workers, header.gop, per_step) else None)
-        self._segment: list[tuple[int, np.ndarray]] = []  # with workers: the chunks of the segment being filled
-        self._local = False  # with workers: the rest of this segment is coded here (see _drain)
         cap = min(limits.MAX_STEPS_PER_CHUNK, max(1, limits.MAX_VALUES_PER_CHUNK // per_step))
         default = header.gop if 0 < header.gop <= 64 else 16
         self.steps_per_chunk = min(cap, steps_per_chunk or default)
@@ -79,7 +72,6 @@ class OtokWriter:
         if len(ctype) != 4 or not ctype.isalpha() or ct.is_critical(ctype) or ctype == ct.INDX:
             raise UsageError(f"{ctype!r} is not an ancillary chunk type (4 letters, the first lower-case)")
         self._flush()
-        self._drain(ending=False)
         self._put(ct.chunk_bytes(ctype, bytes(payload)))
 
     def close(self, frames: int | None = None) -> None:
@@ -91,7 +83,6 @@ class OtokWriter:
         if self.closed:
             return
         self._flush()
-        self._drain()
         gop, t = self.header.gop, self.header.temporal
         covered = timeline.frames_in_steps(self.steps, gop, t)
         frames = covered if frames is None else int(frames)
@@ -107,10 +98,7 @@ class OtokWriter:
         if not self.closed:
             try:
                 self._flush()
-                self._drain()
             finally:
-                if self._jobs is not None:
-                    self._jobs.cancel()
                 self._finish()
 
     def __enter__(self) -> OtokWriter:
@@ -145,45 +133,13 @@ class OtokWriter:
         return x.astype(np.int64, copy=False)
 
     def _flush(self) -> None:
-        """Code the pending steps as a chunk (with workers: queue them, and the segment once complete)."""
+        """Code the pending steps as a chunk."""
         if not self._pending:
             return
         steps, first = np.stack(self._pending), self.steps
-        if self._jobs is None or self._local:
-            self._put_step(first, len(steps), self._coder.encode(steps, first))
-        else:
-            self._segment.append((first, steps))
+        self._put_step(first, len(steps), self._coder.encode(steps, first))
         self.steps += len(steps)
         self._pending = []
-        if self._jobs is not None and timeline.is_segment_start(self.steps, self.header.gop):  # segment complete
-            self._local = False
-            if self._segment:
-                self._submit()
-
-    def _submit(self) -> None:
-        chunks, self._segment = self._segment, []
-        tag = [(first, len(steps)) for first, steps in chunks]
-        self._put_coded(self._jobs.add(tag, chunks, sum(steps.size for _, steps in chunks)))
-
-    def _drain(self, ending: bool = True) -> None:
-        """With workers: write every queued chunk, the part of the current segment written so far included.
-        When the file goes on (`ending` False: an ancillary chunk must follow the steps so far), that part
-        is coded here, and so is the rest of its segment, since a segment's chunks share coder state."""
-        if self._jobs is None:
-            return
-        if self._segment and ending:
-            self._submit()
-        self._put_coded(self._jobs.drain())
-        if self._segment:
-            chunks, self._segment = self._segment, []
-            for first, steps in chunks:
-                self._put_step(first, len(steps), self._coder.encode(steps, first))
-            self._local = True
-
-    def _put_coded(self, segments: list) -> None:
-        for chunks, payloads in segments:
-            for (first, n), payload in zip(chunks, payloads):
-                self._put_step(first, n, payload)
 
     def _put_step(self, first: int, n: int, payload: bytes) -> None:
         info = ct.StepInfo(first, n, timeline.is_segment_start(first, self.header.gop), self._pos)

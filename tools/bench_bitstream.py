@@ -23,9 +23,6 @@ the prior is in-sample, shown as `+self`, an optimistic stand-in). An .otok file
 and codebook size; for .npy, --gop and --codebook (default: max + 1) apply. Sizes are given twice, each
 against zstd's: of the whole file, and of the coded steps alone (`OtokReader.coded_bytes`: the coder's data
 without the ~300 bytes of container, which differs between coders only by their parameters).
-
-`--workers N` codes N segments at once in worker processes (`OtokWriter(workers=N)`,
-`OtokReader(workers=N)`; the pool is started before timing).
 """
 
 from __future__ import annotations
@@ -43,7 +40,7 @@ import time
 
 import numpy as np
 
-from otok.bitstream import CtxParams, Header, OtokReader, OtokWriter, Prior, parallel, read_header, read_tokens
+from otok.bitstream import CtxParams, Header, OtokReader, OtokWriter, Prior, read_header, read_tokens
 from otok.bitstream.synthetic import entropy_bound, repetition_grids
 
 GRIDS = {"360p": (45, 80), "1080p": (135, 240)}
@@ -60,10 +57,10 @@ def _median_time(fn, repeat: int) -> tuple[float, object]:
 
 
 def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None, repeat: int,
-          literal_increment: int | None = None, workers: int = 1) -> tuple[float, float, float, int]:
+          literal_increment: int | None = None) -> tuple[float, float, float, int]:
     """-> (bits/token, encode M tokens/s, decode M tokens/s, coded bytes: the STEP chunks' coder data,
     without the container) for tokens (S, h, w). coder: raw, zstd, ctx (literal model 0) or ctx1
-    (literal model 1). workers: segments coded in that many processes (bitstream.parallel)."""
+    (literal model 1)."""
     h, w = tokens.shape[1:]
     params = None
     if coder.startswith("ctx"):
@@ -76,12 +73,12 @@ def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None,
 
     def encode() -> bytes:
         buf = io.BytesIO()
-        with OtokWriter(buf, header, prior=prior, embed_prior=False, workers=workers) as writer:
+        with OtokWriter(buf, header, prior=prior, embed_prior=False) as writer:
             writer.write(tokens)
         return buf.getvalue()
 
     t_enc, data = _median_time(encode, repeat)
-    t_dec, out = _median_time(lambda: read_tokens(io.BytesIO(data), prior=prior, workers=workers), repeat)
+    t_dec, out = _median_time(lambda: read_tokens(io.BytesIO(data), prior=prior), repeat)
     if not np.array_equal(out, tokens):
         raise SystemExit(f"{coder}: round trip failed")
     coded = OtokReader(io.BytesIO(data)).coded_bytes
@@ -89,12 +86,12 @@ def bench(tokens: np.ndarray, k: int, gop: int, coder: str, prior: Prior | None,
 
 
 def _rows(name: str, tokens: np.ndarray, k: int, gop: int, prior: Prior | None, bound: float | None,
-          repeat: int, literal_increment: int | None, workers: int, out: list[dict], table: bool) -> None:
+          repeat: int, literal_increment: int | None, out: list[dict], table: bool) -> None:
     for coder, p in [("raw", None), ("zstd", None), ("ctx", None), ("ctx+prior", prior), ("ctx1", None),
                      ("ctx1+prior", prior)]:
         if coder.endswith("+prior") and p is None:
             continue
-        bits, enc, dec, _ = bench(tokens, k, gop, coder.split("+")[0], p, repeat, literal_increment, workers)
+        bits, enc, dec, _ = bench(tokens, k, gop, coder.split("+")[0], p, repeat, literal_increment)
         row = {"stream": name, "coder": coder, "bits_per_token": round(bits, 4), "encode_mtok_s": round(enc, 2),
                "decode_mtok_s": round(dec, 2)}
         if bound is not None and coder.startswith("ctx"):
@@ -155,7 +152,7 @@ def _segments(tokens: np.ndarray, gop: int) -> list[np.ndarray]:
 
 
 def real_tokens(paths: list[str], gop: int, codebook: int | None, repeat: int, literal_increment: int | None,
-                model_prior: Prior | None = None, workers: int = 1, table: bool = True) -> list[dict]:
+                model_prior: Prior | None = None, table: bool = True) -> list[dict]:
     """Per file: bytes and bits/token of raw, zstd, and ctx / ctx1 with `model_prior` or a leave-one-out
     prior -> the rows (printed as a table when `table`)."""
     files = [(p, *_load_tokens(p, gop, codebook, model_prior)) for p in paths]
@@ -173,7 +170,7 @@ def real_tokens(paths: list[str], gop: int, codebook: int | None, repeat: int, l
             prior = Prior.from_tokens(others or _segments(tokens, g), k)
         zstd_sizes = None
         for coder, p in [("raw", None), ("zstd", None), ("ctx" + suffix, prior), ("ctx1" + suffix, prior)]:
-            bits, enc, dec, coded = bench(tokens, k, g, coder.split("+")[0], p, repeat, literal_increment, workers)
+            bits, enc, dec, coded = bench(tokens, k, g, coder.split("+")[0], p, repeat, literal_increment)
             sizes = (round(bits * tokens.size / 8), coded)
             zstd_sizes = sizes if coder == "zstd" else zstd_sizes
             total = totals.setdefault(coder.replace("self", "loo"), [0, 0])
@@ -207,8 +204,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gop", type=int, default=5, help="segment length in steps (synthetic and .npy)")
     ap.add_argument("--steps", type=int, default=50, help="synthetic steps per stream")
     ap.add_argument("--repeat", type=int, default=3, help="timing runs (the median is kept)")
-    ap.add_argument("--workers", type=int, default=1,
-                    help="code segments in this many processes (OtokWriter/OtokReader workers=; default 1)")
     ap.add_argument("--literal-increment", type=int, default=None,
                     help=f"ctx literal_increment (default: the coder's, {CtxParams().literal_increment})")
     ap.add_argument("--prior", metavar="FILE", help="--tokens: code ctx with this prior table (e.g. a model's "
@@ -216,12 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     ap.add_argument("--no-cold-start", action="store_true", help="skip the cold-start measurement")
     args = ap.parse_args(argv)
-    if args.workers < 1:
-        ap.error(f"--workers must be at least 1, got {args.workers}")
-    if args.workers > 1:
-        parallel.warm_up(args.workers)  # start the worker processes before anything is timed
     table = not args.json
-    report: dict = {"workers": args.workers, "repeat": args.repeat}
+    report: dict = {"repeat": args.repeat}
     if not args.no_cold_start:
         report["cold_start"] = cold_start()
         if table:
@@ -230,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"0 and 1) {t['first_encode_decode_s']:.2f} s", flush=True)
     if args.tokens:
         report["tokens"] = real_tokens(args.tokens, args.gop, args.codebook, args.repeat, args.literal_increment,
-                                       Prior.load(args.prior) if args.prior else None, args.workers, table)
+                                       Prior.load(args.prior) if args.prior else None, table)
     else:
         k = args.codebook or 8192
         report["synthetic"] = rows = []
@@ -245,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 prior = Prior.from_tokens([sample[i:i + args.gop] for i in range(0, len(sample), args.gop)], k)
                 bound = entropy_bound(args.steps, k, rep, args.gop)
                 _rows(f"{grid_name}/{stream}", tokens, k, args.gop, prior, bound, args.repeat, args.literal_increment,
-                      args.workers, rows, table)
+                      rows, table)
     if args.json:
         print(json.dumps(report, indent=1))
     return 0
