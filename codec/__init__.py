@@ -14,11 +14,11 @@ from .pixels import from_uint8, to_uint8
 from .quantizers import QuantizerOutput
 from .state import TemporalCache
 from .streaming import StreamDecoder, StreamEncoder
-from .timeline import num_steps, padded_frames
+from .timeline import ONE_SEGMENT, frames_in_steps, num_steps
 from .weights import WeightsError, load, save
 
 __all__ = [
     "QuantizerOutput", "StreamDecoder", "StreamEncoder", "TemporalCache", "Tokenizer", "TokenizerConfig",
     "TokenizerOutput", "WeightsError", "from_uint8", "get_config", "list_models", "load", "num_steps",
-    "padded_frames", "register", "save", "to_uint8",
+    "frames_in_steps", "ONE_SEGMENT", "register", "save", "to_uint8",
 ]

@@ -21,7 +21,7 @@ from .config import TokenizerConfig
 from .layers import SpatialBlock, TemporalBlock, init_weights
 from .quantizers import QuantizerOutput, build_quantizer
 from .state import TemporalCache
-from .timeline import num_steps, padded_frames
+from .timeline import frames_in_steps, num_steps
 
 
 def patchify(pixels: Tensor, patch: int) -> Tensor:
@@ -234,16 +234,17 @@ class Tokenizer(nn.Module):
         return tokens.permute(0, 2, 3, 1)
 
     # ----- whole clips ---------------------------------------------------------------------------
-    def stream_encoder(self, batch: int = 1, height: int = 256, width: int = 256, gop: int | None = None,
-                       rdo: float = 0.0):
+    def stream_encoder(self, batch: int = 1, height: int | None = None, width: int | None = None,
+                       gop: int | None = None, rdo: float = 0.0):
         from .streaming import StreamEncoder
 
-        return StreamEncoder(self, batch, height, width, gop or self.config.gop, rdo)
+        return StreamEncoder(self, batch, height, width, self.config.gop if gop is None else gop, rdo)
 
-    def stream_decoder(self, batch: int = 1, height: int = 256, width: int = 256, gop: int | None = None):
+    def stream_decoder(self, batch: int = 1, height: int | None = None, width: int | None = None,
+                       gop: int | None = None):
         from .streaming import StreamDecoder
 
-        return StreamDecoder(self, batch, height, width, gop or self.config.gop)
+        return StreamDecoder(self, batch, height, width, self.config.gop if gop is None else gop)
 
     @torch.no_grad()
     def encode(self, video: Tensor, gop: int | None = None, rdo: float = 0.0) -> Tensor:
@@ -267,7 +268,7 @@ class Tokenizer(nn.Module):
         frames: the true frame count (drops the padding of a short last group); default: every decoded
         frame. height, width: the source size to crop to; default: the padded size h*p x w*p.
         """
-        gop = gop or self.config.gop
+        gop = self.config.gop if gop is None else gop
         expected = 4 if self.config.discrete else 5
         if tokens.dim() != expected:
             raise ValueError(f"expected tokens of rank {expected}, got shape {tuple(tokens.shape)}")
@@ -277,9 +278,9 @@ class Tokenizer(nn.Module):
         height, width = height or h * p, width or w * p
         if self.grid_size(height, width) != (h, w):
             raise ValueError(f"a {h}x{w} token grid does not code {width}x{height} frames")
-        total = padded_frames(steps, self.config.tubelet, gop)
+        total = frames_in_steps(steps, gop, self.config.tubelet)
         frames = total if frames is None else frames
-        if steps == 0 or num_steps(frames, self.config.tubelet, gop) != steps:
+        if steps == 0 or num_steps(frames, gop, self.config.tubelet) != steps:
             raise ValueError(f"{steps} token steps cannot hold {frames} frames (gop {gop})")
         stream = self.stream_decoder(b, height, width, gop)
         video = torch.cat([stream.push(tokens[:, s]) for s in range(steps)], dim=2)

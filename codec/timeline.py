@@ -30,15 +30,4 @@ frames_in_step = _layout.frames_in_step
 frames_in_steps = _layout.frames_in_steps
 step_start_frame = _layout.step_start_frame
 step_of_frame = _layout.step_of_frame
-
-
-def num_steps(frames: int, tubelet: int, gop: int) -> int:
-    """Deprecated argument order (frames, tubelet, gop) of the codec's former helper, kept until
-    codec/model.py calls `otok.bitstream.timeline.num_steps(frames, gop, t)`."""
-    return _layout.num_steps(frames, gop, tubelet)
-
-
-def padded_frames(steps: int, tubelet: int, gop: int) -> int:
-    """Deprecated (steps, tubelet, gop) form of `frames_in_steps(steps, gop, t)`, kept until codec/model.py
-    calls that."""
-    return _layout.frames_in_steps(steps, gop, tubelet)
+num_steps = _layout.num_steps

@@ -161,9 +161,9 @@ class EngineTokenizer:
     def new_cache(self, batch: int, height: int, width: int) -> EngineState:  # noqa: ARG002
         return EngineState(None, None, None, 0)
 
-    def stream_encoder(self, batch: int = 1, height: int = 256, width: int = 256, gop: int | None = None,
-                       rdo: float = 0.0):
-        return EngineStreamEncoder(self, batch, height, width, gop or self.config.gop, rdo)
+    def stream_encoder(self, batch: int = 1, height: int | None = None, width: int | None = None,
+                       gop: int | None = None, rdo: float = 0.0):
+        return EngineStreamEncoder(self, batch, height, width, self.config.gop if gop is None else gop, rdo)
 
     def codes_from_indices(self, indices: Tensor) -> Tensor:
         """Tokens (...) -> their codes (..., C) float32 on the CPU, as `Tokenizer.quantizer.codes_from_indices`
@@ -186,8 +186,9 @@ class EngineTokenizer:
             self._code_table = table.float()
         return torch.nn.functional.embedding(indices.cpu(), self._code_table)
 
-    def stream_decoder(self, batch: int = 1, height: int = 256, width: int = 256, gop: int | None = None):
-        return EngineStreamDecoder(self, batch, height, width, gop or self.config.gop)
+    def stream_decoder(self, batch: int = 1, height: int | None = None, width: int | None = None,
+                       gop: int | None = None):
+        return EngineStreamDecoder(self, batch, height, width, self.config.gop if gop is None else gop)
 
     # ----- one step ------------------------------------------------------------------------------
     def encode_step(self, pixels: Tensor, cache: EngineState) -> tuple[Tensor, EngineState]:

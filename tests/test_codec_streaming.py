@@ -33,7 +33,7 @@ def test_streamed_tokens_equal_whole_clip(quantizer, frames):
     tok = tiny(quantizer)
     video = random_video(2, frames, HEIGHT, WIDTH)
     whole = tok.encode(video)
-    steps = num_steps(frames, tok.config.tubelet, tok.config.gop)
+    steps = num_steps(frames, tok.config.gop, tok.config.tubelet)
     assert whole.shape[:2] == (2, steps)
 
     with torch.no_grad():

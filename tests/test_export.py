@@ -166,7 +166,7 @@ def test_onnxruntime_streams_what_pytorch_streams(exported, name, batch, height,
     video = random_video(batch, frames, height, width)
     reference = tok.encode(video, gop=gop)
     ours = eng.encode(video, gop=gop)
-    assert ours.shape[1] == num_steps(frames, 4, gop or tok.config.gop)
+    assert ours.shape[1] == num_steps(frames, gop or tok.config.gop, 4)
     assert_tokens_agree(ours, reference, tok.config.discrete)
 
     kwargs = {"frames": frames, "height": height, "width": width, "gop": gop}

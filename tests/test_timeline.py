@@ -36,10 +36,25 @@ def test_layout_functions_agree_with_a_walk():
 
 def test_codec_reads_the_same_module():
     assert codec_timeline.ONE_SEGMENT == timeline.ONE_SEGMENT == 0
-    for name in ("is_segment_start", "frames_in_step", "frames_in_steps", "step_start_frame", "step_of_frame"):
+    for name in ("is_segment_start", "frames_in_step", "frames_in_steps", "step_start_frame", "step_of_frame",
+                 "num_steps"):
         assert getattr(codec_timeline, name).__code__.co_code == getattr(timeline, name).__code__.co_code
-    assert codec_timeline.num_steps(17, 4, 5) == timeline.num_steps(17, 5, 4) == 5  # the deprecated order
-    assert codec_timeline.padded_frames(6, 4, 5) == timeline.frames_in_steps(6, 5, 4) == 18
+    assert codec_timeline.num_steps is not None and codec_timeline.num_steps(17, 5, 4) == 5
+
+
+def test_stream_encoder_needs_the_frame_size():
+    import pytest
+
+    with pytest.raises(TypeError, match="height=H, width=W"):
+        tiny().stream_encoder(1)
+    with pytest.raises(TypeError, match="height=H, width=W"):
+        tiny().stream_decoder(batch=1, height=32)
+
+
+def test_whole_clip_with_gop_0_is_one_segment():
+    tok = tiny()
+    video = torch.rand(1, 3, 29, 32, 32) * 2 - 1
+    assert torch.equal(tok.encode(video, gop=0), tok.encode(video, gop=100))
 
 
 def test_stream_with_gop_0_is_one_segment():

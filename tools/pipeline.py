@@ -408,9 +408,7 @@ def decoded_frames(reader: OtokReader, tok: Tokenizer, timer: list[float] | None
     then says where it stopped). timer: seconds spent in the model are added to timer[0]. on_grid: called
     with each step's grid before it is decoded."""
     header = reader.header
-    # A header gop of 0 (timeline.ONE_SEGMENT) makes the whole file one segment: as many steps as it holds
-    # (Tokenizer.stream_decoder reads a gop of 0 as "the model's gop").
-    stream = tok.stream_decoder(1, header.height, header.width, header.gop or max(1, reader.steps))
+    stream = tok.stream_decoder(1, header.height, header.width, header.gop)  # gop 0: one segment
     total, done = reader.frames, 0
     with torch.inference_mode(), damage_reported_by_caller():
         for grid in reader:

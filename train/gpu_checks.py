@@ -81,8 +81,8 @@ def stream_speed(name: str, height: int, width: int, batch: int, mode: str, devi
     group = torch.rand(batch, 3, t, height, width, device=device) * 2 - 1
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    encoder = tok.stream_encoder(batch, height, width, gop=10**9)
-    decoder = tok.stream_decoder(batch, height, width, gop=10**9)
+    encoder = tok.stream_encoder(batch, height, width, gop=0)  # one segment
+    decoder = tok.stream_decoder(batch, height, width, gop=0)  # one segment
     decoder.push(encoder.push(group[:, :, :1])[0])
     enc_times, dec_times = [], []
     for i in range(steps + 2):  # two warm-up steps (compilation, cuDNN/cuBLAS heuristics)
