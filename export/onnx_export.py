@@ -30,12 +30,9 @@ OPSETS = range(17, 21)  # TensorRT 10.0 parses opsets 9-20 (11.x: 9-25); LayerNo
 
 
 def otok_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    import otok
 
-    try:
-        return version("otok-codec")
-    except PackageNotFoundError:
-        return "unknown"
+    return otok.__version__
 
 
 def _dynamic_axes(discrete: bool) -> dict[str, dict[int, str]]:

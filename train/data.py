@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from otok.codec import from_uint8
+
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 VIDEO_EXTS = {
     ".mp4", ".m4v", ".mkv", ".webm", ".avi", ".mov", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".ogv", ".y4m",
@@ -198,7 +200,7 @@ class TrainBatches(torch.utils.data.Dataset):
 
 def to_model_input(pixels: Tensor, device: torch.device | str) -> Tensor:
     """uint8 (B, 3, T, H, W) -> float32 (B, 3, T, H, W) in [-1, 1] on `device`."""
-    return pixels.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
+    return from_uint8(pixels.to(device, non_blocking=True))
 
 
 def make_loader(dataset: TrainBatches, start: int, stop: int, workers: int) -> torch.utils.data.DataLoader:

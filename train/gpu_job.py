@@ -262,7 +262,7 @@ class Job:
         after each figure, so a job stopped in the middle keeps what it measured."""
         import torch
 
-        from otok.codec import Tokenizer
+        from otok.codec import Tokenizer, from_uint8
         from otok.train.gpu_checks import matmul_tflops, speed_table, token_parity
 
         out: dict = self.report.setdefault("checks", {})
@@ -270,7 +270,7 @@ class Job:
             out["skipped"] = "no CUDA device"
             return out
         name, clip = self.bank.heldout[0]
-        clip = torch.as_tensor(clip[:17, :256, :256]).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1).cpu()
+        clip = from_uint8(clip[:17, :256, :256].permute(3, 0, 1, 2)[None].cpu())
         cpu = Tokenizer(model.config)
         cpu.load_state_dict(model.state_dict())
         try:
@@ -302,7 +302,7 @@ class Job:
         over frames, the image-step and video-step frames apart, and the worst frame."""
         import torch
 
-        from otok.codec import Tokenizer
+        from otok.codec import Tokenizer, from_uint8, to_uint8
 
         cfg = model.config
         tok = Tokenizer(cfg).to(self.device).eval()
@@ -311,10 +311,9 @@ class Job:
         items = {}
         with torch.no_grad():
             for name, frames in self.bank.heldout:
-                video = frames.to(self.device).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1)
+                video = from_uint8(frames.to(self.device).permute(3, 0, 1, 2)[None])
                 count, height, width = video.shape[2:]
-                recon = tok.decode(tok.encode(video), frames=count, height=height, width=width)
-                recon = recon.clamp(-1, 1).add(1).mul(127.5).round()
+                recon = to_uint8(tok.decode(tok.encode(video), frames=count, height=height, width=width))
                 mse = (recon.double() - frames.to(self.device).permute(3, 0, 1, 2)[None].double()).pow(2)
                 psnr = (10 * torch.log10(255.0**2 / mse.mean(dim=(0, 1, 3, 4)).clamp(min=1e-10))).cpu()
                 image = torch.arange(count) % per_segment == 0
