@@ -157,3 +157,19 @@ def test_large_grid_chunks_equal_the_oracle(grid, repeat, big):
             ours, oracle = CtxCoder(header), OracleCtxCoder(header)
             for first, end in [(0, 5), (5, 7)]:
                 assert ours.encode(tokens[first:end], first) == oracle.encode(tokens[first:end], first)
+
+
+def test_a_read_only_package_caches_kernels_in_the_users_cache(monkeypatch, tmp_path):
+    """Where the package folder is read-only and NUMBA_CACHE_DIR is unset, the kernels' cache goes to the
+    user's cache folder (XDG_CACHE_HOME); a NUMBA_CACHE_DIR that is set is left alone."""
+    package = kn.os.path.dirname(kn.__file__)
+    writable = kn.os.access
+    monkeypatch.setattr(kn.os, "access", lambda path, mode: path != package and writable(path, mode))
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    kn._choose_cache_dir()
+    assert kn.os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "otok" / "numba")
+    assert (tmp_path / "otok" / "numba").is_dir()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", "/elsewhere")
+    kn._choose_cache_dir()
+    assert kn.os.environ["NUMBA_CACHE_DIR"] == "/elsewhere"
