@@ -373,12 +373,10 @@ def _code_tree_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n
             left, right = cdf[row, s], cdf[row, s + 1]
         else:
             sc = scale[row]
-            if enc:
+            if enc:  # C_s, the counts below s: summed (the encoder keeps no trees; a sum of a row is fast)
                 acc = 0
-                i = s
-                while i > 0:  # C_s: the counts below s
-                    acc += tree[row, i]
-                    i &= i - 1
+                for i in range(s):
+                    acc += table[row, i]
             else:  # the largest s < n whose left edge trunc(C_s * scale) + s is at most q: lifting over the tree
                 s, acc, step = 0, 0, top
                 while step:
@@ -451,10 +449,10 @@ def _count_piece(ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree,
 
 
 @kernel()
-def _rescale(table, tree, sums, scale, first, last, n, limit, todo, trees) -> None:
+def _rescale(table, tree, sums, scale, first, last, n, limit, todo, trees, updated) -> None:
     """Rows first..last - 1 counted since their scale was set (scale 0): halved if they passed the limit,
-    their tree rebuilt if so or unless `trees` kept it, then a new scale. (Calls only in a loop over the
-    rows listed.)"""
+    with `trees` (the decoder) their tree rebuilt if so or unless the count `updated` it, then a new scale.
+    (Calls only in a loop over the rows listed.)"""
     m = 0
     for row in range(first, last):
         if scale[row] == 0.0:
@@ -465,7 +463,7 @@ def _rescale(table, tree, sums, scale, first, last, n, limit, todo, trees) -> No
         halved = sums[row] > limit
         if halved:
             sums[row] = _halve(table, row, n, limit)
-        if halved or not trees:
+        if trees and (halved or not updated):
             _tree_row(table, row, n, tree)
         scale[row] = float(ONE - n) / float(sums[row])
 
@@ -478,9 +476,10 @@ def _piece(enc, ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, 
     -> False when a decoded rank is outside the codebook."""
     # (coding and counting in kernels of their own: a loop over symbols in a function that also calls
     # others ran 20 times slower, numba counting references to its arrays at every turn.) A large piece
-    # builds the models of the rows it uses (a Fenwick tree per symbol then costs more, in cache misses)
-    # and rebuilds their trees after.
+    # builds the models of the rows it uses (a Fenwick tree per symbol then costs more, in cache misses);
+    # the decoder then rebuilds their trees after. The encoder keeps no trees (it sums a row's counts).
     big = b - a >= BIG_PIECE
+    updated = not enc and not big
     seen = np.zeros(max(gtab.shape[0], ltab.shape[0]), dtype=np.bool_)
     todo = np.empty(seen.shape[0], dtype=np.int64)
     gcdf = np.empty((gtab.shape[0], groups + 1), dtype=np.int64) if big else None
@@ -495,10 +494,11 @@ def _piece(enc, ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, 
         _code_tree_run(enc, False, ranks, pos, ctx, a, b, j * groups, lo_bits, lshifts[j], lwidths[j], ltab, ltree,
                        lscale, lcdf, buf, io, state, words)
     ok = _count_piece(ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, lsums, lscale, lshifts,
-                      lwidths, lo_bits, groups, k, increment, not big)
-    _rescale(gtab, gtree, gsums, gscale, 0, gtab.shape[0], groups, limit, todo, not big)
+                      lwidths, lo_bits, groups, k, increment, updated)
+    _rescale(gtab, gtree, gsums, gscale, 0, gtab.shape[0], groups, limit, todo, not enc, updated)
     for j in range(lshifts.shape[0]):
-        _rescale(ltab, ltree, lsums, lscale, j * groups, (j + 1) * groups, lwidths[j], limit, todo, not big)
+        _rescale(ltab, ltree, lsums, lscale, j * groups, (j + 1) * groups, lwidths[j], limit, todo, not enc,
+                 updated)
     return ok
 
 
