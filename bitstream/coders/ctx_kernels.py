@@ -3,24 +3,25 @@
 The ANS arithmetic is constriction's `AnsCoder` (32-bit words, 64-bit state, 24-bit precision) with models
 quantized from integer counts as `Categorical(counts, perfect=False)` does, byte for byte (the tests check
 it against constriction). The encoder side never touches the ANS state while the model runs: the model
-kernels append each symbol's (left edge, probability) to a buffer in decoding order (`emit`), and
-`encode_reverse` pushes the whole buffer last symbol first. The decoder side keeps its state in two small
-arrays that the model kernels pass on (`decode`), so a whole step decodes in one call.
+kernels put each symbol's (left edge, probability) in a buffer in decoding order, and `encode_reverse`
+pushes the whole buffer last symbol first. The decoder keeps its state in two small arrays (`Decoder`)
+that the kernels read and write once per run of symbols (`load`, `store`), so a step decodes in one call.
 
 Each model kernel serves both directions: with `enc` it reads the symbols from its input and appends them
 to the encoder's buffer, else it decodes them and writes them out. So the encoder and the decoder share
 one description of the symbol order, the contexts and the count updates, and cannot drift apart. Counts
-are int64 tables updated in place; cdf caches hold rows' quantized edges, recomputed only where counts
-changed (`dirty`).
+are int64 tables updated in place, with their row sums. A model is built whole (`build`) where many
+symbols use it: a mode context in a round, a literal part of model 0 in a step, the rows of a large piece
+of model 1; else model 1 finds a symbol's edges from running sums (a Fenwick tree per row, the decoder).
 
-Arguments shared by the kernels: buf, io, state, words: the ANS side (`code`); limit: the count limit of
-a row (a row whose sum exceeds it is halved, (c + 1) >> 1, until it does not). All kernels live in this
-one module: numba's cache notices a change to a kernel's own file only, so a kernel must not call a cached
-kernel of another module.
+Arguments shared by the kernels: buf, io, state, words: the ANS side; limit: the count limit of a row (a
+row whose sum exceeds it is halved, (c + 1) >> 1, until it does not). numba notes: all kernels live in
+this one module (numba's cache notices a change to a kernel's own file only); symbol loops call no other
+function and inline none (numba then counts references to the arrays at every turn, several times the
+cost of the coding).
 """
 
 from __future__ import annotations
-
 
 import os
 import tempfile

@@ -232,9 +232,8 @@ def mode_observations(ctx: np.ndarray, modes: np.ndarray) -> np.ndarray:
 def add_counts(table: np.ndarray, observed: np.ndarray, limit: int) -> None:
     """table += observed, then halve (c + 1) >> 1 every row whose sum exceeds `limit`, until none does.
 
-    table: int64, or float64 holding integers (exact below 2**53, as the ctx coder keeps its tables so that
-    constriction gets them without a conversion), (rows, n) or (n,), updated in place. Integer arithmetic
-    only, so every machine gets the same counts.
+    table: int64 (or float64 holding integers, exact below 2**53: the tests' constriction oracle), (rows, n)
+    or (n,), updated in place. Integer arithmetic only, so every machine gets the same counts.
     """
     table += observed
     rows = table.reshape(-1, table.shape[-1])
