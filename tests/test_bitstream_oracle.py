@@ -145,18 +145,20 @@ def test_large_grid_chunks_equal_the_oracle(grid, repeat, big):
     """Grids of 3,600 and 6,144 tokens with a codebook of 8192, both literal models, segment starts and
     later steps: the same bytes (literal model 1's rounds up to thousands of literals long, pieces coded
     from Fenwick trees and, from kernels.BIG_PIECE literals, from whole models; count rows far from the
-    limit and at it)."""
+    limit and at it), and they decode."""
     tokens = repetition_grids(7, grid, 8192, repeat, 5, seed=3)
-    literals = int((ctx_model.step_modes(tokens[1:2], tokens[0]) == 3).sum())
+    literals = int((ctx_model.step_modes(tokens[1:2], tokens[0]) == 3).sum())  # in step 1
     assert (literals > 2 * kn.BIG_PIECE + FIRST_ROUND) == big  # rounds 16, 16, 32, ...: one of BIG_PIECE
     for model in (0, 1):
         for limit in (1 << 14, 1 << 24):
             params = CtxParams(bytes(32), 1 << 16, limit, 4, model)
             header = Header("otok-test", bytes(32), 8, 4, 5, grid, 8 * grid[1], 8 * grid[0], (30, 1),
                             codebook_size=8192, coder="ctx", coder_params=params)
-            ours, oracle = CtxCoder(header), OracleCtxCoder(header)
+            ours, oracle, reader = CtxCoder(header), OracleCtxCoder(header), CtxCoder(header)
             for first, end in [(0, 5), (5, 7)]:
-                assert ours.encode(tokens[first:end], first) == oracle.encode(tokens[first:end], first)
+                data = ours.encode(tokens[first:end], first)
+                assert data == oracle.encode(tokens[first:end], first)
+                np.testing.assert_array_equal(reader.decode(data, first, end - first), tokens[first:end])
 
 
 def test_a_read_only_package_caches_kernels_in_the_users_cache(monkeypatch, tmp_path):

@@ -211,6 +211,7 @@ NONE = 4  # the mode read outside the grid, or where there is no previous step
 PIECE_FACTOR = 8  # a mode pass round takes at most 8 x (a context's count sum) of its modes
 FIRST_ROUND = 16  # literal model 1: the first round of a step's literals
 BIG_PIECE = 1024  # literal model 1: a piece this long builds its rows' models whole
+ROWS_SHIFT = 16  # ... and the decoder's lookups of 256 buckets (2 or more per symbol)
 
 
 @kernel()
@@ -346,11 +347,12 @@ def _tree_row(table, row, n, tree) -> None:
 
 
 @kernel()
-def _code_tree_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n, table, tree, scale, cdf,
+def _code_tree_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n, table, tree, scale, cdf, lut,
                    buf, io, state, words) -> None:
     """Code the literals pos[a:b] (ranks read, or written): with `groups`, their groups (row ctx[t] of the
     group table); else their lo part (rank >> at) & (n - 1) (row first_row + group of the lo tables). The
-    models: built whole in `cdf` (a large piece, `_build_rows`), or from each row's Fenwick tree and scale
+    models: built whole in `cdf` with the decoder's lookup `lut` (a large piece, `_build_rows`), or from
+    each row's Fenwick tree and scale
     (`cdf` None), the edges of `build` for one symbol. (`code` written out: numba's inlining of a function
     of several arrays counted references to them at every symbol, 5 times the cost of the coding.)"""
     p, x, left_words = load(io, state)
@@ -365,12 +367,10 @@ def _code_tree_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n
         else:
             q = np.int64(x & _MASK)
         if cdf is not None:
-            if not enc:  # branch-free: cdf[n] = 2**24 > q, so s stays below n
-                s, step = np.int64(0), top * 2 if top * 2 <= n else top
-                while step:
-                    u = min(s + step, n)
-                    s = u if cdf[row, u] <= q else s
-                    step >>= 1
+            if not enc:  # the symbol s with cdf[s] <= q < cdf[s + 1], from the bucket of q
+                s = np.int64(lut[row, q >> ROWS_SHIFT])
+                while cdf[row, s + 1] <= q:
+                    s += 1
             left, right = cdf[row, s], cdf[row, s + 1]
         else:
             sc = scale[row]
@@ -402,8 +402,10 @@ def _code_tree_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n
 
 
 @kernel()
-def _build_rows(groups, ranks, pos, ctx, a, b, first_row, lo_bits, n, table, sums, cdf, seen, todo) -> None:
-    """The models (`build`) of the rows the literals pos[a:b] use (as `_code_tree_run` finds them)."""
+def _build_rows(groups, ranks, pos, ctx, a, b, first_row, lo_bits, n, table, sums, cdf, lut, with_lut, seen,
+                todo) -> None:
+    """The models (`build`, with_lut: the decoder's lookups) of the rows the literals pos[a:b] use (as
+    `_code_tree_run` finds them)."""
     m = 0
     for t in range(a, b):
         row = ctx[t] if groups else first_row + (ranks[pos[t]] >> lo_bits)
@@ -413,7 +415,7 @@ def _build_rows(groups, ranks, pos, ctx, a, b, first_row, lo_bits, n, table, sum
             m += 1
     for i in range(m):
         seen[todo[i]] = False
-        build(table, todo[i], n, sums[todo[i]], cdf, cdf, 0, False)
+        build(table, todo[i], n, sums[todo[i]], cdf, lut, ROWS_SHIFT, with_lut)
 
 
 @kernel()
@@ -485,15 +487,19 @@ def _piece(enc, ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, 
     todo = np.empty(seen.shape[0], dtype=np.int64)
     gcdf = np.empty((gtab.shape[0], groups + 1), dtype=np.int64) if big else None
     lcdf = np.empty((ltab.shape[0], ltab.shape[1] + 1), dtype=np.int64) if big else None
+    lut_rows = max(gtab.shape[0], ltab.shape[0]) if big and not enc else 1
+    glut = np.empty((lut_rows, ONE >> ROWS_SHIFT), dtype=np.int32)
+    llut = np.empty((lut_rows, ONE >> ROWS_SHIFT), dtype=np.int32)
     if big:
-        _build_rows(True, ranks, pos, ctx, a, b, 0, lo_bits, groups, gtab, gsums, gcdf, seen, todo)
-    _code_tree_run(enc, True, ranks, pos, ctx, a, b, 0, lo_bits, 0, groups, gtab, gtree, gscale, gcdf,
+        _build_rows(True, ranks, pos, ctx, a, b, 0, lo_bits, groups, gtab, gsums, gcdf, glut, not enc, seen, todo)
+    _code_tree_run(enc, True, ranks, pos, ctx, a, b, 0, lo_bits, 0, groups, gtab, gtree, gscale, gcdf, glut,
                    buf, io, state, words)
     for j in range(lshifts.shape[0]):
         if big:
-            _build_rows(False, ranks, pos, ctx, a, b, j * groups, lo_bits, lwidths[j], ltab, lsums, lcdf, seen, todo)
+            _build_rows(False, ranks, pos, ctx, a, b, j * groups, lo_bits, lwidths[j], ltab, lsums, lcdf, llut,
+                        not enc, seen, todo)
         _code_tree_run(enc, False, ranks, pos, ctx, a, b, j * groups, lo_bits, lshifts[j], lwidths[j], ltab, ltree,
-                       lscale, lcdf, buf, io, state, words)
+                       lscale, lcdf, llut, buf, io, state, words)
     ok = _count_piece(ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, lsums, lscale, lshifts,
                       lwidths, lo_bits, groups, k, increment, updated)
     _rescale(gtab, gtree, gsums, gscale, 0, gtab.shape[0], groups, limit, todo, not enc, updated)
