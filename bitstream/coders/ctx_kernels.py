@@ -378,13 +378,15 @@ def _code_tree_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n
                 acc = 0
                 for i in range(s):
                     acc += table[row, i]
-            else:  # the largest s < n whose left edge trunc(C_s * scale) + s is at most q: lifting over the tree
+            else:  # the largest s < n whose left edge trunc(C_s * scale) + s is at most q: lifting over the
+                # tree; trunc(x) + u <= q  <=>  x < q + 1 - u  (x >= 0), one conversion less per step
                 s, acc, step = 0, 0, top
+                q1 = float(q + 1)
                 while step:
                     u = s + step
                     if u < n:
                         c = acc + tree[row, u]
-                        if np.int64(float(c) * sc) + u <= q:
+                        if float(c) * sc < q1 - float(u):
                             s, acc = u, c
                     step >>= 1
             left = np.int64(float(acc) * sc) + s
