@@ -87,19 +87,19 @@ def installed_priors() -> list[Prior]:
 
 
 def read_tokens(path: str | os.PathLike, *, prior: Prior | str | os.PathLike | Iterable | None = None,
-                allow_truncated: bool = False, workers: int = 1) -> np.ndarray:
+                allow_truncated: bool = False) -> np.ndarray:
     """The tokens of an `.otok` file: int64 (S, h, w) (S steps of an h x w grid; a KL model's file gives
     float16 latents (S, C, h, w)). The `ctx` coder's prior table the file names by hash is found among the
     installed models' tables, current and superseded; `prior` (a Prior, a .prior path, or a list) adds
     others, e.g. the table beside your own weights. allow_truncated: return the intact steps of a damaged
-    file (with a warning) instead of raising. workers: decode segments in that many processes."""
+    file (with a warning) instead of raising."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file" if not path.exists() else f"{path}: is not a file")
     given = [] if prior is None else [prior] if isinstance(prior, (Prior, str, os.PathLike)) else list(prior)
     priors = [p if isinstance(p, Prior) else Prior.load(p) for p in given] + installed_priors()
     try:
-        return _read_tokens(path, prior=priors, allow_truncated=allow_truncated, workers=workers)
+        return _read_tokens(path, prior=priors, allow_truncated=allow_truncated)
     except UsageError:
         header = read_header(path)
         wanted = getattr(header.coder_params, "prior_sha256", b"")
