@@ -336,8 +336,8 @@ def check_video(video: Tensor, patch: int, allow_empty: bool = False, check_valu
         raise ValueError("expected a batch of at least one video, got B = 0")
     if t == 0 and not allow_empty:
         raise ValueError("expected at least one frame, got T = 0")
-    if height < patch or width < patch:
-        raise ValueError(f"frames of {width}x{height} are smaller than one {patch}x{patch} patch")
+    if height < 1 or width < 1:  # any size of at least one pixel: frames are padded to whole windows
+        raise ValueError(f"frames of {width}x{height} have no pixels")
     if check_values and video.numel():
         low, high = torch.aminmax(video.detach())
         if not torch.isfinite(low) or not torch.isfinite(high) or low < -1.0 - 1e-5 or high > 1.0 + 1e-5:

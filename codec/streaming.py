@@ -23,9 +23,8 @@ class _Stream:
             raise TypeError("a stream codes frames of one size, which it needs: stream_encoder(batch, height=H, width=W)")
         if batch < 1 or gop < 0:
             raise ValueError(f"batch must be >= 1 and gop >= 0 (0: one segment), got batch {batch}, gop {gop}")
-        p = tokenizer.config.patch
-        if height < p or width < p:
-            raise ValueError(f"frames of {width}x{height} are smaller than one {p}x{p} patch")
+        if height < 1 or width < 1:  # any size of at least one pixel: frames are padded to whole windows
+            raise ValueError(f"frames of {width}x{height} have no pixels")
         self.tokenizer = tokenizer
         self.batch, self.height, self.width, self.gop = batch, height, width, gop
         self.padded_height, self.padded_width = tokenizer.padded_size(height, width)

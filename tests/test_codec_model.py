@@ -138,7 +138,7 @@ BAD_VIDEOS = [
     (torch.zeros(1, 4, 5, 64, 64), "3 \\(RGB\\) channels"),
     (torch.full((1, 3, 5, 64, 64), 2.0), r"values in \[-1, 1\]"),
     (torch.full((1, 3, 5, 64, 64), float("nan")), r"values in \[-1, 1\]"),
-    (torch.zeros(1, 3, 5, 4, 64), "smaller than one 8x8 patch"),
+    (torch.zeros(1, 3, 5, 0, 64), "no pixels"),
     (torch.zeros(1, 3, 0, 64, 64), "at least one frame"),
     ([[0.0]], "torch.Tensor"),
 ]

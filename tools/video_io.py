@@ -11,6 +11,7 @@ stays exactly that of the source); ffv1 stores RGB losslessly; vp9 for .webm; pn
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -195,14 +196,26 @@ class VideoWriter:
             raise MediaError("an image output holds one frame; write a video (.mp4, .mkv, ...) instead")
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         video_frame.pts = self.frames
-        for packet in self._stream.encode(video_frame):
-            self._container.mux(packet)
+        with self._encoder_errors():
+            for packet in self._stream.encode(video_frame):
+                self._container.mux(packet)
         self.frames += 1
 
     def close(self) -> None:
-        for packet in self._stream.encode():
-            self._container.mux(packet)
+        with self._encoder_errors():
+            for packet in self._stream.encode():
+                self._container.mux(packet)
         self._container.close()
+
+    @contextlib.contextmanager
+    def _encoder_errors(self) -> Iterator[None]:
+        """An encoder that refuses the frame size (ffv1 at 1 pixel wide, say) is a MediaError, one line."""
+        try:
+            yield
+        except av.FFmpegError as exc:
+            codec = self._stream.codec_context.name
+            raise MediaError(f"the {codec} encoder cannot write {self.width}x{self.height} frames ({_reason(exc)}); "
+                             "choose another codec or format") from None
 
 
 def _reason(exc: BaseException) -> str:
