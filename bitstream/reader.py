@@ -83,6 +83,7 @@ class OtokReader:
         except UsageError as exc:
             self.prior, self._prior_error = None, exc
         self._data_start = self._pending.offset if self._pending else self._chunks.offset
+        self._tail_hint: int | None = None
         self._trailer, self._index = self._load_tail() if self._seekable else (None, None)
         self._position = 0
         self._started = False
@@ -108,8 +109,7 @@ class OtokReader:
                 if len(chunk.payload) <= KEPT_ANCILLARY_BYTES:
                     self.ancillary.setdefault(chunk.ctype, bytes(chunk.payload))
             else:
-                raise UnsupportedError(f"unknown critical chunk {chunk.ctype!r} at byte {chunk.offset}: "
-                                       "the file needs a newer otok")
+                raise _critical_error(chunk)
 
     def _coder(self):
         if self._prior_error is not None:
@@ -142,7 +142,20 @@ class OtokReader:
             trailer = self._read_trailer()
             return trailer, self._read_index(trailer)
         except OtokError:
+            self._tail_hint = self._trailer_frames_hint()
             return None, None
+
+    def _trailer_frames_hint(self) -> int | None:
+        """The frame count of a TAIL chunk that ends the file but does not hold together (its index lost or
+        forged): used only to drop the last step's padding (`frames`), never to raise the count."""
+        size = self._size or 0
+        try:
+            chunk = self._chunk_at(size - ct.TAIL_SIZE) if size >= self._data_start + ct.TAIL_SIZE else None
+        except OtokError:
+            return None
+        if chunk is None or chunk.ctype != ct.TAIL or len(chunk.payload) != ct.TAIL_PAYLOAD.size:
+            return None
+        return ct.TAIL_PAYLOAD.unpack(chunk.payload)[0]
 
     def _read_trailer(self) -> Trailer:
         size = self._size or 0
@@ -211,10 +224,22 @@ class OtokReader:
 
     @property
     def frames(self) -> int:
-        """Frame count: from the trailer, else every frame covered by the intact steps."""
+        """Frame count: from the trailer; else (`frames_trusted` False) every frame the intact steps cover,
+        less the last step's padding when a trailer that does not hold together still gives a count that
+        fits those steps. Never more than the intact steps can hold."""
         if self._trailer:
             return self._trailer.frames
-        return timeline.frames_in_steps(self.steps, self.header.gop, self.header.temporal)
+        gop, t, steps = self.header.gop, self.header.temporal, self.steps
+        most = timeline.frames_in_steps(steps, gop, t)
+        hint = self._tail_hint
+        if steps and hint is not None and timeline.frames_in_steps(steps - 1, gop, t) < hint <= most:
+            return hint
+        return most
+
+    @property
+    def frames_trusted(self) -> bool:
+        """False when the frame count is not recorded by a valid trailer and index (`frames` is inferred)."""
+        return self._trailer is not None
 
     @property
     def coded_bytes(self) -> int:
@@ -314,8 +339,7 @@ class OtokReader:
                     self._complete_read = True
                 yield chunk
             elif ct.is_critical(chunk.ctype) and chunk.ctype != ct.PRIO:
-                raise UnsupportedError(f"unknown critical chunk {chunk.ctype!r} at byte {chunk.offset}: "
-                                       "the file needs a newer otok")
+                raise _critical_error(chunk)
 
     # -- verification ---------------------------------------------------------------------------------
     def verify(self) -> VerifyReport:
@@ -349,8 +373,8 @@ class OtokReader:
         self._f.seek(self._base + self._data_start)
         reader = ct.ChunkReader(self._f, self._data_start, self._size)
         while (chunk := reader.next()) is not None:
-            if ct.is_critical(chunk.ctype) and chunk.ctype not in ct.KNOWN_CRITICAL:
-                raise UnsupportedError(f"unknown critical chunk {chunk.ctype!r} at byte {chunk.offset}")
+            if ct.is_critical(chunk.ctype) and chunk.ctype not in ct.KNOWN_CRITICAL - {ct.HEAD}:
+                raise _critical_error(chunk)
             yield chunk
 
     # -- misc -----------------------------------------------------------------------------------------
@@ -367,6 +391,14 @@ class OtokReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _critical_error(chunk: ct.Chunk) -> OtokError:
+    """A critical chunk where it cannot be read: a second header is damage, an unknown type a newer format."""
+    if chunk.ctype in ct.KNOWN_CRITICAL:
+        return CorruptError(f"a second {chunk.ctype.decode()} chunk at byte {chunk.offset}: the file is damaged")
+    return UnsupportedError(f"unknown critical chunk {chunk.ctype!r} at byte {chunk.offset}: "
+                            "the file needs a newer otok")
 
 
 def _check_entries(entries: list[ct.StepInfo], header: Header, data_start: int, end: int | None,

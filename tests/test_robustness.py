@@ -3,6 +3,9 @@ outputs). Every test builds its own bad input."""
 
 from __future__ import annotations
 
+import io
+import struct
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -10,6 +13,8 @@ import numpy as np
 import pytest
 
 from codec_helpers import tiny
+from otok.bitstream import CorruptError, Header, OtokReader, OtokWarning, OtokWriter
+from otok.bitstream import container as ct
 from otok.codec import save
 from otok.tools.cli import main
 from otok.tools.video_io import VideoReader, VideoWriter
@@ -29,7 +34,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 def write_frames(path: Path, width: int, height: int, frames: int, codec: str | None = "h264") -> Path:
     writer = VideoWriter(path, width, height, Fraction(25), codec=None if path.suffix == ".png" else codec)
     for t in range(frames):
-        writer.write(np.full((height, width, 3), 20 + 30 * t, np.uint8))
+        writer.write(np.full((height, width, 3), (20 + 30 * t) % 256, np.uint8))
     writer.close()
     return path
 
@@ -57,3 +62,85 @@ def test_max_side_of_one_pixel(tmp_path, capsys, model_path):
     assert status == 0, err
     frames = list(VideoReader(tmp_path / "b.mkv"))
     assert len(frames) == 5 and frames[0].shape == (1, 1, 3)
+
+
+# ----- a lost or forged trailer/index: the frame count is untrusted, never above what the file proves ----
+def _tail_fields(data: bytes) -> tuple[int, int, int]:
+    return ct.TAIL_PAYLOAD.unpack(data[-ct.TAIL_SIZE + 8:-4])
+
+
+def _with_tail(data: bytes, *fields: int) -> bytes:
+    return data[:-ct.TAIL_SIZE] + ct.chunk_bytes(ct.TAIL, ct.TAIL_PAYLOAD.pack(*fields))
+
+
+def forged_tails(data: bytes) -> dict[str, bytes]:
+    """The ways a file's end was found lost or forged: each keeps the steps intact."""
+    frames, steps, index = _tail_fields(data)
+    body, tail = data[:-ct.TAIL_SIZE], data[-ct.TAIL_SIZE:]
+    index_chunk = data[index:-ct.TAIL_SIZE]
+    return {
+        "offset 0": _with_tail(data, frames, steps, 0),
+        "offset at itself": _with_tail(data, frames, steps, len(data) - ct.TAIL_SIZE),
+        "offset past the end": _with_tail(data, frames, steps, 1 << 40),
+        "steps 2^40": _with_tail(data, frames, 1 << 40, index),
+        "steps 2^32-1": _with_tail(data, frames, (1 << 32) - 1, index),
+        "frames 2^40": _with_tail(data, 1 << 40, steps, index),
+        "index count 2^24": body[:index] + ct.chunk_bytes(ct.INDX, struct.pack("<I", 1 << 24) + index_chunk[12:-4]) + tail,
+        "index count 2^32-1": body[:index] + ct.chunk_bytes(ct.INDX, b"\xff" * 4 + index_chunk[12:-4]) + tail,
+        "duplicated index": body[:index] + index_chunk + index_chunk + tail,
+        "duplicated trailer": data + tail,
+        "no trailer": body,
+        "no index and trailer": data[:index],
+    }
+
+
+@pytest.fixture(scope="module")
+def ten_frames(tmp_path_factory, model_path) -> Path:
+    """10 frames: steps of 1 + 4 + 4 + 1 (padded to 4) frames, so the steps cover 13."""
+    folder = tmp_path_factory.mktemp("ten")
+    src = write_frames(folder / "ten.mkv", 24, 16, 10)
+    assert main(["encode", str(src), str(folder / "ten.otok"), "--model", str(model_path), "-q"]) == 0
+    return folder / "ten.otok"
+
+
+@pytest.mark.parametrize("case", list(forged_tails(b"\0" * 200)))
+def test_forged_trailer_never_adds_frames(tmp_path, capsys, model_path, ten_frames, case):
+    data = ten_frames.read_bytes()
+    forged = tmp_path / "forged.otok"
+    forged.write_bytes(forged_tails(data)[case])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OtokWarning)
+        reader = OtokReader(forged)
+    assert not reader.frames_trusted and reader.frames <= 13
+    status, _, err = run(capsys, "decode", forged, tmp_path / "back.mkv", "--model", model_path, "-q")
+    assert status == 0, err
+    assert err.startswith("otok: warning: ") and len(err.strip().splitlines()) == 1
+    written = sum(1 for _ in VideoReader(tmp_path / "back.mkv"))
+    cut_before_tail = case in ("no trailer", "no index and trailer", "frames 2^40")
+    assert written == (13 if cut_before_tail else 10), err  # the trailer's count, where it fits the steps
+    assert "untrusted" in err or "without a trailer" in err
+
+
+def test_second_header_is_damage_not_a_newer_format(tmp_path):
+    data = FILES_SMALL()
+    head = ct.ChunkReader(io.BytesIO(data[12:]), 12, None).next()
+    twice = data[:head.end] + data[12:head.end] + data[head.end:]
+    with pytest.raises(CorruptError, match="second HEAD"):
+        OtokReader(io.BytesIO(twice))
+    first_step = OtokReader(io.BytesIO(data)).index[1].offset
+    late = data[:first_step] + data[12:head.end] + data[first_step:]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        steps = list(OtokReader(io.BytesIO(late)))
+    assert len(steps) == 1 and "second HEAD" in str(caught[0].message)
+    with pytest.raises(CorruptError, match="second HEAD"):
+        OtokReader(io.BytesIO(late)).verify()
+
+
+def FILES_SMALL() -> bytes:  # noqa: N802 - a constant built on demand
+    tokens = np.arange(5 * 2 * 3).reshape(5, 2, 3) % 7
+    header = Header("otok-test", bytes(32), 8, 4, 0, (2, 3), 20, 12, (25, 1), codebook_size=7, coder="raw")
+    buf = io.BytesIO()
+    with OtokWriter(buf, header, steps_per_chunk=1) as w:
+        w.write(tokens)
+    return buf.getvalue()

@@ -276,6 +276,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
                                  tokenizer=tok, engine_dir=args.engine_dir)
     if r.damage:
         print(f"otok: warning: {r.damage}; decoded the {r.frames} frames before it", file=sys.stderr)
+    elif r.untrusted:
+        print(f"otok: warning: {r.untrusted}", file=sys.stderr)
     if not args.quiet:
         print(f"{r.path}: {r.frames} frames {r.width}x{r.height}, {r.frames / r.seconds:.1f} frames/s")
     return 0

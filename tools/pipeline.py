@@ -23,6 +23,7 @@ import torch
 
 from otok.bitstream import CorruptError, CtxParams, Header, OtokError, OtokReader, OtokWarning, OtokWriter, Prior, read_header
 from otok.bitstream.container import ENCD
+from otok.bitstream.timeline import frames_in_steps
 from otok.codec import Tokenizer, WeightsError, load
 from otok.codec.accelerate import accelerate as codec_accelerate
 
@@ -61,6 +62,7 @@ class DecodeResult:
     height: int
     seconds: float
     damage: str | None = None  # where a truncated or damaged file stopped
+    untrusted: str | None = None  # why the frame count was inferred (no valid trailer and index), if it was
 
 
 # ----- models -------------------------------------------------------------------------------------------
@@ -398,7 +400,12 @@ def decode_file(
         except OtokError as exc:
             raise type(exc)(f"{src}: {exc}" if not str(exc).startswith(str(src)) else str(exc)) from None
         damage = reader.damage
-    return DecodeResult(dst, written, header.width, header.height, time.perf_counter() - start, damage)
+        untrusted = None if reader.frames_trusted else (
+            f"{src}: no valid trailer and index, so the frame count is untrusted; wrote {written} frames, "
+            + ("the intact steps less the padding the damaged trailer names"
+               if written < frames_in_steps(reader.steps, header.gop, header.temporal)
+               else f"all the intact steps hold (up to {header.temporal - 1} of them may be the last step's padding)"))
+    return DecodeResult(dst, written, header.width, header.height, time.perf_counter() - start, damage, untrusted)
 
 
 def decoded_frames(reader: OtokReader, tok: Tokenizer, timer: list[float] | None = None,
