@@ -12,3 +12,5 @@ MAX_CHUNK_PAYLOAD = 1 << 30  # bytes
 MAX_INDEX_ENTRIES = 1 << 24
 MAX_NAME_BYTES = 255
 READ_BLOCK = 1 << 20  # payloads are read in blocks so allocation follows the bytes actually present
+PREALLOCATE_PER_BYTE = 64  # read_tokens sizes its output from a trailer's count up to this many bytes per file byte
+PREALLOCATE_MIN = 1 << 24  # ... plus this many (a count beyond that is gathered step by step as it decodes)

@@ -456,8 +456,12 @@ def read_tokens(path: str | os.PathLike | BinaryIO, *, prior: Prior | Iterable[P
     """
     with OtokReader(path, prior=prior) as reader:
         dtype = np.float16 if reader.header.is_latent else np.int64
-        out = np.empty((reader.steps if reader.complete else 0,) + reader.header.step_shape, dtype=dtype)
-        extra = []  # steps beyond the trailer's count (never for a consistent file)
+        # The trailer's count sizes the array only as far as the file's bytes can back it: a forged count
+        # (11 M steps in 46 KB) must not allocate; steps past it are gathered as they decode.
+        step_bytes = int(np.prod(reader.header.step_shape)) * np.dtype(dtype).itemsize
+        backed = (limits.PREALLOCATE_PER_BYTE * (reader._size or 0) + limits.PREALLOCATE_MIN) // step_bytes
+        out = np.empty((min(reader.steps, backed) if reader.complete else 0,) + reader.header.step_shape, dtype=dtype)
+        extra = []  # steps beyond the preallocated count
         n = 0
         with warnings.catch_warnings(record=not allow_truncated):
             for n, step in enumerate(reader, 1):
@@ -468,5 +472,10 @@ def read_tokens(path: str | os.PathLike | BinaryIO, *, prior: Prior | Iterable[P
         if reader.damage and not allow_truncated:
             error = reader._damage_type if issubclass(reader._damage_type, TruncatedError) else CorruptError
             raise error(reader.damage)
+        if not reader.damage and reader.complete and n != reader.steps:
+            message = f"the trailer and index give {reader.steps} steps, but the file holds {n}"
+            if not allow_truncated:
+                raise CorruptError(message)
+            warnings.warn(message, OtokWarning, stacklevel=2)
         return np.concatenate([out[:n], np.array(extra, dtype=dtype).reshape((-1,) + out.shape[1:])]) if extra \
             else out[:n]

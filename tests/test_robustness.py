@@ -3,8 +3,10 @@ outputs). Every test builds its own bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
+import tracemalloc
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -13,9 +15,10 @@ import numpy as np
 import pytest
 
 from codec_helpers import tiny
-from otok.bitstream import CorruptError, Header, OtokReader, OtokWarning, OtokWriter
+from otok.bitstream import CorruptError, Header, OtokReader, OtokWarning, OtokWriter, read_tokens
 from otok.bitstream import container as ct
 from otok.codec import save
+from otok.tools import pipeline
 from otok.tools.cli import main
 from otok.tools.video_io import VideoReader, VideoWriter
 
@@ -144,3 +147,71 @@ def FILES_SMALL() -> bytes:  # noqa: N802 - a constant built on demand
     with OtokWriter(buf, header, steps_per_chunk=1) as w:
         w.write(tokens)
     return buf.getvalue()
+
+
+# ----- no allocation from a count that the bytes present cannot back -----------------------------------
+def test_forged_consistent_step_count_does_not_allocate():
+    """One real step, then an index of 2,700 entries of 4,096 steps and a trailer that agrees with it:
+    11 M steps of 16x16 (21 GiB of int64) claimed by a file of about 46 KB."""
+    header = Header("otok-test", bytes(32), 8, 4, 0, (16, 16), 128, 128, (25, 1), codebook_size=7, coder="raw")
+    buf = io.BytesIO()
+    with OtokWriter(buf, header) as w:
+        w.write(np.zeros((1, 16, 16), np.int64))
+    data = buf.getvalue()
+    first = OtokReader(io.BytesIO(data)).index[0].offset
+    _, _, index = _tail_fields(data)
+    body = data[:index] + ct.chunk_bytes(b"junk", bytes(3000))  # room for the forged offsets
+    entries = [ct.StepInfo(4096 * i, 4096, i == 0, first + i) for i in range(2700)]
+    steps = 4096 * len(entries)
+    forged = (body + ct.chunk_bytes(ct.INDX, ct.pack_index(entries))
+              + ct.chunk_bytes(ct.TAIL, ct.TAIL_PAYLOAD.pack(1 + 4 * (steps - 1), steps, len(body))))
+    reader = OtokReader(io.BytesIO(forged))
+    assert reader.complete and reader.steps == steps and len(forged) < 50_000  # it does hold together
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptError, match=f"give {steps} steps, but the file holds 1"):
+            read_tokens(io.BytesIO(forged))
+        with pytest.warns(OtokWarning, match="holds 1"):
+            assert read_tokens(io.BytesIO(forged), allow_truncated=True).shape == (1, 16, 16)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * len(forged) + (1 << 25), peak
+
+
+# ----- a header naming the model's weights with other geometry: refused before decoding ------------------
+def forge_header(data: bytes, **fields) -> bytes:
+    head = ct.ChunkReader(io.BytesIO(data[12:]), 12, None).next()
+    header = dataclasses.replace(Header.unpack(head.payload), **fields)
+    return data[:12] + ct.chunk_bytes(ct.HEAD, header.pack()) + data[head.end:]
+
+
+FORGED_GEOMETRY = {
+    "patch 16": ({"patch": 16, "grid": (1, 2)}, "patch 16"),
+    "temporal patch 1": ({"temporal": 1}, "temporal patch 1"),
+    "codebook 16384": ({"codebook_size": 16384}, "codebook size 16384"),
+    "KL latents": ({"coder": "f16z", "coder_params": None, "codebook_size": 0, "latent_channels": 4},
+                   "codebook size 0"),
+    "grid 2x4": ({"grid": (2, 4)}, "token grid (2, 4)"),
+    "grid 4096x4096": ({"grid": (4096, 4096), "width": 32768, "height": 32768}, "over otok's limit"),
+    "fps 2^32-1": ({"fps": ((1 << 32) - 1, 1)}, "frame rate of 4294967295"),
+    "fps 1/(2^32-1)": ({"fps": (1, (1 << 32) - 1)}, "frame rate of 1/4294967295"),
+}
+
+
+@pytest.mark.parametrize("case", list(FORGED_GEOMETRY))
+def test_forged_geometry_is_one_line(tmp_path, capsys, model_path, ten_frames, case):
+    fields, message = FORGED_GEOMETRY[case]
+    forged = tmp_path / "forged.otok"
+    forged.write_bytes(forge_header(ten_frames.read_bytes(), **fields))
+    status, _, err = run(capsys, "decode", forged, tmp_path / "out.mkv", "--model", model_path, "-q")
+    assert status == 2, err
+    assert err.startswith("otok: error: ") and len(err.strip().splitlines()) == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forged.otok"]
+
+
+def test_oversized_source_frames_name_the_limit(tmp_path, capsys, model_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "MAX_FRAME_PIXELS", 24 * 16 - 1)
+    src = write_frames(tmp_path / "in.mkv", 24, 16, 2)
+    status, _, err = run(capsys, "encode", src, tmp_path / "out.otok", "--model", model_path)
+    assert status == 2 and "over otok's limit" in err and "--max-side 4096" in err, err

@@ -124,6 +124,8 @@ def model_for_file(
         if spec or tokenizer:
             raise
         tok = None  # a model name this installation does not know, or one without shipped weights
+    if tok is not None and tok.weights_sha256() == wanted:
+        check_geometry(header, tok)
     if tok is None or tok.weights_sha256() != wanted:
         source = ("none is installed" if tok is None else
                   f"the engine in {engine_dir} has {tok.weights_sha256()[:12]}" if backend != "torch" else
@@ -135,6 +137,35 @@ def model_for_file(
             "weights file that made it, model=PATH" + (" (and export an engine from it)" if backend != "torch" else "")
         )
     return tok
+
+
+MAX_FRAME_PIXELS = 1 << 26  # 8192 x 8192 padded pixels a frame: 8K UHD (33 Mpx) fits, twice over
+
+
+def check_frame_size(width: int, height: int, what: str, error: type[OtokError] = MediaError) -> None:
+    """Refuse frames over MAX_FRAME_PIXELS before anything is allocated for them (one line)."""
+    if width * height > MAX_FRAME_PIXELS:
+        message = f"{what} has frames of {width}x{height}, over otok's limit of {MAX_FRAME_PIXELS:,} pixels (8192x8192)"
+        if error is ArgumentError:
+            raise ArgumentError("max_side", message + "; scale them down, e.g. max_side=4096")
+        raise error(message)
+
+
+def check_geometry(header: Header, tok: Tokenizer) -> None:
+    """The file's tokenizer geometry must be the model's (a header naming these weights but another patch,
+    tubelet, codebook, latent kind or grid is damaged or forged): CorruptError, before any decoding."""
+    c = tok.config
+    m = c.pad_multiple
+    grid = (-(-header.height // m) * m // c.patch, -(-header.width // m) * m // c.patch)
+    channels = 0 if c.discrete else tok.quantizer.code_dim
+    for name, got, want in (("patch", header.patch, c.patch), ("temporal patch", header.temporal, c.tubelet),
+                            ("codebook size", header.codebook_size, c.codebook_size if c.discrete else 0),
+                            ("latent channels", header.latent_channels, channels),
+                            ("token grid", header.grid, grid)):
+        if got != want:
+            raise CorruptError(f"the header gives {name} {got}, but {c.name}, whose weights it names, has {want} "
+                               f"(for {header.width}x{header.height} frames): the header is damaged or forged")
+    check_frame_size(header.padded_width, header.padded_height, "the file", CorruptError)
 
 
 def _prior_path(tok: Tokenizer) -> Path | None:
@@ -341,6 +372,7 @@ def encode_file(
     start = time.perf_counter()
     with open_video(src, max_side, frames) as reader, atomic_output(dst) as tmp:
         info = reader.info
+        check_frame_size(info.width, info.height, str(src), ArgumentError)
         header = make_header(tok, info.width, info.height, info.fps, coder, gop)
         stream = tok.stream_encoder(1, info.height, info.width, gop, rdo=rdo)
         count = 0
@@ -379,7 +411,10 @@ def decode_file(
     src, dst = Path(src), Path(dst)
     check_output(dst, [src])
     start = time.perf_counter()
-    tok = model_for_file(header_of(src), model, device, backend, tokenizer, engine_dir)
+    try:
+        tok = model_for_file(header_of(src), model, device, backend, tokenizer, engine_dir)
+    except CorruptError as exc:  # a forged geometry
+        raise type(exc)(f"{src}: {exc}" if not str(exc).startswith(str(src)) else str(exc)) from None
     with contextlib.closing(open_otok(src, tok)) as reader:
         header = reader.header
         if dst.suffix.lower() in (".png", ".jpg", ".jpeg") and reader.frames != 1:

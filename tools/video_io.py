@@ -173,7 +173,7 @@ class VideoWriter:
             if codec == "ffv1" and suffix == ".mp4":
                 raise MediaError("ffv1 does not go in .mp4; use .mkv or .mov")
             self._container = av.open(str(path), "w", format=VIDEO_CONTAINERS[suffix])
-            self._stream = self._container.add_stream(VIDEO_CODECS[codec], rate=fps)
+            self._stream = self._container.add_stream(VIDEO_CODECS[codec], rate=_writable_rate(fps))
             even = width % 2 == 0 and height % 2 == 0
             pix_fmt = "bgr0" if codec == "ffv1" else ("yuv420p" if even else "yuv444p")
             if codec != "ffv1":
@@ -216,6 +216,16 @@ class VideoWriter:
             codec = self._stream.codec_context.name
             raise MediaError(f"the {codec} encoder cannot write {self.width}x{self.height} frames ({_reason(exc)}); "
                              "choose another codec or format") from None
+
+
+def _writable_rate(fps: Fraction) -> Fraction:
+    """`fps` as FFmpeg takes it (each term a 32-bit signed integer): nearest such rate, or a MediaError."""
+    limit = (1 << 31) - 1
+    rate = Fraction(fps).limit_denominator(limit)
+    if not 0 < rate.numerator <= limit:
+        raise MediaError(f"a frame rate of {fps} fps cannot be written to a video (FFmpeg takes rates of "
+                         f"1/{limit} to {limit} fps); the file's rate is damaged or forged")
+    return rate
 
 
 def _reason(exc: BaseException) -> str:
