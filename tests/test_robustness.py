@@ -215,3 +215,24 @@ def test_oversized_source_frames_name_the_limit(tmp_path, capsys, model_path, mo
     src = write_frames(tmp_path / "in.mkv", 24, 16, 2)
     status, _, err = run(capsys, "encode", src, tmp_path / "out.otok", "--model", model_path)
     assert status == 2 and "over otok's limit" in err and "--max-side 4096" in err, err
+
+
+# ----- several inputs: no silent overwrite, a failure says what was written before it -------------------
+def test_inputs_with_one_stem_are_refused_before_any_work(tmp_path, capsys, model_path):
+    a, b = write_frames(tmp_path / "a.mkv", 24, 16, 2), write_frames(tmp_path / "a.mp4", 24, 16, 3)
+    out = tmp_path / "out"
+    for inputs in ((a, b), (a, a)):
+        status, _, err = run(capsys, "encode", *inputs, out, "--model", model_path, "-q")
+        assert status == 2 and "would both write" in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_later_input_that_fails_is_the_exit_status(tmp_path, capsys, model_path):
+    good = write_frames(tmp_path / "good.mkv", 24, 16, 2)
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video\n" * 20)
+    out = tmp_path / "out"
+    status, _, err = run(capsys, "encode", good, bad, out, "--model", model_path, "-q")
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert "bad.mp4" in err and "stopped at input 2 of 2, after writing" in err and "good.otok" in err
+    assert sorted(p.name for p in out.iterdir()) == ["good.otok"]  # complete; nothing half-written

@@ -225,6 +225,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if len(args.inputs) > 1 or out.is_dir() or args.output.endswith(("/", os.sep)):
         if out.exists() and not out.is_dir():
             raise UsageError(f"with several inputs, OUT is a folder; {out} is a file")
+        _refuse_same_stems(args.inputs, out)  # all inputs, not this rank's share: every rank refuses alike
         jobs = [(src, out / f"{src.stem}.otok") for src in _shard(args.inputs)]
     else:
         jobs = [(args.inputs[0], out)]
@@ -232,13 +233,34 @@ def cmd_encode(args: argparse.Namespace) -> int:
         pipeline.check_input(src)
         pipeline.check_output(dst, [src])
     tok = _model(args)
-    for src, dst in jobs:
-        with _progress(_show_progress(args), _frames_of(src, args.frames), f"encode {src.name}") as progress:
-            r = pipeline.encode_file(src, dst, coder=args.coder, gop=args.gop, max_side=args.max_side,
-                                     frames=args.frames, progress=progress, tokenizer=tok, rdo=args.rdo)
+    for i, (src, dst) in enumerate(jobs):
+        try:
+            with _progress(_show_progress(args), _frames_of(src, args.frames), f"encode {src.name}") as progress:
+                r = pipeline.encode_file(src, dst, coder=args.coder, gop=args.gop, max_side=args.max_side,
+                                         frames=args.frames, progress=progress, tokenizer=tok, rdo=args.rdo)
+        except OtokError as exc:
+            if len(jobs) == 1:
+                raise
+            kept = f", after writing {', '.join(str(d) for _, d in jobs[:i])}" if i else ""
+            raise BatchError(f"{cli_message(exc)} (stopped at input {i + 1} of {len(jobs)}{kept})") from None
         if not args.quiet:
             print(_encode_summary(dst, r))
     return 0
+
+
+class BatchError(OtokError):
+    """An input of several failed: its message, and which outputs were written before it (exit status 2)."""
+
+
+def _refuse_same_stems(inputs: list[Path], folder: Path) -> None:
+    """Two inputs with one stem (a.mp4, a.mkv; or one file twice) would write one output: refuse before any
+    work, rather than overwrite or invent names that a pipeline keyed on the stem would not find."""
+    seen: dict[str, Path] = {}
+    for src in inputs:
+        if src.stem in seen:
+            raise UsageError(f"{seen[src.stem]} and {src} would both write {folder / (src.stem + '.otok')}; "
+                             "encode them into separate folders, or rename one")
+        seen[src.stem] = src
 
 
 def _encode_summary(dst: Path, r: pipeline.EncodeResult) -> str:
