@@ -75,17 +75,13 @@ class OtokReader:
             self._f.seek(self._base)
         self.header, self._chunks, self.format_version = _read_head(self._f, self._size)
         self._setup_error: OtokError | None = None
-        self._pending, embedded = self._read_setup_chunks()
-        # A missing prior only matters for decoding steps: header, index and trailer stay readable.
-        self._prior_error: UsageError | None = None
-        try:
-            self.prior = self._pick_prior(embedded, prior)
-        except UsageError as exc:
-            self.prior, self._prior_error = None, exc
+        self._pending, self._embedded_prior = self._read_setup_chunks()
+        self.use_priors(prior)
         self._data_start = self._pending.offset if self._pending else self._chunks.offset
         self._tail_hint: int | None = None
         self._trailer, self._index = self._load_tail() if self._seekable else (None, None)
         self._position = 0
+        self._steps_read = 0
         self._started = False
         self.damage: str | None = None
 
@@ -110,6 +106,20 @@ class OtokReader:
                     self.ancillary.setdefault(chunk.ctype, bytes(chunk.payload))
             else:
                 raise _critical_error(chunk)
+
+    def use_priors(self, prior: Prior | Iterable[Prior] | None) -> None:
+        """Offer prior tables after opening (the model that can be found only from the header has them); as
+        `prior=` of the constructor. A missing prior only matters for decoding steps."""
+        self._prior_error: UsageError | None = None
+        try:
+            self.prior = self._pick_prior(self._embedded_prior, prior)
+        except UsageError as exc:
+            self.prior, self._prior_error = None, exc
+
+    @property
+    def seekable(self) -> bool:
+        """False for a pipe: one forward pass; the frame count is known once the trailer has been read."""
+        return self._seekable
 
     def _coder(self):
         if self._prior_error is not None:
@@ -183,6 +193,19 @@ class OtokReader:
             raise CorruptError(f"index covers {sum(e.n_steps for e in entries)} steps, trailer says {trailer.steps}")
         return entries
 
+    def _streamed_trailer(self, chunk: ct.Chunk, steps: int) -> Trailer | None:
+        """The trailer met at the end of a pipe, when its counts fit the steps read (its index cannot be
+        checked on a pipe, and is not needed: the steps came in order)."""
+        if len(chunk.payload) != ct.TAIL_PAYLOAD.size:
+            return None
+        trailer = Trailer(*ct.TAIL_PAYLOAD.unpack(chunk.payload))
+        gop, t = self.header.gop, self.header.temporal
+        fits = trailer.steps == steps and (
+            timeline.frames_in_steps(steps - 1, gop, t) < trailer.frames <= timeline.frames_in_steps(steps, gop, t))
+        if not fits:
+            self._tail_hint = trailer.frames  # `frames` takes it only where it fits the steps
+        return trailer if fits else None
+
     def _chunk_at(self, offset: int) -> ct.Chunk:
         self._f.seek(self._base + offset)
         chunk = ct.ChunkReader(self._f, offset, self._size).next()
@@ -219,8 +242,10 @@ class OtokReader:
 
     @property
     def steps(self) -> int:
-        """Step count: from the trailer, else the steps of the intact chunks."""
-        return self._trailer.steps if self._trailer else sum(e.n_steps for e in self.index)
+        """Step count: from the trailer, else the steps of the intact chunks (a pipe: those read so far)."""
+        if self._trailer:
+            return self._trailer.steps
+        return self._steps_read if not self._seekable else sum(e.n_steps for e in self.index)
 
     @property
     def frames(self) -> int:
@@ -310,10 +335,13 @@ class OtokReader:
             offset, expect = keys[-1].offset, keys[-1].first_step
         for chunk in self._chunks_from(offset):
             if chunk.ctype == ct.TAIL:
+                if not self._seekable:
+                    self._trailer = self._streamed_trailer(chunk, expect)
                 return
             info, data = ct.parse_step(chunk)
             _check_entries([info], self.header, self._data_start, None, expect)
             expect += info.n_steps
+            self._steps_read = max(self._steps_read, expect)
             yield info, data
         if not self._complete_read:
             raise TruncatedError(f"file ends at byte {self._chunks.offset} without a trailer")

@@ -3,9 +3,12 @@ outputs). Every test builds its own bad input."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import os
 import struct
+import threading
 import tracemalloc
 import warnings
 from fractions import Fraction
@@ -221,10 +224,11 @@ def test_oversized_source_frames_name_the_limit(tmp_path, capsys, model_path, mo
 def test_inputs_with_one_stem_are_refused_before_any_work(tmp_path, capsys, model_path):
     a, b = write_frames(tmp_path / "a.mkv", 24, 16, 2), write_frames(tmp_path / "a.mp4", 24, 16, 3)
     out = tmp_path / "out"
-    for inputs in ((a, b), (a, a)):
-        status, _, err = run(capsys, "encode", *inputs, out, "--model", model_path, "-q")
-        assert status == 2 and "would both write" in err and len(err.strip().splitlines()) == 1, err
-        assert not out.exists() or not any(out.iterdir())
+    status, _, err = run(capsys, "encode", a, b, out, "--model", model_path, "-q")
+    assert status == 2 and "would both write" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() or not any(out.iterdir())
+    assert run(capsys, "encode", a, tmp_path / "." / "a.mkv", out, "--model", model_path, "-q")[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.otok"]  # one file named twice: encoded once
 
 
 def test_a_later_input_that_fails_is_the_exit_status(tmp_path, capsys, model_path):
@@ -236,3 +240,51 @@ def test_a_later_input_that_fails_is_the_exit_status(tmp_path, capsys, model_pat
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert "bad.mp4" in err and "stopped at input 2 of 2, after writing" in err and "good.otok" in err
     assert sorted(p.name for p in out.iterdir()) == ["good.otok"]  # complete; nothing half-written
+
+
+# ----- pipes and FIFOs: read once (the formats stream), or one line saying the input must be seekable ---
+def feed_fifo(path: Path, data: bytes) -> threading.Thread:
+    """A FIFO at `path` that a thread fills with `data` once a reader opens it."""
+    os.mkfifo(path)
+
+    def write() -> None:
+        with open(path, "wb") as f:
+            with contextlib.suppress(BrokenPipeError):
+                f.write(data)
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_encode_and_decode_through_fifos(tmp_path, capsys, model_path, monkeypatch, progress):
+    monkeypatch.setattr("otok.tools.cli._show_progress", lambda args: progress)
+    clip = write_frames(tmp_path / "clip.mkv", 24, 16, 6)
+    fifo = tmp_path / "in.fifo"
+    writer = feed_fifo(fifo, clip.read_bytes())
+    status, _, err = run(capsys, "encode", fifo, tmp_path / "c.otok", "--model", model_path, "-q")
+    writer.join(timeout=30)
+    assert status == 0 and not writer.is_alive(), err
+    fifo.unlink()
+    writer = feed_fifo(fifo, (tmp_path / "c.otok").read_bytes())
+    status, _, err = run(capsys, "decode", fifo, tmp_path / "back.mkv", "--model", model_path, "-q")
+    writer.join(timeout=30)
+    assert status == 0 and "otok:" not in err, err
+    assert sum(1 for _ in VideoReader(tmp_path / "back.mkv")) == 6  # the padding of the last step dropped
+
+
+def test_decode_through_a_fifo_with_a_forged_trailer(tmp_path, capsys, model_path, ten_frames):
+    fifo = tmp_path / "in.fifo"
+    writer = feed_fifo(fifo, forged_tails(ten_frames.read_bytes())["steps 2^40"])
+    status, _, err = run(capsys, "decode", fifo, tmp_path / "back.mkv", "--model", model_path, "-q")
+    writer.join(timeout=30)
+    assert status == 0 and "untrusted" in err, err
+    assert sum(1 for _ in VideoReader(tmp_path / "back.mkv")) == 10
+
+
+def test_eval_of_a_fifo_says_it_must_be_seekable(tmp_path, capsys, model_path):
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)  # nobody writes: a command that opened it would hang
+    status, _, err = run(capsys, "eval", fifo, "--model", model_path)
+    assert status == 2 and "must be a seekable file" in err and len(err.strip().splitlines()) == 1, err

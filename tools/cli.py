@@ -225,8 +225,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if len(args.inputs) > 1 or out.is_dir() or args.output.endswith(("/", os.sep)):
         if out.exists() and not out.is_dir():
             raise UsageError(f"with several inputs, OUT is a folder; {out} is a file")
-        _refuse_same_stems(args.inputs, out)  # all inputs, not this rank's share: every rank refuses alike
-        jobs = [(src, out / f"{src.stem}.otok") for src in _shard(args.inputs)]
+        inputs = _distinct_stems(args.inputs, out)  # all inputs, not this rank's share: every rank agrees
+        jobs = [(src, out / f"{src.stem}.otok") for src in _shard(inputs)]
     else:
         jobs = [(args.inputs[0], out)]
     for src, dst in jobs:
@@ -235,7 +235,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     tok = _model(args)
     for i, (src, dst) in enumerate(jobs):
         try:
-            with _progress(_show_progress(args), _frames_of(src, args.frames), f"encode {src.name}") as progress:
+            total = _frames_of(src, args.frames) if _show_progress(args) else None
+            with _progress(_show_progress(args), total, f"encode {src.name}") as progress:
                 r = pipeline.encode_file(src, dst, coder=args.coder, gop=args.gop, max_side=args.max_side,
                                          frames=args.frames, progress=progress, tokenizer=tok, rdo=args.rdo)
         except OtokError as exc:
@@ -252,15 +253,17 @@ class BatchError(OtokError):
     """An input of several failed: its message, and which outputs were written before it (exit status 2)."""
 
 
-def _refuse_same_stems(inputs: list[Path], folder: Path) -> None:
-    """Two inputs with one stem (a.mp4, a.mkv; or one file twice) would write one output: refuse before any
-    work, rather than overwrite or invent names that a pipeline keyed on the stem would not find."""
+def _distinct_stems(inputs: list[Path], folder: Path) -> list[Path]:
+    """The inputs, each file once. Two files with one stem (a.mp4, a.mkv) would write one output: refused
+    before any work, rather than overwritten, or given invented names that a pipeline keyed on the stem
+    would not find. One file named twice is encoded once."""
     seen: dict[str, Path] = {}
     for src in inputs:
-        if src.stem in seen:
-            raise UsageError(f"{seen[src.stem]} and {src} would both write {folder / (src.stem + '.otok')}; "
+        first = seen.setdefault(src.stem, src)
+        if first is not src and os.path.realpath(first) != os.path.realpath(src):
+            raise UsageError(f"{first} and {src} would both write {folder / (src.stem + '.otok')}; "
                              "encode them into separate folders, or rename one")
-        seen[src.stem] = src
+    return list(seen.values())
 
 
 def _encode_summary(dst: Path, r: pipeline.EncodeResult) -> str:
@@ -274,7 +277,10 @@ def _encode_summary(dst: Path, r: pipeline.EncodeResult) -> str:
 
 
 def _frames_of(src: Path, limit: int | None) -> int | None:
-    """The container's frame count (an estimate, for the progress bar's ETA), capped by --frames."""
+    """The container's frame count (an estimate, for the progress bar's ETA), capped by --frames. A pipe is
+    not opened for it: it can be read only once."""
+    if pipeline.is_stream(src):
+        return limit
     with pipeline.open_video(src) as reader:
         count = reader.info.frames
     return min(count, limit) if count and limit else count or limit
@@ -286,16 +292,12 @@ def _model(args: argparse.Namespace):
 
 def cmd_decode(args: argparse.Namespace) -> int:
     _check_common(args)
-    tok = None
-    if args.backend == "torch" and (args.compile or args.precision != "auto" or args.device != "cpu"):
-        header = pipeline.header_of(args.input)
-        tok = pipeline.load_model(args.model or header.model, args.device, "torch", None, args.precision, args.compile,
-                                  weights_sha256=None if args.model else header.weights_sha256.hex())
-    total = pipeline.file_info(args.input)["frames"] if _show_progress(args) else None
+    total = pipeline.file_info(args.input)["frames"] if _show_progress(args) and not pipeline.is_stream(args.input) \
+        else None
     with _progress(_show_progress(args), total, f"decode {args.input.name}") as progress:
         r = pipeline.decode_file(args.input, args.output, model=args.model, device=args.device,
                                  backend=args.backend, codec=args.codec, crf=args.crf, progress=progress,
-                                 tokenizer=tok, engine_dir=args.engine_dir)
+                                 engine_dir=args.engine_dir, precision=args.precision, compile=args.compile)
     if r.damage:
         print(f"otok: warning: {r.damage}; decoded the {r.frames} frames before it", file=sys.stderr)
     elif r.untrusted:
@@ -355,7 +357,8 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     _check_common(args)
-    with _progress(_show_progress(args), _frames_of(args.input, args.frames), f"eval {args.input.name}") as progress:
+    total = _frames_of(args.input, args.frames) if _show_progress(args) else None
+    with _progress(_show_progress(args), total, f"eval {args.input.name}") as progress:
         tok = _model(args)
         r = pipeline.eval_file(args.input, coder=args.coder, gop=args.gop, max_side=args.max_side,
                                frames=args.frames, progress=progress, tokenizer=tok, rdo=args.rdo,

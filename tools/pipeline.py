@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import stat
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -111,15 +112,17 @@ def accelerate(tok: Tokenizer, precision: str = "auto", compile: bool = False) -
 
 def model_for_file(
     header: Header, spec: str | os.PathLike | None, device: str, backend: str, tokenizer: Tokenizer | None = None,
-    engine_dir: str | os.PathLike | None = None,
+    engine_dir: str | os.PathLike | None = None, precision: str = "auto", compile: bool = False,
 ) -> Tokenizer:
     """The model that wrote `header`: `tokenizer` or `spec` if given, else the registry model it names (or
-    the engine in `engine_dir`); its weights hash must match the header's."""
+    the engine in `engine_dir`); its weights hash must match the header's. precision, compile: as for
+    `load_model` (a loaded model's)."""
     if tokenizer is None and backend != "torch":
         tokenizer = _load_engine(spec, device, backend, engine_dir)
     wanted = header.weights_sha256.hex()
     try:
-        tok = tokenizer or load_model(spec or header.model, device, backend, weights_sha256=None if spec else wanted)
+        tok = tokenizer or load_model(spec or header.model, device, backend, precision=precision, compile=compile,
+                                      weights_sha256=None if spec else wanted)
     except ModelError:
         if spec or tokenizer:
             raise
@@ -270,6 +273,19 @@ def atomic_output(dst: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def is_stream(src: Path) -> bool:
+    """True for an input that can be read only once: a pipe, a FIFO, /dev/stdin (anything not a regular file)."""
+    try:
+        return not stat.S_ISREG(os.stat(src).st_mode)
+    except OSError:
+        return False
+
+
+def check_seekable(src: Path, why: str) -> None:
+    if is_stream(src):
+        raise InputError(f"{src}: {why}, so the input must be a seekable file, not a pipe or FIFO")
+
+
 def check_input(src: Path) -> None:
     if not src.exists():
         raise InputError(f"{src}: no such file")
@@ -403,21 +419,25 @@ def decode_file(
     src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
     device: str = "cpu", backend: str = "torch", codec: str | None = None, crf: int | None = None,
     progress: Progress | None = None, tokenizer: Tokenizer | None = None, engine_dir: str | os.PathLike | None = None,
+    precision: str = "auto", compile: bool = False,
 ) -> DecodeResult:
-    """Decode an `.otok` file to a video (or, for one frame, an image) of the source's size and rate.
+    """Decode an `.otok` file to a video (or, for one frame, an image) of the source's size and rate. The
+    file is opened once, so a pipe or FIFO works too (the format streams).
 
     model: the weights that made the file when they are not installed (default: the release it names).
+    precision, compile: as for `load_model`.
     """
     src, dst = Path(src), Path(dst)
     check_output(dst, [src])
     start = time.perf_counter()
-    try:
-        tok = model_for_file(header_of(src), model, device, backend, tokenizer, engine_dir)
-    except CorruptError as exc:  # a forged geometry
-        raise type(exc)(f"{src}: {exc}" if not str(exc).startswith(str(src)) else str(exc)) from None
-    with contextlib.closing(open_otok(src, tok)) as reader:
+    with contextlib.closing(open_otok(src)) as reader:
         header = reader.header
-        if dst.suffix.lower() in (".png", ".jpg", ".jpeg") and reader.frames != 1:
+        try:
+            tok = model_for_file(header, model, device, backend, tokenizer, engine_dir, precision, compile)
+        except CorruptError as exc:  # a forged geometry
+            raise type(exc)(f"{src}: {exc}" if not str(exc).startswith(str(src)) else str(exc)) from None
+        reader.use_priors(model_priors(tok))
+        if dst.suffix.lower() in (".png", ".jpg", ".jpeg") and reader.seekable and reader.frames != 1:
             raise InputError(f"{src} holds {reader.frames} frames; an image output holds one (write .mp4, .mkv, ...)")
         written = 0
         try:
@@ -451,10 +471,12 @@ def decoded_frames(reader: OtokReader, tok: Tokenizer, timer: list[float] | None
     with each step's grid before it is decoded."""
     header = reader.header
     stream = tok.stream_decoder(1, header.height, header.width, header.gop)  # gop 0: one segment
-    total, done = reader.frames, 0
+    # A pipe gives its frame count only in the trailer at its end: each step's frames wait for the next
+    # step (or the end), so that the last step's padding can be dropped.
+    total, done, held = (reader.frames if reader.seekable else None), 0, []
     with torch.inference_mode(), damage_reported_by_caller():
         for grid in reader:
-            if done >= total:
+            if total is not None and done >= total:
                 return
             if on_grid is not None:
                 on_grid(grid)
@@ -462,9 +484,15 @@ def decoded_frames(reader: OtokReader, tok: Tokenizer, timer: list[float] | None
             frames = video_to_frames(stream.push(torch.from_numpy(grid.astype(_grid_dtype(grid)))[None]))
             if timer is not None:
                 timer[0] += time.perf_counter() - tick
+            if total is None:
+                yield from held
+                done, held = done + len(held), list(frames)
+                continue
             for frame in frames[: total - done]:
                 done += 1
                 yield frame
+        if total is None:
+            yield from held[: max(0, reader.frames - done)]
 
 
 def _grid_dtype(grid: np.ndarray) -> type:
@@ -576,6 +604,8 @@ def eval_file(
     import tempfile
 
     src = Path(src)
+    check_input(src)
+    check_seekable(src, "eval reads it twice (to encode it, then to compare with the decoded frames)")
     compare = Path(compare) if compare is not None else None
     if compare is not None and compare.exists() and not compare.is_dir():
         raise ArgumentError("compare", f"compare={compare}: exists and is not a folder")

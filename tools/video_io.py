@@ -54,7 +54,8 @@ class VideoReader:
         try:
             self._container = av.open(str(self.path))
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-            raise MediaError(f"{self.path}: not a video or image that PyAV can read ({_reason(exc)})") from None
+            hint = "" if self.path.is_file() else "; a pipe must carry a streamable format (mkv, ts), or give the file"
+            raise MediaError(f"{self.path}: not a video or image that PyAV can read ({_reason(exc)}){hint}") from None
         if not self._container.streams.video:
             self._container.close()
             raise MediaError(f"{self.path}: has no video stream")
@@ -66,7 +67,8 @@ class VideoReader:
             raise MediaError(f"{self.path}: video stream has no frame size")
         width, height = scaled_size(ctx.width, ctx.height, max_side)
         is_image = self.path.suffix.lower() in IMAGE_SUFFIXES or self._container.format.name.endswith("_pipe")
-        rate = (_gif_rate(self.path) if self._container.format.name == "gif" else None) \
+        seekable = self.path.is_file()  # a pipe is read once: no second look at a GIF's timestamps
+        rate = (_gif_rate(self.path) if self._container.format.name == "gif" and seekable else None) \
             or self._stream.average_rate or self._stream.guessed_rate or DEFAULT_FPS
         self.info = VideoInfo(width, height, ctx.width, ctx.height, Fraction(rate), self._stream.frames or None, is_image)
         self.max_frames = max_frames
