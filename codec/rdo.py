@@ -64,6 +64,7 @@ def choose_tokens(nearest: Tensor, previous: Tensor | None, codes_of: Callable[[
     """
     if tau <= 0:
         return nearest.long()
+    tau = min(float(tau), float(np.finfo(np.float32).max))  # the gaps are float32: a larger tau acts alike
     b, h, w = nearest.shape
     best = nearest.reshape(-1)
     best_codes = codes_of(best).float().cpu().numpy()  # (b * h * w, C)

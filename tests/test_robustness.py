@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import signal
 import struct
 import threading
 import tracemalloc
@@ -288,3 +289,55 @@ def test_eval_of_a_fifo_says_it_must_be_seekable(tmp_path, capsys, model_path):
     os.mkfifo(fifo)  # nobody writes: a command that opened it would hang
     status, _, err = run(capsys, "eval", fifo, "--model", model_path)
     assert status == 2 and "must be a seekable file" in err and len(err.strip().splitlines()) == 1, err
+
+
+# ----- process and CLI behaviour ------------------------------------------------------------------------
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_remove_the_partial_output(tmp_path, capsys, model_path, monkeypatch, sig):
+    src = write_frames(tmp_path / "in.mkv", 24, 16, 9)
+
+    @contextlib.contextmanager
+    def killing_progress(enabled, total, label):
+        yield lambda n: os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr("otok.tools.cli._progress", killing_progress)
+    status, _, err = run(capsys, "encode", src, tmp_path / "out.otok", "--model", model_path)
+    assert status == 128 + sig.value and "terminated" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
+    assert signal.getsignal(sig) is not None and "cli" not in getattr(signal.getsignal(sig), "__module__", "")
+
+
+def test_stale_partials_of_a_killed_run_are_removed(tmp_path, capsys, model_path):
+    src = write_frames(tmp_path / "in.mkv", 24, 16, 2)
+    stale, live = tmp_path / ".out.otok.999999999.partial", tmp_path / f".out.otok.{os.getppid()}.partial"
+    stale.write_bytes(b"left by kill -9")
+    live.write_bytes(b"another otok, still running")
+    assert run(capsys, "encode", src, tmp_path / "out.otok", "--model", model_path, "-q")[0] == 0
+    assert not stale.exists() and live.exists()
+
+
+def test_outputs_that_are_devices_or_odd_names(tmp_path, capsys, model_path):
+    src = write_frames(tmp_path / "in.mkv", 24, 16, 2)
+    status, _, err = run(capsys, "encode", src, "/dev/null", "--model", model_path)
+    assert status == 2 and "not a regular file" in err, err
+    long_name = tmp_path / ("n" * 245 + ".otok")  # 250 bytes: legal, though the temporary name is longer
+    assert run(capsys, "encode", src, long_name, "--model", model_path, "-q")[0] == 0 and long_name.is_file()
+    status, _, err = run(capsys, "encode", src, tmp_path / ("n" * 300 + ".otok"), "--model", model_path)
+    assert status == 2 and err.startswith("otok: error: ") and "File name too long" in err, err
+    status, _, err = run(capsys, "decode", long_name, tmp_path / "noext", "--model", model_path)
+    assert status == 2 and "no extension" in err and ".partial" not in err, err
+
+
+@pytest.mark.parametrize("device", ["bogus", "cpu:5", "cuda:99"])
+def test_bad_devices_blame_the_flag(tmp_path, capsys, model_path, device):
+    src = write_frames(tmp_path / "in.mkv", 24, 16, 2)
+    status, _, err = run(capsys, "encode", src, tmp_path / "o.otok", "--device", device)
+    assert status == 2 and "--device" in err and "safetensors" not in err, err
+
+
+def test_huge_rdo_is_quiet(tmp_path, capsys, model_path):
+    src = write_frames(tmp_path / "in.mkv", 24, 16, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        status, _, err = run(capsys, "encode", src, tmp_path / "o.otok", "--model", model_path, "--rdo", "1e300", "-q")
+    assert status == 0 and err == "", err

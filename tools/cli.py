@@ -13,7 +13,9 @@ import errno
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -424,6 +426,18 @@ COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "token
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, _on_signal)
+    try:
+        return _main(argv, debug)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str], debug: bool) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -431,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     except OtokError as exc:  # the library's errors, MediaError and ModelError included
         return _fail(cli_message(exc), 2)
+    except _Terminated as exc:
+        return _fail(f"terminated ({exc})", 128 + getattr(signal, str(exc), signal.SIGTERM).value)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except OSError as exc:
@@ -438,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(f"no space left on the device{_where(exc)}", 1)
         if debug:
             traceback.print_exc()
-        return _fail(f"{exc.strerror or exc}{_where(exc)}", 2 if exc.errno in (errno.EACCES, errno.ENOENT) else 1)
+        return _fail(f"{exc.strerror or exc}{_where(exc)}", 2 if exc.errno in USER_ERRNOS else 1)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
         # an engine folder that does not fit is the user's to fix (otok.export is imported only when used)
         engine_error = getattr(sys.modules.get("otok.export.runtime"), "EngineError", None)
@@ -447,6 +463,19 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         return _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", 1)
+
+
+# OSErrors that are the user's to fix (a path, a permission, a read-only or full place): exit status 2
+USER_ERRNOS = {errno.EACCES, errno.ENOENT, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.ENOTDIR,
+               errno.EISDIR, errno.EEXIST, errno.ELOOP, errno.EDQUOT}
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so that partial outputs are removed."""
+
+
+def _on_signal(signum, frame) -> None:
+    raise _Terminated(signal.Signals(signum).name)
 
 
 def cli_message(exc: OtokError) -> str:

@@ -32,7 +32,7 @@ from .defaults import DEFAULTS
 from .errors import ArgumentError, InputError, MediaError, ModelError
 from .metrics import VideoQuality, psnr, side_by_side, ssim
 from .metrics import _finite_mean as finite_mean  # the one mean of PSNRs that skips exact (infinite) frames
-from .video_io import VideoReader, VideoWriter, frames_to_video, video_to_frames
+from .video_io import VideoReader, VideoWriter, check_video_suffix, frames_to_video, video_to_frames
 
 ENGINE_PRIOR = "model.prior"  # an engine folder carries its model's prior table under this name
 
@@ -76,8 +76,7 @@ def load_model(
     (backend onnx/trt; `spec`, when given, must be the weights it was exported from). weights_sha256: the
     release of a registry model's shipped weights a file names (`otok.codec.load`). User errors raise
     ModelError or ArgumentError."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ArgumentError("device", f"device={device!r} was asked for, but PyTorch sees no CUDA device")
+    check_device(device)
     if backend != "torch":
         return _load_engine(spec, device, backend, engine_dir)
     try:
@@ -85,6 +84,20 @@ def load_model(
     except WeightsError as exc:
         raise ModelError(str(exc)) from None
     return accelerate(tok, precision, compile)
+
+
+def check_device(device: str) -> None:
+    """A device PyTorch can use: `cpu`, or `cuda`/`cuda:N` with that GPU present (ArgumentError)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ArgumentError("device", f"device={device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError("device", f"device={device!r} was asked for, but PyTorch sees no CUDA device")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ArgumentError("device", f"device={device!r}: PyTorch sees {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index is not None):
+        raise ArgumentError("device", f"device={device!r} is not one otok runs on; use cpu, cuda or cuda:N")
 
 
 def _load_engine(spec, device: str, backend: str, engine_dir) -> Tokenizer:
@@ -258,13 +271,17 @@ def check_output(dst: Path, sources: Iterable[Path] = ()) -> None:
     for src in sources:
         if dst.exists() and src.exists() and os.path.samefile(src, dst):
             raise InputError(f"output {dst} is the input file; choose another name")
+    if dst.exists() and not dst.is_file():  # /dev/null, a FIFO: never replaced by a regular file
+        raise InputError(f"{dst} is not a regular file (a device or FIFO); otok writes its outputs as files")
 
 
 @contextlib.contextmanager
 def atomic_output(dst: Path) -> Iterator[Path]:
     """Yield a temporary path beside `dst`; rename it to `dst` on success, delete it on any failure."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
+    stem = dst.name.encode()[:160].decode("utf-8", "ignore")  # the temporary name fits where `dst`'s does
+    remove_stale_partials(dst.parent, stem)
+    tmp = dst.with_name(f".{stem}.{os.getpid()}.partial")
     try:
         yield tmp
         os.replace(tmp, dst)
@@ -284,6 +301,29 @@ def is_stream(src: Path) -> bool:
 def check_seekable(src: Path, why: str) -> None:
     if is_stream(src):
         raise InputError(f"{src}: {why}, so the input must be a seekable file, not a pipe or FIFO")
+
+
+def remove_stale_partials(folder: Path, stem: str) -> None:
+    """Delete `.STEM.PID.partial` files that a killed otok left (its PID no longer runs)."""
+    for path in folder.glob(f".{glob_escape(stem)}.*.partial"):
+        pid = path.name[len(stem) + 2:-len(".partial")]
+        if pid.isdigit() and not _running(int(pid)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process
+    return True
 
 
 def check_input(src: Path) -> None:
@@ -429,6 +469,7 @@ def decode_file(
     """
     src, dst = Path(src), Path(dst)
     check_output(dst, [src])
+    check_video_suffix(dst)
     start = time.perf_counter()
     with contextlib.closing(open_otok(src)) as reader:
         header = reader.header

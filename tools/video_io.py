@@ -158,7 +158,7 @@ class VideoWriter:
         self, path: str | os.PathLike, width: int, height: int, fps: Fraction, codec: str | None = None,
         crf: int | None = None, suffix: str | None = None,
     ) -> None:
-        suffix = (suffix or Path(path).suffix).lower()
+        suffix = (Path(path).suffix if suffix is None else suffix).lower()
         self.width, self.height, self.frames = width, height, 0
         self.is_image = suffix in IMAGE_SUFFIXES
         if self.is_image:
@@ -186,10 +186,7 @@ class VideoWriter:
                     options["x265-params"] = "log-level=error"
                 self._stream.options = options
         else:
-            raise MediaError(
-                f"cannot write {suffix or 'a file without extension'}: use "
-                f"{', '.join(VIDEO_CONTAINERS)} for video or .png/.jpg for one frame"
-            )
+            check_video_suffix(Path(path).with_suffix(suffix))
         self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, pix_fmt
 
     def write(self, frame: np.ndarray) -> None:
@@ -218,6 +215,15 @@ class VideoWriter:
             codec = self._stream.codec_context.name
             raise MediaError(f"the {codec} encoder cannot write {self.width}x{self.height} frames ({_reason(exc)}); "
                              "choose another codec or format") from None
+
+
+def check_video_suffix(path: Path) -> None:
+    """The output's format comes from its extension: one VideoWriter writes, or a MediaError naming `path`."""
+    suffix = path.suffix.lower()
+    if suffix not in VIDEO_CONTAINERS and suffix not in IMAGE_SUFFIXES:
+        raise MediaError(
+            f"cannot write {path}: {f'{suffix} is not a format otok writes' if suffix else 'it has no extension'}; "
+            f"use {', '.join(VIDEO_CONTAINERS)} for video or .png/.jpg for one frame")
 
 
 def _writable_rate(fps: Fraction) -> Fraction:
