@@ -17,10 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from codec_helpers import tiny
-from otok.bitstream import CorruptError, Header, OtokReader, OtokWarning, OtokWriter, read_tokens
+from otok.bitstream import CorruptError, Header, OtokError, OtokReader, OtokWarning, OtokWriter, read_tokens
 from otok.bitstream import container as ct
+from otok.bitstream.timeline import frames_in_steps
 from otok.codec import save
 from otok.tools import pipeline
 from otok.tools.cli import main
@@ -341,3 +344,64 @@ def test_huge_rdo_is_quiet(tmp_path, capsys, model_path):
         warnings.simplefilter("error")
         status, _, err = run(capsys, "encode", src, tmp_path / "o.otok", "--model", model_path, "--rdo", "1e300", "-q")
     assert status == 0 and err == "", err
+
+
+# ----- fuzz: header, index and trailer fields, CRCs recomputed ------------------------------------------
+def _fuzz_file(coder: str) -> bytes:
+    tokens = np.arange(9 * 3 * 4).reshape(9, 3, 4) % 300
+    header = Header("otok-test", bytes(32), 8, 4, 3, (3, 4), 32, 24, (30, 1), codebook_size=300, coder=coder)
+    buf = io.BytesIO()
+    with OtokWriter(buf, header, steps_per_chunk=2) as w:
+        w.write(tokens)
+    return buf.getvalue()
+
+
+FUZZ_FILES = {c: _fuzz_file(c) for c in ("raw", "zstd", "ctx")}
+FIELD_VALUES = st.one_of(st.sampled_from([0, 1, 2, 3, 4, 255, 4096, 65535, 1 << 24, (1 << 32) - 1, 1 << 40, (1 << 64) - 1]),
+                         st.integers(0, (1 << 64) - 1))
+
+
+def _forge_field(data: bytes, chunk_pick: int, at: int, width: int, value: int) -> bytes:
+    """Overwrite `width` bytes at `at` in the payload of one HEAD/STEP/indx/TAIL chunk; CRC recomputed."""
+    chunks, reader = [], ct.ChunkReader(io.BytesIO(data[12:]), 12, None)
+    while (chunk := reader.next()) is not None:
+        chunks.append(chunk)
+    chunk = chunks[chunk_pick % len(chunks)]
+    payload = bytearray(chunk.payload)
+    if not payload:
+        return data
+    at %= len(payload)
+    width = min(width, len(payload) - at)
+    payload[at:at + width] = (value % (1 << (8 * width))).to_bytes(width, "little")
+    return data[:chunk.offset] + ct.chunk_bytes(chunk.ctype, bytes(payload)) + data[chunk.end:]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(coder=st.sampled_from(sorted(FUZZ_FILES)),
+       edits=st.lists(st.tuples(st.integers(0, 20), st.integers(0, 200), st.sampled_from([1, 2, 4, 8]), FIELD_VALUES),
+                      min_size=1, max_size=3))
+def test_fuzz_header_index_and_trailer_fields(coder, edits):
+    """No exception but OtokError, no allocation beyond a fixed multiple of the file's size, and a frame
+    count never above what the file's steps hold (trusted or not)."""
+    data = FUZZ_FILES[coder]
+    for pick, at, width, value in edits:
+        data = _forge_field(data, pick, at, width, value)
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OtokWarning)
+            try:
+                reader = OtokReader(io.BytesIO(data))
+                read = sum(1 for _ in reader)
+                header = reader.header
+                most = frames_in_steps(reader.steps, header.gop, header.temporal)
+                assert reader.frames <= most
+                if not reader.frames_trusted:
+                    assert read <= reader.steps
+                read_tokens(io.BytesIO(data), allow_truncated=True)
+            except OtokError:
+                pass
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * len(data) + (1 << 25), peak
