@@ -9,8 +9,10 @@ import io
 import os
 import signal
 import struct
+import sys
 import threading
 import tracemalloc
+import types
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -405,3 +407,15 @@ def test_fuzz_header_index_and_trailer_fields(coder, edits):
     finally:
         tracemalloc.stop()
     assert peak < 64 * len(data) + (1 << 25), peak
+
+
+def test_ctrl_c_while_the_cli_loads_is_one_line(monkeypatch, capsys):
+    class Loading(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "otok.tools.cli", Loading("otok.tools.cli"))
+    from otok.tools.entry import main as console_script
+
+    assert console_script() == 130
+    assert capsys.readouterr().err == "otok: error: interrupted\n"
