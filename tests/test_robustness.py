@@ -419,3 +419,20 @@ def test_ctrl_c_while_the_cli_loads_is_one_line(monkeypatch, capsys):
 
     assert console_script() == 130
     assert capsys.readouterr().err == "otok: error: interrupted\n"
+
+
+def test_frames_too_large_for_the_memory_are_one_line(tmp_path, capsys, model_path, monkeypatch):
+    src = write_frames(tmp_path / "in.mkv", 64, 48, 2)
+    coded = tmp_path / "c.otok"
+    assert run(capsys, "encode", src, coded, "--model", model_path, "-q")[0] == 0
+    monkeypatch.setattr(pipeline, "available_memory", lambda: pipeline.BASE_BYTES + 100 * 64 * 48)
+    status, _, err = run(capsys, "encode", src, tmp_path / "out.otok", "--model", model_path)
+    assert status == 2 and "more than the" in err and "--max-side " in err, err
+    status, _, err = run(capsys, "decode", coded, tmp_path / "out.mkv", "--model", model_path)
+    assert status == 2 and "GB to code" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.otok", "in.mkv"]
+
+
+def test_available_memory_reads_this_machine():
+    have = pipeline.available_memory()
+    assert have is None or have > 0

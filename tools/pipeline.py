@@ -167,6 +167,49 @@ def check_frame_size(width: int, height: int, what: str, error: type[OtokError] 
         raise error(message)
 
 
+# Peak memory of coding one frame on the CPU, measured with otok-s (docs: issue 20): about 0.43 GB at
+# start-up plus 870 bytes a pixel (0.75 MP: 1.1 GB, 3 MP: 3.0 GB, 12 MP: 10.6 GB).
+BYTES_PER_PIXEL = 900
+BASE_BYTES = 1 << 29
+
+
+def check_memory(width: int, height: int, device: object, what: str, error: type[OtokError] = MediaError) -> None:
+    """Refuse frames whose coding on the CPU would need more memory than this process can have (the free
+    memory, a cgroup's or `ulimit -v`'s limit), in one line naming both, before anything is allocated."""
+    if getattr(device, "type", str(device)) != "cpu":
+        return
+    need, have = BASE_BYTES + BYTES_PER_PIXEL * width * height, available_memory()
+    if have is None or need <= have:
+        return
+    message = (f"{what} has frames of {width}x{height}, which need about {need / 1e9:.1f} GB to code, more "
+               f"than the {have / 1e9:.1f} GB this process can have")
+    if error is ArgumentError:
+        side = max(1, int(max(width, height) * math.sqrt(max(have - BASE_BYTES, 0) / (need - BASE_BYTES))))
+        raise ArgumentError("max_side", f"{message}; scale them down, e.g. max_side={side}")
+    raise error(message)
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the least of MemAvailable, a cgroup v2 limit's headroom and
+    RLIMIT_AS's headroom; None when none of them can be read."""
+    import resource
+
+    limits: list[int] = []
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        meminfo = Path("/proc/meminfo").read_text()
+        limits.append(int(meminfo.split("MemAvailable:")[1].split()[0]) * 1024)
+    with contextlib.suppress(OSError, ValueError):
+        cap = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if cap != "max":
+            limits.append(int(cap) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            vm = int(Path("/proc/self/status").read_text().split("VmSize:")[1].split()[0]) * 1024
+            limits.append(soft - vm)
+    return max(min(limits), 0) if limits else None
+
+
 def check_geometry(header: Header, tok: Tokenizer) -> None:
     """The file's tokenizer geometry must be the model's (a header naming these weights but another patch,
     tubelet, codebook, latent kind or grid is damaged or forged): CorruptError, before any decoding."""
@@ -430,6 +473,7 @@ def encode_file(
         info = reader.info
         check_frame_size(info.width, info.height, str(src), ArgumentError)
         header = make_header(tok, info.width, info.height, info.fps, coder, gop)
+        check_memory(header.padded_width, header.padded_height, tok.device, str(src), ArgumentError)
         stream = tok.stream_encoder(1, info.height, info.width, gop, rdo=rdo)
         count = 0
         # A prior that ships with the model is referenced by its hash, not embedded: the decoder has it too.
@@ -477,6 +521,7 @@ def decode_file(
             tok = model_for_file(header, model, device, backend, tokenizer, engine_dir, precision, compile)
         except CorruptError as exc:  # a forged geometry
             raise type(exc)(f"{src}: {exc}" if not str(exc).startswith(str(src)) else str(exc)) from None
+        check_memory(header.padded_width, header.padded_height, tok.device, str(src))
         reader.use_priors(model_priors(tok))
         if dst.suffix.lower() in (".png", ".jpg", ".jpeg") and reader.seekable and reader.frames != 1:
             raise InputError(f"{src} holds {reader.frames} frames; an image output holds one (write .mp4, .mkv, ...)")
