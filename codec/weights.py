@@ -31,14 +31,28 @@ def save(tokenizer: Tokenizer, path: str | os.PathLike, dtype: torch.dtype | Non
     dtype: store floating-point tensors in this type (torch.float16 halves a shipped file); `load`
     casts them back to the model's float32, and the weights hash is taken after that cast.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
-    metadata = {"otok_format": str(FORMAT_VERSION), "config": json.dumps(tokenizer.config.to_dict())}
-    tensors = {}
+    _write(_stored_state(tokenizer, dtype), path, _metadata(tokenizer))
+    return path
+
+
+def _stored_state(tokenizer: Tokenizer, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """The tensors as a file stores them: on the CPU, floating point ones in `dtype` if given."""
+    state = {}
     for name, value in tokenizer.state_dict().items():
         value = value.detach().cpu()
-        tensors[name] = (value.to(dtype) if dtype is not None and value.is_floating_point() else value).contiguous()
+        state[name] = (value.to(dtype) if dtype is not None and value.is_floating_point() else value).contiguous()
+    return state
+
+
+def _metadata(tokenizer: Tokenizer) -> dict[str, str]:
+    return {"otok_format": str(FORMAT_VERSION), "config": json.dumps(tokenizer.config.to_dict())}
+
+
+def _write(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """One safetensors file, written atomically (a crash never leaves a broken file)."""
+    from safetensors.torch import save_file
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -46,7 +60,6 @@ def save(tokenizer: Tokenizer, path: str | os.PathLike, dtype: torch.dtype | Non
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return path
 
 
 PART_PATTERN = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.safetensors$")
@@ -57,11 +70,8 @@ def save_parts(tokenizer: Tokenizer, path: str | os.PathLike, dtype: torch.dtype
     """`save`, split into files of at most `max_bytes` when one would be larger: STEM-00001-of-0000N.safetensors
     and so on beside `path`, each with the config (so any part names the model), whole tensors in each.
     `load` takes `path` or any part and joins them. Returns the files written."""
-    from safetensors.torch import save_file
-
     path = Path(path)
-    state = {k: (v.detach().cpu().to(dtype) if dtype is not None and v.is_floating_point() else v.detach().cpu())
-             for k, v in tokenizer.state_dict().items()}
+    state = _stored_state(tokenizer, dtype)
     budget = max_bytes - 2**16  # room for each file's JSON header
     if sum(t.numel() * t.element_size() for t in state.values()) <= budget:
         return [save(tokenizer, path, dtype)]
@@ -74,20 +84,12 @@ def save_parts(tokenizer: Tokenizer, path: str | os.PathLike, dtype: torch.dtype
         if used + size > budget:
             groups.append({})
             used = 0
-        groups[-1][name] = state[name].contiguous()
+        groups[-1][name] = state[name]
         used += size
-    metadata = {"otok_format": str(FORMAT_VERSION), "config": json.dumps(tokenizer.config.to_dict())}
     paths = []
     for i, group in enumerate(groups, 1):
-        part = path.with_name(f"{path.stem}-{i:05d}-of-{len(groups):05d}.safetensors")
-        tmp = part.with_name(f".{part.name}.{os.getpid()}.tmp")
-        try:
-            save_file(group, str(tmp), metadata=metadata)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, part)
-        finally:
-            tmp.unlink(missing_ok=True)
-        paths.append(part)
+        paths.append(path.with_name(f"{path.stem}-{i:05d}-of-{len(groups):05d}.safetensors"))
+        _write(group, paths[-1], _metadata(tokenizer))
     path.unlink(missing_ok=True)  # a single file from an earlier save would shadow the parts
     return paths
 

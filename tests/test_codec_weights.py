@@ -113,3 +113,25 @@ def test_precision_auto_keeps_the_encoder_in_fp32(monkeypatch):
         steps = tok.encoder.step, tok.decoder.step
         accelerate(tok, precision)
         assert (tok.encoder.step != steps[0], tok.decoder.step != steps[1]) == wrapped, precision
+
+
+def test_weights_split_into_parts_load_whole(tmp_path):
+    """`save_parts` under a size limit: several files, none over it; `load` of the name or of any part joins
+    them into the same weights; a missing part is a WeightsError that names it."""
+    import pytest
+    import torch
+
+    from otok.codec import WeightsError, load
+    from otok.codec.weights import save_parts
+
+    tok = load("otok-tiny", pretrained=False, seed=3)
+    limit = 2**16 + 120_000
+    parts = save_parts(tok, tmp_path / "tiny.safetensors", dtype=torch.float16, max_bytes=limit)
+    assert len(parts) > 1 and all(p.stat().st_size <= limit for p in parts)
+    assert not (tmp_path / "tiny.safetensors").exists()
+    expected = load(save_parts(tok, tmp_path / "whole.safetensors", dtype=torch.float16)[0]).weights_sha256()
+    for spec in (tmp_path / "tiny.safetensors", parts[-1]):
+        assert load(spec).weights_sha256() == expected
+    parts[1].unlink()
+    with pytest.raises(WeightsError, match=parts[1].name):
+        load(parts[0])
