@@ -63,3 +63,11 @@ def test_a_missing_or_broken_bank_is_one_line(tmp_path):
     broken.write_bytes(b"not a zip")
     done = _run("--smoke", "--bank", str(broken), "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "not an otok data bank" in done.stderr
+
+
+def test_bad_settings_are_one_line_before_any_work(bank_path, tmp_path):  # noqa: F811
+    for args, says in ((["--res", "abc"], "--res"), (["--init", str(tmp_path / "none.safetensors")], "--init"),
+                       (["--device", "tpu"], "--device")):
+        done = _run("--smoke", "--bank", str(bank_path), "--out", str(tmp_path / "out"), *args)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and says in done.stderr, done.stderr
+        assert not (tmp_path / "out").exists()

@@ -59,8 +59,23 @@ def _import_otok() -> None:
         spec.loader.exec_module(module)
 
 
+def _resolutions(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated pixel sizes such as 128,256, got {text!r}")
+    return values
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line (argparse prints the usage too), exit 2
+        self.exit(2, f"gpu_job: error: {message}\n")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="train/gpu_job.py", description=__doc__.split("\n\n")[0],
+    p = _Parser(prog="train/gpu_job.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="folder for the weights, log.jsonl and report.json")
     p.add_argument("--bank", type=Path, default=REPO / "data" / "otok-bank.zip",
@@ -79,8 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=200, help="warm-up steps")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights that are written")
     p.add_argument("--tokens", type=int, default=2**17, help="tokens per batch; sets each turn's batch size")
-    p.add_argument("--res", default="128,192,256", help="video clip resolutions, by turns")
-    p.add_argument("--image-res", default="256", help="image batch resolutions (one image turn per video turns)")
+    p.add_argument("--res", default="128,192,256", type=_resolutions, help="video clip resolutions, by turns")
+    p.add_argument("--image-res", default="256", type=_resolutions,
+                   help="image batch resolutions (one image turn per video turns)")
     p.add_argument("--clip-frames", type=int, default=17, help="frames per training clip")
     p.add_argument("--min-crop", type=float, default=0.5, help="smallest crop, as a fraction of the short side")
     p.add_argument("--seed", type=int, default=0)
@@ -100,7 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.model = "otok-tiny-kl" if args.model.endswith("-kl") else "otok-tiny"
         args.device = "cpu"
-        args.res, args.image_res, args.clip_frames, args.tokens = "32,64", "64", 9, 2048
+        args.res, args.image_res, args.clip_frames, args.tokens = (32, 64), (64,), 9, 2048
         args.minutes, args.warmup, args.log_every, args.check_seconds = min(args.minutes, 1.0), 5, 5, 5.0
         args.snapshot_minutes = min(args.snapshot_minutes, 0.3)
     return args
@@ -192,35 +208,34 @@ class Job:
                  f"(before {self.report['heldout_before']['mean_psnr']:.2f})")
         self.write_report()
 
-    def make_trainer(self, model: str | None = None, init: str | None = None, refine: int | None = None):
-        """A `Trainer` of `model` (default --model) from `init` (default --init, else the shipped weights,
-        else a random init) on batches sampled from the bank."""
+    def make_trainer(self, model: str | None = None):
+        """A `Trainer` on batches sampled from the bank: of --model from --init (default: its shipped weights,
+        else a random init) with --refine/--upsample; or of another registry `model` as registered, from a
+        random init (for a speed measurement)."""
         import torch
 
-        from otok.codec.weights import PACKAGED_WEIGHTS
         from otok.train.config import TrainConfig
         from otok.train.gpu_data import GpuBatches, turns_for_budget
         from otok.train.loop import Process, Trainer
 
         args = self.args
-        model = model or args.model
-        init = init or (args.init if model == args.model else None)
-        if init is None and (PACKAGED_WEIGHTS / f"{model}.safetensors").is_file():
-            init = str(PACKAGED_WEIGHTS / f"{model}.safetensors")
+        ours = model is None
+        model = args.model if ours else model
+        init = (args.init or _shipped(model)) if ours else None
         stage = "joint" if init else "image"
         if init and model.endswith("-kl"):
             stage = "kl"  # from a VQ model's weights the KL stage swaps the quantizer (train/stages.py)
         config = TrainConfig(
             stage=stage, model=model, data=(str(args.bank),), steps=10**9, batch=1,
-            out=str(args.work), init=init, refine=args.refine if refine is None else refine,
-            upsample=args.upsample if refine is None else -1, lr=args.lr, res=(),
+            out=str(args.work), init=init, refine=args.refine if ours else -1,
+            upsample=args.upsample if ours else -1, lr=args.lr, res=(),
             clip_frames=args.clip_frames, device=args.device, precision="bf16" if args.device == "cuda" else "fp32",
             seed=args.seed, ema=args.ema, min_crop=args.min_crop, log_every=args.log_every, progress=False,
         )
         proc = Process(0, 1, 0, 1, self.device)
         trainer = Trainer(config, proc, data=object())  # the batches need the model's geometry: set below
         c = trainer.model.config
-        shapes = [("video", int(r)) for r in args.res.split(",")] + [("image", int(r)) for r in args.image_res.split(",")]
+        shapes = [("video", r) for r in args.res] + [("image", r) for r in args.image_res]
         turns = turns_for_budget(shapes, args.clip_frames, args.tokens, c.patch, c.tubelet)
         trainer.data = GpuBatches(self.bank, turns, args.seed, args.min_crop)
         if args.compile:
@@ -240,7 +255,7 @@ class Job:
         clips/s and achieved TFLOP/s (FlopCounterMode's count of a real step)."""
         import torch
 
-        trainer = self.make_trainer(model, refine=-1)
+        trainer = self.make_trainer(model)
         label = max((t for t in trainer.data.turns if t.kind == "video"), key=lambda t: t.res).label
         trainer.data.turns = [t for t in trainer.data.turns if t.label == label]
         turn = trainer.data.turns[0]
@@ -449,6 +464,14 @@ class Job:
         return [{"file": p.name, "bytes": p.stat().st_size} for p in paths]
 
 
+def _shipped(model: str) -> str | None:
+    """The weights file that ships for a registry model, if any."""
+    from otok.codec.weights import PACKAGED_WEIGHTS
+
+    path = PACKAGED_WEIGHTS / f"{model}.safetensors"
+    return str(path) if path.is_file() else None
+
+
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -462,14 +485,21 @@ def main(argv: list[str] | None = None) -> int:
     if not args.bank.is_file():
         print(f"gpu_job: error: no data bank at {args.bank} (build one with tools/make_dataset.py --bank)", file=sys.stderr)
         return 2
+    if args.init and not Path(args.init).is_file():
+        print(f"gpu_job: error: --init {args.init} is not a file", file=sys.stderr)
+        return 2
     _import_otok()
+    from otok.codec import WeightsError
     from otok.train.bank import BankError
     from otok.train.gpu_checks import JobEnvironmentError
 
     job = Job(args)
     try:
         job.run()
-    except (JobEnvironmentError, BankError) as exc:
+    except (JobEnvironmentError, BankError, WeightsError) as exc:
+        print(f"gpu_job: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a setting the model or the bank cannot take (as train/run.py reports them)
         print(f"gpu_job: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
