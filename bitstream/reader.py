@@ -191,7 +191,22 @@ class OtokReader:
         _check_entries(entries, self.header, self._data_start, trailer.index_offset)
         if sum(e.n_steps for e in entries) != trailer.steps:
             raise CorruptError(f"index covers {sum(e.n_steps for e in entries)} steps, trailer says {trailer.steps}")
+        self._check_chunk_heads(entries)
         return entries
+
+    def _check_chunk_heads(self, entries: list[ct.StepInfo]) -> None:
+        """Each index entry points at a STEP chunk whose own fixed fields say the same: an index, even a
+        self-consistent forged one, counts only steps that chunks claim. (A chunk's length and CRC are
+        checked when it is read: damage inside a chunk leaves the index standing.) One short read per entry."""
+        head = 8 + ct.STEP_HEAD.size
+        for entry in entries:
+            self._f.seek(self._base + entry.offset)
+            raw = self._f.read(head)
+            if len(raw) != head or raw[4:8] != ct.STEP:
+                raise CorruptError(f"the index points at byte {entry.offset}, where no STEP chunk starts")
+            first, n, flags, _ = ct.STEP_HEAD.unpack_from(raw, 8)
+            if (first, n, bool(flags & ct.KEYFRAME)) != (entry.first_step, entry.n_steps, entry.keyframe):
+                raise CorruptError(f"the index entry for byte {entry.offset} disagrees with the chunk there")
 
     def _streamed_trailer(self, chunk: ct.Chunk, steps: int) -> Trailer | None:
         """The trailer met at the end of a pipe, when its counts fit the steps read (its index cannot be

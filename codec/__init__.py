@@ -9,7 +9,7 @@
 """
 
 from .config import TokenizerConfig, get_config, list_models, register
-from .model import Tokenizer, TokenizerOutput
+from .model import Tokenizer, TokenizerOutput, with_decoder
 from .pixels import from_uint8, to_uint8
 from .quantizers import QuantizerOutput
 from .state import TemporalCache
@@ -20,5 +20,5 @@ from .weights import WeightsError, load, save
 __all__ = [
     "QuantizerOutput", "StreamDecoder", "StreamEncoder", "TemporalCache", "Tokenizer", "TokenizerConfig",
     "TokenizerOutput", "WeightsError", "from_uint8", "get_config", "list_models", "load", "num_steps",
-    "frames_in_steps", "ONE_SEGMENT", "register", "save", "to_uint8",
+    "frames_in_steps", "ONE_SEGMENT", "register", "save", "to_uint8", "with_decoder",
 ]

@@ -34,6 +34,7 @@ class TokenizerConfig:
     temporal_window: int = 5  # steps a temporal query sees: itself and up to temporal_window-1 past steps
     gop: int = 5  # steps per segment; the default covers a 17-frame training clip
     refine: int = 0  # channels of the decoder's per-frame pixel refinement after unpatchify; 0: none
+    refine_blocks: int = 0  # residual half-resolution blocks in that refinement (0: one full-resolution pair)
     upsample: int = 0  # widest channels of the decoder's convolutional upsampling branch; 0: none
     quantizer: str = "vq"
     latent_dim: int = 8  # VQ code dimension / KL channels
@@ -57,8 +58,12 @@ class TokenizerConfig:
             raise ValueError("temporal_window must be >= 2 (the current step and at least one past step)")
         if self.gop < 1:
             raise ValueError("gop must be >= 1")
-        if self.refine < 0 or self.upsample < 0:
-            raise ValueError("refine and upsample must be >= 0")
+        if self.refine < 0 or self.upsample < 0 or self.refine_blocks < 0:
+            raise ValueError("refine, refine_blocks and upsample must be >= 0")
+        if self.refine_blocks and not self.refine:
+            raise ValueError("refine_blocks needs refine channels")
+        if self.refine_blocks and (self.patch * self.window) % 2:
+            raise ValueError("refine_blocks needs an even patch * window (frames are folded 2x2)")
         if self.upsample and self.patch & (self.patch - 1):
             raise ValueError(f"upsample needs a power-of-two patch, got {self.patch}")
         if self.quantizer == "fsq":

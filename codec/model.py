@@ -67,23 +67,45 @@ class Encoder(nn.Module):
 
 
 class PixelRefine(nn.Module):
-    """A residual 3x3 -> 3x3 convolution over each decoded frame, across patch borders: the per-patch
-    linear heads decode every patch on its own, and this lets neighbouring patches agree (a learned
-    deblocking filter). It sees only the current step's frames, so streaming stays exact. The last
-    convolution starts at zero: a model gains it as the identity and learns from there."""
+    """A residual convolutional filter over each decoded frame, across patch borders: the per-patch linear heads
+    decode every patch on its own, and this lets neighbouring patches agree (a learned deblocking filter). It
+    sees only the current step's frames, so streaming stays exact.
 
-    def __init__(self, channels: int) -> None:
+    A full-resolution 3x3 -> GELU -> 3x3 pair (5 px of context), then, with blocks > 0, a wide pass: the frame
+    folded 2x2 into 12 channels and filtered at half resolution by `blocks` residual 3x3 pairs, so each pixel
+    sees 8 * blocks + 10 px, more than a patch on every side. Each pass ends in a convolution that starts at
+    zero: a model gains the filter, or its wide pass, as the identity and learns from there."""
+
+    def __init__(self, channels: int, blocks: int = 0) -> None:
         super().__init__()
         self.conv_in = nn.Conv2d(3, channels, 3, padding=1)
         self.conv_out = nn.Conv2d(channels, 3, 3, padding=1)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        self.wide_in = nn.Conv2d(12, channels, 3, padding=1) if blocks else None
+        self.wide_blocks = nn.ModuleList(
+            nn.Sequential(nn.GELU(), nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
+                          nn.Conv2d(channels, channels, 3, padding=1))
+            for _ in range(blocks)
+        )
+        self.wide_out = nn.Conv2d(channels, 12, 3, padding=1) if blocks else None
+        for last in (self.conv_out, self.wide_out):
+            if last is not None:
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
+
+    def filter(self, frames: Tensor) -> Tensor:
+        """(N, 3, H, W) -> the filtered frames."""
+        frames = frames + self.conv_out(F.gelu(self.conv_in(frames)))
+        if self.wide_in is None:
+            return frames
+        y = self.wide_in(F.pixel_unshuffle(frames, 2))
+        for block in self.wide_blocks:
+            y = y + block(y)
+        return frames + F.pixel_shuffle(self.wide_out(F.gelu(y)), 2)
 
     def forward(self, video: Tensor) -> Tensor:
         """(B, 3, n, H, W) -> same shape."""
         b, c, n, height, width = video.shape
-        frames = video.transpose(1, 2).reshape(b * n, c, height, width)
-        frames = frames + self.conv_out(F.gelu(self.conv_in(frames)))
+        frames = self.filter(video.transpose(1, 2).reshape(b * n, c, height, width))
         return frames.reshape(b, n, c, height, width).transpose(1, 2)
 
 
@@ -137,7 +159,7 @@ class Decoder(nn.Module):
         self.head_image = nn.Linear(d, 3 * p * p)
         self.head_tube = nn.Linear(d, 3 * t * p * p)
         self.upsample = UpsampleHead(d, p, t, c.upsample) if c.upsample else None
-        self.refine = PixelRefine(c.refine) if c.refine else None
+        self.refine = PixelRefine(c.refine, c.refine_blocks) if c.refine else None
         self.patch, self.tubelet = p, t
 
     def step(self, codes: Tensor, cache: TemporalCache) -> tuple[Tensor, TemporalCache]:
@@ -317,6 +339,17 @@ class Tokenizer(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def with_decoder(tok: Tokenizer, **changes: int) -> Tokenizer:
+    """`tok` with its decoder's optional parts resized (`refine=N`, `refine_blocks=N`, `upsample=N`; 0 removes
+    one), every other weight kept. A new part starts as the identity, so the model decodes exactly as before
+    until it trains."""
+    new = Tokenizer(tok.config.replace(**changes))
+    prefixes = {"refine": "decoder.refine.", "refine_blocks": "decoder.refine.wide", "upsample": "decoder.upsample."}
+    parts = tuple(prefixes[name] for name in changes)
+    new.load_state_dict({k: v for k, v in tok.state_dict().items() if not k.startswith(parts)}, strict=False)
+    return new.train(tok.training)
 
 
 def check_video(video: Tensor, patch: int, allow_empty: bool = False, check_values: bool = True) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .config import TokenizerConfig, get_config, list_models
-from .model import Tokenizer
+from .model import Tokenizer, with_decoder
 
 FORMAT_VERSION = 1
 PACKAGED_WEIGHTS = Path(__file__).parent / "weights"
@@ -165,6 +165,24 @@ def release_file(name: str, weights_sha256: str) -> Path:
     return PACKAGED_WEIGHTS / f"{name}.{weights_sha256[:16]}.safetensors"
 
 
+# Decoder parts a release may add on top of the one before it, training nothing else: the earlier release is
+# then the current weights without them, and needs no file of its own.
+ADDED_PARTS = ({"refine_blocks": 0}, {"upsample": 0})
+
+
+def earlier_within(model: Tokenizer, weights_sha256: str) -> Tokenizer | None:
+    """The earlier release held inside `model`: `model` without a decoder part listed in ADDED_PARTS, when
+    that has the weights hash `weights_sha256` (a prefix of it is enough); else None."""
+    for change in ADDED_PARTS:
+        name, value = next(iter(change.items()))
+        if getattr(model.config, name) != value:
+            earlier = with_decoder(model, **change).to(model.device).eval()
+            if earlier.weights_sha256().startswith(weights_sha256):
+                earlier.weights_path = model.weights_path
+                return earlier
+    return None
+
+
 def load(
     name_or_path: str | os.PathLike, pretrained: bool = True, seed: int | None = None,
     device: torch.device | str = "cpu", weights_sha256: str | None = None,
@@ -175,7 +193,8 @@ def load(
     pretrained: load the weights that ship with the package; False gives a random init (seeded by
     `seed`), for tests and as the start of training.
     weights_sha256: with a registry name, the release of its shipped weights with this hash when an
-    earlier one is kept (`release_file`); otherwise the current weights (the caller compares hashes).
+    earlier one is kept (`release_file`) or is the current one without a decoder part added since
+    (`earlier_within`); otherwise the current weights (the caller compares hashes).
     """
     name = str(name_or_path)
     looks_like_path = name.endswith(".safetensors") or os.sep in name or Path(name).is_file()
@@ -192,7 +211,10 @@ def load(
                 f"no trained weights ship for {name!r}; use pretrained=False for a random init "
                 "or train one with train/run.py"
             )
-        return load_file(packaged, device)
+        model = load_file(packaged, device)
+        if weights_sha256 and not model.weights_sha256().startswith(weights_sha256):
+            return earlier_within(model, weights_sha256) or model
+        return model
     with torch.random.fork_rng(devices=[]):  # a seeded init leaves the caller's RNG untouched
         if seed is not None:
             torch.manual_seed(seed)

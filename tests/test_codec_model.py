@@ -160,18 +160,19 @@ def test_decode_rejects_inconsistent_frame_count():
         tok.decode(tokens[0])
 
 
-@pytest.mark.parametrize("part", ["refine", "upsample"])
+@pytest.mark.parametrize("part", ["refine", "refine_blocks", "upsample"])
 def test_decoder_parts_start_as_the_identity_and_stream_exactly(part):
-    from otok.train.stages import with_decoder
+    from otok.codec import with_decoder
 
-    base = tiny()
-    refined = with_decoder(base, **{part: 8}).eval()
+    base = tiny() if part != "refine_blocks" else with_decoder(tiny(), refine=8)
+    refined = with_decoder(base, **{part: 8 if part != "refine_blocks" else 2}).eval()
     video = random_video(1, 9, 32, 48)
     tokens = base.encode(video)
     assert torch.equal(refined.encode(video), tokens)
     assert torch.equal(refined.decode(tokens, frames=9, height=32, width=48), base.decode(tokens, frames=9, height=32, width=48))
+    last = {"refine": "refine.conv_out", "refine_blocks": "refine.wide_out", "upsample": "upsample.conv_out"}[part]
     with torch.no_grad():  # a trained part: the decoded frames change, streams still equal whole clips
-        getattr(refined.decoder, part).conv_out.weight.normal_(std=0.1)
+        refined.decoder.get_submodule(last).weight.normal_(std=0.1)
     whole = refined.decode(tokens, frames=9, height=32, width=48)
     assert not torch.allclose(whole, base.decode(tokens, frames=9, height=32, width=48))
     stream = refined.stream_decoder(batch=1, height=32, width=48)

@@ -133,6 +133,25 @@ def test_forged_trailer_never_adds_frames(tmp_path, capsys, model_path, ten_fram
     assert "untrusted" in err or "without a trailer" in err
 
 
+def test_forged_index_that_holds_together_does_not_count(tmp_path, capsys, model_path, ten_frames):
+    """An index and trailer that agree with each other and claim a fifth step, its entry pointing inside the
+    last real chunk: the reader and `otok info` count what the chunks hold."""
+    data = ten_frames.read_bytes()
+    real = OtokReader(io.BytesIO(data)).index
+    _, _, index = _tail_fields(data)
+    claimed = [*real, ct.StepInfo(real[-1].first_step + real[-1].n_steps, 1, False, real[-1].offset + 8)]
+    steps = sum(e.n_steps for e in claimed)
+    header = OtokReader(io.BytesIO(data)).header
+    frames = frames_in_steps(steps, header.gop, header.temporal)
+    forged = tmp_path / "forged.otok"
+    forged.write_bytes(data[:index] + ct.chunk_bytes(ct.INDX, ct.pack_index(claimed))
+                       + ct.chunk_bytes(ct.TAIL, ct.TAIL_PAYLOAD.pack(frames, steps, index)))
+    reader = OtokReader(forged)
+    assert not reader.complete and reader.steps == 4 and reader.frames <= 13
+    status, out, err = run(capsys, "info", forged)
+    assert status == 0 and "4 steps" in out.replace(",", "") and f"{steps} steps" not in out, out + err
+
+
 def test_second_header_is_damage_not_a_newer_format(tmp_path):
     data = FILES_SMALL()
     head = ct.ChunkReader(io.BytesIO(data[12:]), 12, None).next()
@@ -160,8 +179,8 @@ def FILES_SMALL() -> bytes:  # noqa: N802 - a constant built on demand
 
 # ----- no allocation from a count that the bytes present cannot back -----------------------------------
 def test_forged_consistent_step_count_does_not_allocate():
-    """One real step, then an index of 2,700 entries of 4,096 steps and a trailer that agrees with it:
-    11 M steps of 16x16 (21 GiB of int64) claimed by a file of about 46 KB."""
+    """One real step, then 2,700 STEP chunks whose fixed fields claim 4,096 steps each but hold no coder data,
+    an index of them and a trailer that agree: 11 M steps of 16x16 (21 GiB of int64) claimed by ~60 KB."""
     header = Header("otok-test", bytes(32), 8, 4, 0, (16, 16), 128, 128, (25, 1), codebook_size=7, coder="raw")
     buf = io.BytesIO()
     with OtokWriter(buf, header) as w:
@@ -169,18 +188,20 @@ def test_forged_consistent_step_count_does_not_allocate():
     data = buf.getvalue()
     first = OtokReader(io.BytesIO(data)).index[0].offset
     _, _, index = _tail_fields(data)
-    body = data[:index] + ct.chunk_bytes(b"junk", bytes(3000))  # room for the forged offsets
-    entries = [ct.StepInfo(4096 * i, 4096, i == 0, first + i) for i in range(2700)]
-    steps = 4096 * len(entries)
+    body, entries = data[:index], [ct.StepInfo(0, 1, True, first)]
+    for i in range(2700):
+        entries.append(ct.StepInfo(1 + 4096 * i, 4096, False, len(body)))
+        body += ct.chunk_bytes(ct.STEP, entries[-1].pack())
+    steps = 1 + 4096 * 2700
     forged = (body + ct.chunk_bytes(ct.INDX, ct.pack_index(entries))
               + ct.chunk_bytes(ct.TAIL, ct.TAIL_PAYLOAD.pack(1 + 4 * (steps - 1), steps, len(body))))
     reader = OtokReader(io.BytesIO(forged))
-    assert reader.complete and reader.steps == steps and len(forged) < 50_000  # it does hold together
+    assert reader.complete and reader.steps == steps and len(forged) < 100_000  # it does hold together
     tracemalloc.start()
     try:
-        with pytest.raises(CorruptError, match=f"give {steps} steps, but the file holds 1"):
+        with pytest.raises(CorruptError, match="stopped after step 0"):
             read_tokens(io.BytesIO(forged))
-        with pytest.warns(OtokWarning, match="holds 1"):
+        with pytest.warns(OtokWarning, match="stopped after step 0"):
             assert read_tokens(io.BytesIO(forged), allow_truncated=True).shape == (1, 16, 16)
         peak = tracemalloc.get_traced_memory()[1]
     finally:

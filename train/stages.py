@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from otok.codec import Tokenizer, TokenizerConfig, get_config, load
+from otok.codec import Tokenizer, TokenizerConfig, get_config, load, with_decoder
 
 from .config import TrainConfig
 
@@ -44,15 +44,6 @@ def initial_tokenizer(config: TrainConfig) -> Tokenizer:
 def _with_config(tok: Tokenizer, cfg: TokenizerConfig) -> Tokenizer:
     new = Tokenizer(cfg)
     new.load_state_dict(tok.state_dict())
-    return new
-
-
-def with_decoder(tok: Tokenizer, **changes: int) -> Tokenizer:
-    """`tok` with its decoder's optional parts resized (`refine=N`, `upsample=N`; 0 removes one), every other
-    weight kept. A new part starts as the identity, so the model decodes exactly as before until it trains."""
-    new = Tokenizer(tok.config.replace(**changes))
-    parts = tuple(f"decoder.{name}." for name in changes)
-    new.load_state_dict({k: v for k, v in tok.state_dict().items() if not k.startswith(parts)}, strict=False)
     return new
 
 

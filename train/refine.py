@@ -1,0 +1,186 @@
+"""The refine stage: train the decoder's pixel refinement (a learned deblocking filter) on a frozen tokenizer.
+
+Everything before the refinement is frozen, so what it sees can be computed once: clips and photos of the data
+bank are encoded with the default settings (the tokens `otok encode` writes) and decoded up to the refinement;
+the refinement then trains on patch-aligned crops of (decoded, source) pairs, hundreds of times faster than a
+full training step. The encoder is untouched, so the tokens, and the prior that codes them, stay those of
+`--init`.
+
+    python train/refine.py --init codec/weights/otok-s.safetensors --bank data/otok-bank.zip \\
+        --refine 32 --refine-blocks 3 --steps 4000 --out runs/refine/otok-s.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from otok.codec import load, save, with_decoder
+from otok.codec.model import Tokenizer
+from otok.codec.pixels import from_uint8
+from otok.tools.defaults import DEFAULTS
+from otok.train.bank import load_bank
+
+
+@torch.no_grad()
+def unrefined(tok: Tokenizer, video: torch.Tensor, rdo: float) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> what `tok`'s decoder gives before its refinement, float16 (T, 3, H, W)."""
+    clip = from_uint8(video.permute(3, 0, 1, 2).unsqueeze(0))
+    tokens = tok.encode(clip, rdo=rdo)
+    refine, tok.decoder.refine = tok.decoder.refine, None
+    try:
+        out = tok.decode(tokens, frames=clip.shape[2], height=clip.shape[3], width=clip.shape[4])
+    finally:
+        tok.decoder.refine = refine
+    return out[0].transpose(0, 1).half()
+
+
+def decoded_pairs(tok: Tokenizer, bank, clips: int, clip_frames: int, photos: int, rdo: float,
+                  seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(inputs, targets): per clip or photo, the unrefined decode (T, 3, H, W) float16 and the source uint8."""
+    g = torch.Generator().manual_seed(seed)
+    long_enough = bank.videos[bank.videos[:, 1] >= clip_frames]
+    inputs, targets = [], []
+    for i in torch.randint(len(long_enough), (clips,), generator=g).tolist():
+        first, count = long_enough[i].tolist()
+        start = first + int(torch.randint(count - clip_frames + 1, (1,), generator=g))
+        video = bank.frames[start:start + clip_frames]
+        inputs.append(unrefined(tok, video, rdo))
+        targets.append(video.permute(0, 3, 1, 2).contiguous())
+    for i in torch.randperm(len(bank.photos), generator=g)[:photos].tolist():
+        photo = bank.photos[i:i + 1]
+        inputs.append(unrefined(tok, photo, rdo))
+        targets.append(photo.permute(0, 3, 1, 2).contiguous())
+    return inputs, targets
+
+
+def crops(inputs, targets, batch: int, size: int, patch: int, g: torch.Generator):
+    """A batch of size x size crops at patch-aligned offsets (the seams keep their place), frames drawn
+    uniformly over all frames."""
+    frames = torch.tensor([len(t) for t in targets])
+    owner = torch.repeat_interleave(torch.arange(len(targets)), frames)
+    xs, ys = [], []
+    for k in torch.randint(len(owner), (batch,), generator=g).tolist():
+        item = int(owner[k])
+        t = int(torch.randint(len(targets[item]), (1,), generator=g))
+        _, height, width = targets[item].shape[1:]
+        top = int(torch.randint((height - size) // patch + 1, (1,), generator=g)) * patch
+        left = int(torch.randint((width - size) // patch + 1, (1,), generator=g)) * patch
+        xs.append(inputs[item][t, :, top:top + size, left:left + size].float())
+        ys.append(from_uint8(targets[item][t, :, top:top + size, left:left + size]))
+    return torch.stack(xs), torch.stack(ys)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two [-1, 1] tensors on the 8-bit scale."""
+    mse = F.mse_loss(a.clamp(-1, 1), b).item() / 4
+    return 10 * math.log10(1 / max(mse, 1e-12))
+
+
+def train_refine(tok: Tokenizer, inputs, targets, steps: int, batch: int, crop: int, lr: float, seed: int,
+                 wide_only: bool = False, log=print) -> Tokenizer:
+    """Train `tok.decoder.refine` alone (L1 on crops, Adam, cosine decay), or with `wide_only` its wide pass
+    alone; returns `tok` in eval mode."""
+    refine = tok.decoder.refine
+    for p in tok.parameters():
+        p.requires_grad_(False)
+    trained = [p for name, p in refine.named_parameters() if name.startswith("wide") or not wide_only]
+    if not trained:
+        raise ValueError("--wide-only needs a refinement with a wide pass (--refine-blocks N)")
+    for p in trained:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(trained, lr=lr)
+    g = torch.Generator().manual_seed(seed + 1)
+    refine.train()
+    start, losses = time.time(), []
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        x, y = crops(inputs, targets, batch, crop, tok.config.patch, g)
+        loss = F.l1_loss(refine.filter(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            log(json.dumps({"step": step + 1, "l1": round(sum(losses) / len(losses), 5),
+                            "s": round(time.time() - start, 1)}))
+            losses = []
+    return tok.eval()
+
+
+@torch.no_grad()
+def heldout_psnr(tok: Tokenizer, bank, rdo: float) -> dict[str, float]:
+    """PSNR in dB of each held-out item of the bank, encoded and decoded whole with `tok`."""
+    out = {}
+    for name, video in bank.heldout:
+        clip = from_uint8(video.permute(3, 0, 1, 2).unsqueeze(0))
+        tokens = tok.encode(clip, rdo=rdo)
+        decoded = tok.decode(tokens, frames=clip.shape[2], height=clip.shape[3], width=clip.shape[4])
+        out[name] = round(psnr(decoded, clip), 3)
+    return out
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--init", required=True, help="the weights to start from (a file or a model name)")
+    p.add_argument("--bank", default="data/otok-bank.zip", help="the data bank (tools/make_dataset.py --bank)")
+    p.add_argument("--out", required=True, help="the weights file to write (float16)")
+    p.add_argument("--refine", type=int, default=-1,
+                   help="refinement channels (a new refinement starts as the identity); -1 keeps --init's")
+    p.add_argument("--refine-blocks", type=int, default=-1,
+                   help="blocks of the refinement's wide pass (a new pass starts as the identity); -1 keeps --init's")
+    p.add_argument("--wide-only", action="store_true",
+                   help="train the wide pass alone: the model without it stays exactly --init, so a release needs "
+                        "no second weights file for the files --init wrote")
+    p.add_argument("--clips", type=int, default=200, help="training clips decoded once")
+    p.add_argument("--clip-frames", type=int, default=17, help="frames per clip (one segment by default)")
+    p.add_argument("--photos", type=int, default=128, help="training photos decoded once (image steps)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--crop", type=int, default=96, help="crop side in pixels (a multiple of the patch)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--rdo", type=float, default=DEFAULTS.rdo, help="the tokens' rate-distortion tolerance")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tok = load(args.init).eval()
+    changes = {k: v for k, v in (("refine", args.refine), ("refine_blocks", args.refine_blocks))
+               if v >= 0 and v != getattr(tok.config, k)}
+    if changes:
+        tok = with_decoder(tok, **changes).eval()
+    if not tok.config.refine:
+        print("train/refine.py: the model has no refinement to train: give --refine N", file=sys.stderr)
+        return 2
+    bank = load_bank(args.bank, workers=4)
+    t0 = time.time()
+    before = heldout_psnr(tok, bank, args.rdo)
+    print(json.dumps({"heldout_before": before}), flush=True)
+    inputs, targets = decoded_pairs(tok, bank, args.clips, args.clip_frames, args.photos, args.rdo, args.seed)
+    print(json.dumps({"pairs_frames": sum(len(t) for t in targets), "decode_s": round(time.time() - t0, 1)}),
+          flush=True)
+    tok = train_refine(tok, inputs, targets, args.steps, args.batch, args.crop, args.lr, args.seed,
+                       args.wide_only, log=lambda line: print(line, flush=True))
+    after = heldout_psnr(tok, bank, args.rdo)
+    print(json.dumps({"heldout_after": after, "config": tok.config.to_dict()}), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    save(tok, args.out, dtype=torch.float16)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
