@@ -135,7 +135,7 @@ register(TokenizerConfig(
 # The default model: small enough to train in a few CPU hours.
 register(TokenizerConfig(
     name="otok-s", dim=256, heads=4, spatial_layers=2, temporal_layers=2, window=8,
-    latent_dim=8, codebook_size=8192, refine=32,
+    latent_dim=8, codebook_size=8192, refine=32, refine_blocks=2,
 ))
 # The paper's configuration (OmniTokenizer, Wang et al. 2024): ~53M parameters.
 register(TokenizerConfig(name="otok-b"))
