@@ -167,19 +167,19 @@ def release_file(name: str, weights_sha256: str) -> Path:
 
 # Decoder parts a release may add on top of the one before it, training nothing else: the earlier release is
 # then the current weights without them, and needs no file of its own.
-ADDED_PARTS = ({"refine_blocks": 0}, {"upsample": 0})
+ADDED_PARTS = ({"refine_blocks": 0}, {"refine": 0, "refine_blocks": 0}, {"upsample": 0})
 
 
 def earlier_within(model: Tokenizer, weights_sha256: str) -> Tokenizer | None:
     """The earlier release held inside `model`: `model` without a decoder part listed in ADDED_PARTS, when
     that has the weights hash `weights_sha256` (a prefix of it is enough); else None."""
     for change in ADDED_PARTS:
-        name, value = next(iter(change.items()))
-        if getattr(model.config, name) != value:
-            earlier = with_decoder(model, **change).to(model.device).eval()
-            if earlier.weights_sha256().startswith(weights_sha256):
-                earlier.weights_path = model.weights_path
-                return earlier
+        if all(getattr(model.config, name) == value for name, value in change.items()):
+            continue
+        earlier = with_decoder(model, **change).to(model.device).eval()
+        if earlier.weights_sha256().startswith(weights_sha256):
+            earlier.weights_path = model.weights_path
+            return earlier
     return None
 
 

@@ -137,21 +137,24 @@ def test_weights_split_into_parts_load_whole(tmp_path):
         load(parts[0])
 
 
-def test_an_earlier_release_inside_the_current_weights(tmp_path, monkeypatch):
-    """A release that only added a decoder part (`refine_blocks`) holds the one before it: a file naming the
-    earlier weights' hash gets the current weights without that part, bit for bit."""
+@pytest.mark.parametrize("added", [{"refine_blocks": 1}, {"refine": 8, "refine_blocks": 1}])
+def test_an_earlier_release_inside_the_current_weights(tmp_path, monkeypatch, added):
+    """A release that only added a decoder part (the refinement's wide pass, or the whole refinement) holds the
+    one before it: a file naming the earlier weights' hash gets the current weights without that part, bit for
+    bit."""
     from otok.codec import weights, with_decoder
 
-    earlier = tiny(refine=8)
-    with torch.no_grad():
-        earlier.decoder.refine.conv_out.weight.normal_(std=0.1)
-    current = with_decoder(earlier, refine_blocks=1).eval()
+    earlier = tiny(refine=8) if "refine" not in added else tiny()
+    if earlier.decoder.refine is not None:
+        with torch.no_grad():
+            earlier.decoder.refine.conv_out.weight.normal_(std=0.1)
+    current = with_decoder(earlier, **added).eval()
     with torch.no_grad():
         current.decoder.refine.wide_out.weight.normal_(std=0.1)
     monkeypatch.setattr(weights, "PACKAGED_WEIGHTS", tmp_path)
     save(current, tmp_path / "otok-tiny.safetensors")
     found = load("otok-tiny", weights_sha256=earlier.weights_sha256())
-    assert found.weights_sha256() == earlier.weights_sha256() and found.config.refine_blocks == 0
+    assert found.weights_sha256() == earlier.weights_sha256() and found.config == earlier.config
     assert found.weights_path == tmp_path / "otok-tiny.safetensors"
     video = random_video(1, 5, 32, 32)
     tokens = earlier.encode(video)

@@ -148,7 +148,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--crop", type=int, default=96, help="crop side in pixels (a multiple of the patch)")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--rdo", type=float, default=DEFAULTS.rdo, help="the tokens' rate-distortion tolerance")
+    p.add_argument("--rdo", type=float, default=DEFAULTS.rdo,
+                   help="the tokens' rate-distortion tolerance (a KL model's latents: always 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     return p.parse_args(argv)
@@ -166,16 +167,17 @@ def main(argv=None) -> int:
     if not tok.config.refine:
         print("train/refine.py: the model has no refinement to train: give --refine N", file=sys.stderr)
         return 2
+    rdo = args.rdo if tok.config.discrete else 0.0  # KL latents have no token choice
     bank = load_bank(args.bank, workers=4)
     t0 = time.time()
-    before = heldout_psnr(tok, bank, args.rdo)
+    before = heldout_psnr(tok, bank, rdo)
     print(json.dumps({"heldout_before": before}), flush=True)
-    inputs, targets = decoded_pairs(tok, bank, args.clips, args.clip_frames, args.photos, args.rdo, args.seed)
+    inputs, targets = decoded_pairs(tok, bank, args.clips, args.clip_frames, args.photos, rdo, args.seed)
     print(json.dumps({"pairs_frames": sum(len(t) for t in targets), "decode_s": round(time.time() - t0, 1)}),
           flush=True)
     tok = train_refine(tok, inputs, targets, args.steps, args.batch, args.crop, args.lr, args.seed,
                        args.wide_only, log=lambda line: print(line, flush=True))
-    after = heldout_psnr(tok, bank, args.rdo)
+    after = heldout_psnr(tok, bank, rdo)
     print(json.dumps({"heldout_after": after, "config": tok.config.to_dict()}), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save(tok, args.out, dtype=torch.float16)
