@@ -210,8 +210,9 @@ class Decoder:
 NONE = 4  # the mode read outside the grid, or where there is no previous step
 PIECE_FACTOR = 8  # a mode pass round takes at most 8 x (a context's count sum) of its modes
 FIRST_ROUND = 16  # literal model 1: the first round of a step's literals
-BIG_PIECE = 1024  # literal model 1: a piece this long builds its rows' models whole
-ROWS_SHIFT = 16  # ... and the decoder's lookups of 256 buckets (2 or more per symbol)
+BIG_PIECE = 1024  # literal model 1: a piece this long builds its rows' models whole (the decoder) ...
+BIG_PIECE_ENC = 512  # ... (the encoder: no lookups to build, so sooner)
+ROWS_SHIFT = 18  # ... and the decoder's lookups of 64 buckets
 
 
 @kernel()
@@ -483,7 +484,7 @@ def _piece(enc, ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, 
     # others ran 20 times slower, numba counting references to its arrays at every turn.) A large piece
     # builds the models of the rows it uses (a Fenwick tree per symbol then costs more, in cache misses);
     # the decoder then rebuilds their trees after. The encoder keeps no trees (it sums a row's counts).
-    big = b - a >= BIG_PIECE
+    big = b - a >= (BIG_PIECE_ENC if enc else BIG_PIECE)
     updated = not enc and not big
     seen = np.zeros(max(gtab.shape[0], ltab.shape[0]), dtype=np.bool_)
     todo = np.empty(seen.shape[0], dtype=np.int64)
