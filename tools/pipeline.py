@@ -181,8 +181,8 @@ def check_memory(width: int, height: int, device: object, what: str, error: type
     need, have = BASE_BYTES + BYTES_PER_PIXEL * width * height, available_memory()
     if have is None or need <= have:
         return
-    message = (f"{what} has frames of {width}x{height}, which need about {need / 1e9:.1f} GB to code, more "
-               f"than the {have / 1e9:.1f} GB this process can have")
+    message = (f"{what} has frames of {width}x{height} once padded, which need about {need / 1e9:.1f} GB to code, "
+               f"more than the {have / 1e9:.1f} GB this process can have")
     if error is ArgumentError:
         side = max(1, int(max(width, height) * math.sqrt(max(have - BASE_BYTES, 0) / (need - BASE_BYTES))))
         raise ArgumentError("max_side", f"{message}; scale them down, e.g. max_side={side}")
