@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from otok.codec import load, save, with_decoder
+from otok.codec import WeightsError, load, save, with_decoder
 from otok.codec.model import Tokenizer
 from otok.codec.pixels import from_uint8
 from otok.tools.defaults import DEFAULTS
-from otok.train.bank import load_bank
+from otok.train.bank import BankError, load_bank
 
 
 @torch.no_grad()
@@ -139,8 +139,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--refine-blocks", type=int, default=-1,
                    help="blocks of the refinement's wide pass (a new pass starts as the identity); -1 keeps --init's")
     p.add_argument("--wide-only", action="store_true",
-                   help="train the wide pass alone: the model without it stays exactly --init, so a release needs "
-                        "no second weights file for the files --init wrote")
+                   help="train the wide pass alone: the model without it stays exactly --init (when --init is stored "
+                        "in float16, as --out is and shipped weights are), so a release needs no second weights "
+                        "file for the files --init wrote")
     p.add_argument("--clips", type=int, default=200, help="training clips decoded once")
     p.add_argument("--clip-frames", type=int, default=17, help="frames per clip (one segment by default)")
     p.add_argument("--photos", type=int, default=128, help="training photos decoded once (image steps)")
@@ -155,20 +156,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def prepare(args: argparse.Namespace):
+    """(the model to train, the bank), or ValueError (WeightsError, BankError) naming what is wrong."""
     tok = load(args.init).eval()
     changes = {k: v for k, v in (("refine", args.refine), ("refine_blocks", args.refine_blocks))
                if v >= 0 and v != getattr(tok.config, k)}
     if changes:
         tok = with_decoder(tok, **changes).eval()
     if not tok.config.refine:
-        print("train/refine.py: the model has no refinement to train: give --refine N", file=sys.stderr)
+        raise ValueError("the model has no refinement to train: give --refine N")
+    if args.wide_only and not tok.config.refine_blocks:
+        raise ValueError("--wide-only needs a refinement with a wide pass: give --refine-blocks N")
+    if args.crop < 1 or args.crop % tok.config.patch or min(args.steps, args.batch, args.clips + args.photos) < 1:
+        raise ValueError(f"--crop must be a positive multiple of the patch ({tok.config.patch}); --steps, --batch "
+                         "and --clips + --photos at least 1")
+    bank = load_bank(args.bank, workers=4)
+    height, width = bank.frames.shape[1:3] if args.clips else bank.photos.shape[1:3]
+    if args.crop > min(height, width, *(bank.photos.shape[1:3] if args.photos else ())):
+        raise ValueError(f"--crop {args.crop} is larger than the bank's frames ({width}x{height})")
+    return tok, bank
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        tok, bank = prepare(args)
+    except (WeightsError, BankError, ValueError) as exc:
+        print(f"train/refine.py: {exc}", file=sys.stderr)
         return 2
     rdo = args.rdo if tok.config.discrete else 0.0  # KL latents have no token choice
-    bank = load_bank(args.bank, workers=4)
     t0 = time.time()
     before = heldout_psnr(tok, bank, rdo)
     print(json.dumps({"heldout_before": before}), flush=True)

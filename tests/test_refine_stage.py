@@ -1,0 +1,49 @@
+"""`train/refine.py`: the decoder's refinement trained alone on frozen decodes, on a bank the tests build."""
+
+from __future__ import annotations
+
+import torch
+
+from codec_helpers import random_video, tiny
+from otok.codec import load, save, with_decoder
+from otok.codec.weights import earlier_within
+from otok.train import refine
+from test_make_dataset import bank_path, sources  # noqa: F401 - fixtures: a tiny bank built from generated footage
+
+
+def test_wide_only_training_keeps_the_earlier_model_inside(bank_path, tmp_path, capsys):  # noqa: F811
+    start = with_decoder(tiny(), refine=4).eval()
+    with torch.no_grad():
+        start.decoder.refine.conv_out.weight.normal_(std=0.05)
+    save(start, tmp_path / "start.safetensors", dtype=torch.float16)  # as weights ship: what --out stores
+    start = load(tmp_path / "start.safetensors")
+    out = tmp_path / "out" / "refined.safetensors"
+    assert refine.main(["--init", str(tmp_path / "start.safetensors"), "--bank", str(bank_path), "--out", str(out),
+                        "--refine-blocks", "1", "--wide-only", "--clips", "2", "--photos", "1", "--steps", "4",
+                        "--batch", "2", "--crop", "32", "--lr", "1e-2"]) == 0
+    assert '"heldout_after"' in capsys.readouterr().out
+    trained = load(out)
+    assert trained.config.refine_blocks == 1 and torch.count_nonzero(trained.decoder.refine.wide_out.weight) > 0
+    inside = earlier_within(trained, start.weights_sha256())  # the pair and everything else untouched
+    assert inside is not None and inside.weights_sha256() == start.weights_sha256()
+    video = random_video(1, 5, 32, 32)
+    assert torch.equal(trained.encode(video), start.encode(video))  # the tokens, and so the prior, stay valid
+
+
+def test_a_model_without_refinement_is_one_line(bank_path, tmp_path, capsys):  # noqa: F811
+    save(tiny(), tmp_path / "plain.safetensors")
+    assert refine.main(["--init", str(tmp_path / "plain.safetensors"), "--bank", str(bank_path),
+                        "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "no refinement to train" in capsys.readouterr().err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_bad_settings_are_one_line(bank_path, tmp_path, capsys):  # noqa: F811
+    save(with_decoder(tiny(), refine=4), tmp_path / "start.safetensors", dtype=torch.float16)
+    base = ["--init", str(tmp_path / "start.safetensors"), "--bank", str(bank_path), "--out", str(tmp_path / "x.safetensors")]
+    for extra, says in ((["--wide-only"], "needs a refinement with a wide pass"), (["--crop", "30"], "multiple of"),
+                        (["--crop", "4096"], "larger than the bank's frames")):
+        assert refine.main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.safetensors").exists()
