@@ -73,7 +73,7 @@ class PixelRefine(nn.Module):
 
     A full-resolution 3x3 -> GELU -> 3x3 pair (5 px of context), then, with blocks > 0, a wide pass: the frame
     folded 2x2 into 12 channels and filtered at half resolution by `blocks` residual 3x3 pairs, so each pixel
-    sees 8 * blocks + 10 px, more than a patch on every side. Each pass ends in a convolution that starts at
+    sees a window of about 8 * blocks + 13 px, more than a patch on every side. Each pass ends in a convolution that starts at
     zero: a model gains the filter, or its wide pass, as the identity and learns from there."""
 
     def __init__(self, channels: int, blocks: int = 0) -> None:
@@ -106,7 +106,7 @@ class PixelRefine(nn.Module):
         """(B, 3, n, H, W) -> same shape."""
         b, c, n, height, width = video.shape
         frames = video.transpose(1, 2).reshape(b * n, c, height, width)
-        frames = self.filter(frames.contiguous(memory_format=torch.channels_last))  # a third faster on CPUs
+        frames = self.filter(frames.contiguous(memory_format=torch.channels_last))  # faster convolutions on CPUs
         return frames.reshape(b, n, c, height, width).transpose(1, 2)
 
 
