@@ -24,6 +24,8 @@ def preamble(minor: int) -> bytes:
 
 HEAD, PRIO, STEP, INDX, TAIL = b"HEAD", b"PRIO", b"STEP", b"indx", b"TAIL"
 ENCD = b"encd"  # ancillary: encoder settings, UTF-8 JSON (SPEC §2.3, informative)
+FRMS = b"frms"  # ancillary: the frame count, u64, after the last STEP when its last step is padded (SPEC §2.3)
+FRMS_PAYLOAD = struct.Struct("<Q")
 KNOWN_CRITICAL = {HEAD, PRIO, STEP, TAIL}
 
 _CHUNK_HEAD = struct.Struct("<I4s")

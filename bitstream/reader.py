@@ -78,7 +78,8 @@ class OtokReader:
         self._pending, self._embedded_prior = self._read_setup_chunks()
         self.use_priors(prior)
         self._data_start = self._pending.offset if self._pending else self._chunks.offset
-        self._tail_hint: int | None = None
+        self._tail_hint: int | None = None  # a trailer's frame count, where the trailer does not hold together
+        self._frms_hint: int | None = None  # the count of a `frms` chunk met among the steps
         self._trailer, self._index = self._load_tail() if self._seekable else (None, None)
         self._position = 0
         self._steps_read = 0
@@ -265,15 +266,15 @@ class OtokReader:
     @property
     def frames(self) -> int:
         """Frame count: from the trailer; else (`frames_trusted` False) every frame the intact steps cover,
-        less the last step's padding when a trailer that does not hold together still gives a count that
-        fits those steps. Never more than the intact steps can hold."""
+        less the last step's padding when a trailer that does not hold together, or a `frms` chunk after
+        the steps, gives a count that fits those steps. Never more than the intact steps can hold."""
         if self._trailer:
             return self._trailer.frames
         gop, t, steps = self.header.gop, self.header.temporal, self.steps
         most = timeline.frames_in_steps(steps, gop, t)
-        hint = self._tail_hint
-        if steps and hint is not None and timeline.frames_in_steps(steps - 1, gop, t) < hint <= most:
-            return hint
+        for hint in (self._tail_hint, self._frms_hint):
+            if steps and hint is not None and timeline.frames_in_steps(steps - 1, gop, t) < hint <= most:
+                return hint
         return most
 
     @property
@@ -381,6 +382,8 @@ class OtokReader:
                 if chunk.ctype == ct.TAIL:
                     self._complete_read = True
                 yield chunk
+            elif chunk.ctype == ct.FRMS and len(chunk.payload) == ct.FRMS_PAYLOAD.size:
+                self._frms_hint = ct.FRMS_PAYLOAD.unpack(chunk.payload)[0]
             elif ct.is_critical(chunk.ctype) and chunk.ctype != ct.PRIO:
                 raise _critical_error(chunk)
 

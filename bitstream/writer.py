@@ -88,6 +88,8 @@ class OtokWriter:
         frames = covered if frames is None else int(frames)
         if not timeline.frames_in_steps(self.steps - 1, gop, t) < frames <= covered and (self.steps or frames):
             raise UsageError(f"frames={frames} does not fit {self.steps} steps (which cover up to {covered} frames)")
+        if frames < covered:  # the count once more where losing the trailer does not lose it (SPEC §2.3)
+            self._put(ct.chunk_bytes(ct.FRMS, ct.FRMS_PAYLOAD.pack(frames)))
         index_offset = self._pos
         self._put(ct.chunk_bytes(ct.INDX, ct.pack_index(self._index)))
         self._put(ct.chunk_bytes(ct.TAIL, ct.TAIL_PAYLOAD.pack(frames, self.steps, index_offset)))

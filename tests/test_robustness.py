@@ -123,14 +123,30 @@ def test_forged_trailer_never_adds_frames(tmp_path, capsys, model_path, ten_fram
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", OtokWarning)
         reader = OtokReader(forged)
-    assert not reader.frames_trusted and reader.frames <= 13
+    assert not reader.frames_trusted and reader.frames == 10  # the trailer's count where it fits, else `frms`
     status, _, err = run(capsys, "decode", forged, tmp_path / "back.mkv", "--model", model_path, "-q")
     assert status == 0, err
     assert err.startswith("otok: warning: ") and len(err.strip().splitlines()) == 1
-    written = sum(1 for _ in VideoReader(tmp_path / "back.mkv"))
-    cut_before_tail = case in ("no trailer", "no index and trailer", "frames 2^40")
-    assert written == (13 if cut_before_tail else 10), err  # the trailer's count, where it fits the steps
+    assert sum(1 for _ in VideoReader(tmp_path / "back.mkv")) == 10, err
     assert "untrusted" in err or "without a trailer" in err
+
+
+@pytest.mark.parametrize("frames", [6, 7, 8, 9])
+def test_a_padded_last_step_keeps_its_count_without_the_trailer(frames):
+    """The writer repeats a padded stream's frame count in a `frms` chunk after the last step (and only then):
+    with the index and trailer cut off, the reader still drops the padding."""
+    header = Header("otok-test", bytes(32), 8, 4, 0, (2, 3), 20, 12, (25, 1), codebook_size=7, coder="raw")
+    buf = io.BytesIO()
+    writer = OtokWriter(buf, header)
+    writer.write(np.zeros((3, 2, 3), np.int64))  # 3 steps: 1 + 4 + 4 = 9 frames
+    writer.close(frames=frames)
+    data = buf.getvalue()
+    assert (ct.FRMS in data) == (frames < 9)
+    _, _, index = _tail_fields(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OtokWarning)
+        reader = OtokReader(io.BytesIO(data[:index]))
+        assert not reader.frames_trusted and (reader.steps, reader.frames) == (3, frames)
 
 
 def test_forged_index_that_holds_together_does_not_count(tmp_path, capsys, model_path, ten_frames):
