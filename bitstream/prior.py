@@ -15,6 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from .coders import ctx_model as cm
+from .coders.ctx_kernels import step_modes
 from .coders.zstd import compress, decompress
 from .errors import CorruptError, LimitError, UnsupportedError, UsageError
 from . import limits
@@ -107,7 +108,7 @@ class Prior:
             seg = seg.reshape((-1,) + seg.shape[-2:])
             if not len(seg):
                 continue
-            seg_modes = cm.step_modes(seg, None)
+            seg_modes = step_modes(seg, None)
             modes += cm.mode_observations(cm.mode_contexts(seg_modes, None), seg_modes)
             literals = seg[seg_modes == cm.MODE_LIT]
             for table, values in zip(parts, cm.split_parts(literals, layout)):

@@ -17,6 +17,21 @@ Categorical = constriction.stream.model.Categorical
 AnsCoder = constriction.stream.stack.AnsCoder
 FAMILY = Categorical(perfect=False)
 
+
+def step_modes(steps: np.ndarray, ref: np.ndarray | None) -> np.ndarray:
+    """Modes of steps (n, h, w) -> uint8 (n, h, w), written with whole-array operations (the coder's are a
+    loop, `ctx_kernels.step_modes`). `ref` (h, w) is the step before steps[0] in its segment (None when
+    steps[0] starts a segment); steps[k] refers to steps[k - 1] for k > 0."""
+    modes = np.full(steps.shape, cm.MODE_LIT, dtype=np.uint8)
+    # lowest priority first, so that a higher one overwrites: L, then U, then T
+    np.copyto(modes[..., :, 1:], cm.MODE_L, where=steps[..., :, 1:] == steps[..., :, :-1])
+    np.copyto(modes[..., 1:, :], cm.MODE_U, where=steps[..., 1:, :] == steps[..., :-1, :])
+    np.copyto(modes[1:], cm.MODE_T, where=steps[1:] == steps[:-1])
+    if ref is not None and len(steps):
+        np.copyto(modes[0], cm.MODE_T, where=steps[0] == ref)
+    return modes
+
+
 class ModePlanes:
     """The modes of the previous and of the current step, each in a flat (h + 1) x (w + 1) uint8 grid whose
     first row and column hold NONE (4); the two grids swap roles every step. A pass's contexts are three
@@ -234,7 +249,7 @@ class OracleCtxCoder(Coder):
         steps = steps.astype(np.int64, copy=False)
         n = len(steps)
         st = self._begin(first_step, n)
-        modes = cm.step_modes(steps, st.ref)
+        modes = step_modes(steps, st.ref)
         mode_symbols = self._mode_symbols(modes, st) if n else None
         is_literal = modes.reshape(n, self.values_per_step) == cm.MODE_LIT
         literal_ops = (self._grouped_literal_ops if self.literal_model else self._literal_ops)(steps, is_literal, st)

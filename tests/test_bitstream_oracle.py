@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bitstream_oracle import OracleCtxCoder
+from bitstream_oracle import OracleCtxCoder, step_modes
 from otok.bitstream import CtxParams, Header, Prior
 from otok.bitstream.coders import ctx_kernels as kn
 from otok.bitstream.coders import ctx_model
@@ -140,6 +140,17 @@ def test_kernels_write_the_oracles_bytes(log_k, k_offset, h, w, steps, gop, sour
         np.testing.assert_array_equal(oracle_reader.decode(data, first, end - first), tokens[first:end])
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 9), st.integers(1, 9), st.integers(1, 4), st.booleans(), st.integers(0, 2**31))
+def test_mode_kernel_equals_the_oracles_modes(n, h, w, distinct, with_ref, seed):
+    """The coder's mode loop and the oracle's whole-array modes agree (few distinct tokens: every mode
+    and every tie between T, U and L occurs)."""
+    rng = np.random.default_rng(seed)
+    steps = rng.integers(0, distinct, (n, h, w))
+    ref = rng.integers(0, distinct, (h, w)) if with_ref else None
+    np.testing.assert_array_equal(kn.step_modes(steps, ref), step_modes(steps, ref))
+
+
 @pytest.mark.parametrize("grid, repeat, big", [((45, 80), 0.6, False), ((64, 96), 0.2, True)])
 def test_large_grid_chunks_equal_the_oracle(grid, repeat, big):
     """Grids of 3,600 and 6,144 tokens with a codebook of 8192, both literal models, segment starts and
@@ -147,7 +158,7 @@ def test_large_grid_chunks_equal_the_oracle(grid, repeat, big):
     from Fenwick trees and, from kernels.BIG_PIECE literals, from whole models; count rows far from the
     limit and at it), and they decode."""
     tokens = repetition_grids(7, grid, 8192, repeat, 5, seed=3)
-    literals = int((ctx_model.step_modes(tokens[1:2], tokens[0]) == 3).sum())  # in step 1
+    literals = int((kn.step_modes(tokens[1:2], tokens[0]) == 3).sum())  # in step 1
     assert (literals > 2 * kn.BIG_PIECE + FIRST_ROUND) == big  # rounds 16, 16, 32, ...: one of BIG_PIECE
     for model in (0, 1):
         for limit in (1 << 14, 1 << 24):

@@ -18,7 +18,7 @@ from otok.bitstream import (
     UsageError,
     read_tokens,
 )
-from otok.bitstream.coders import ctx_model
+from otok.bitstream.coders import ctx_kernels as kn, ctx_model
 from otok.bitstream.prior import code_order
 from otok.bitstream.synthetic import entropy_bound, repetition_grids
 
@@ -391,13 +391,13 @@ def _structured(kind: str, rng: np.random.Generator, k: int = 4096, steps: int =
 def test_modes_of_structured_grids():
     rng = np.random.default_rng(21)
     h, w = 24, 32
-    modes = ctx_model.step_modes(_structured("rows_equal", rng), None)
+    modes = kn.step_modes(_structured("rows_equal", rng), None)
     assert (modes[:, 1:, :] == ctx_model.MODE_U).all()
-    modes = ctx_model.step_modes(_structured("constant_rows", rng), None)
+    modes = kn.step_modes(_structured("constant_rows", rng), None)
     assert (modes[:, :, 1:] == ctx_model.MODE_L).all()
-    modes = ctx_model.step_modes(_structured("repeat", rng), None)
+    modes = kn.step_modes(_structured("repeat", rng), None)
     assert (modes[1:] == ctx_model.MODE_T).all()
-    modes = ctx_model.step_modes(_structured("checkerboard", rng), None)
+    modes = kn.step_modes(_structured("checkerboard", rng), None)
     a = ctx_model.parity_a(h, w)
     assert (modes[:, a] == ctx_model.MODE_LIT).mean() > 0.99  # (a random token rarely equals a neighbour)
     assert (modes[:, ~a] != ctx_model.MODE_LIT).all()  # copies: U or L (or, by chance, T)

@@ -118,6 +118,12 @@ class _State:
                 kn.build_trees(self.lo[rows], width, self.lo_tree[rows], self.lo_sums[rows], self.lo_scale[rows])
 
 
+    def copy(self) -> _State:
+        new = object.__new__(_State)
+        new.__dict__ = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self.__dict__.items()}
+        return new
+
+
 def _models(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Scratch for the models of a table's rows: edges (rows, width + 1) and decoder lookups."""
     rows, width = table.shape
@@ -177,12 +183,15 @@ class CtxCoder(Coder):
             self._symbols_per_literal = 1 + len(g.lo_alphabets)
         self._buf = np.zeros(0, dtype=np.uint64)
         self.state: _State | None = None
+        self._start: _State | None = None  # the state at a segment start (copied: cheaper than built)
         self.next_step = 0
 
     def _begin(self, first_step: int, n_steps: int) -> _State:
         """The state for a chunk of steps [first_step, first_step + n_steps) inside one segment."""
         if timeline.is_segment_start(first_step, self.header.gop):
-            self.state = _State(self)
+            if self._start is None:
+                self._start = _State(self)
+            self.state = self._start.copy()
         elif self.state is None or first_step != self.next_step:
             raise CorruptError(f"step {first_step} continues a segment whose earlier steps were not decoded")
         self.next_step = first_step + n_steps
@@ -220,7 +229,7 @@ class CtxCoder(Coder):
             values = self._rank[values]
         st = self._begin(first_step, n)
         ref = None if st.ref is None else st.ref.reshape(self.header.grid)
-        modes = cm.step_modes(values.reshape(n, *self.header.grid), ref).reshape(n, hw)
+        modes = kn.step_modes(values.reshape(n, *self.header.grid), ref).reshape(n, hw)
         need = n * hw * (1 + self._symbols_per_literal)
         if len(self._buf) < need:
             self._buf = np.empty(need, dtype=np.uint64)

@@ -231,6 +231,28 @@ def _halve(table, row, n, limit) -> int:
 
 # -- modes (§6.5.3–6.5.6) ----------------------------------------------------------------------------
 @kernel()
+def step_modes(steps, ref):
+    """Modes of steps (n, h, w) -> uint8 (n, h, w): at each place the first that holds of T (the token of
+    the previous step: steps[k - 1], or `ref` (h, w) for steps[0]; None where steps[0] starts a segment),
+    U (the token above), L (the token to the left), else a literal (3)."""
+    n, h, w = steps.shape
+    out = np.empty((n, h, w), dtype=np.uint8)
+    for k in range(n):
+        for i in range(h):
+            for j in range(w):
+                v = steps[k, i, j]
+                if (steps[k - 1, i, j] == v) if k else (ref is not None and ref[i, j] == v):
+                    out[k, i, j] = 0
+                elif i and steps[k, i - 1, j] == v:
+                    out[k, i, j] = 1
+                elif j and steps[k, i, j - 1] == v:
+                    out[k, i, j] = 2
+                else:
+                    out[k, i, j] = 3
+    return out
+
+
+@kernel()
 def _mode_pass(enc, parity, modes, prev, has_prev, h, w, counts, sums, limit, cdf, lut,
                buf, io, state, words) -> None:
     """One checkerboard pass of a step's modes ((i + j) % 2 == parity: 0 = pass A, 1 = pass B), coded in

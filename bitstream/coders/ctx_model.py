@@ -165,19 +165,6 @@ def parity_a(h: int, w: int) -> np.ndarray:
     return (np.add.outer(np.arange(h), np.arange(w)) & 1) == 0
 
 
-def step_modes(steps: np.ndarray, ref: np.ndarray | None) -> np.ndarray:
-    """Modes of steps (n, h, w) -> uint8 (n, h, w). `ref` (h, w) is the step before steps[0] in its
-    segment (None when steps[0] starts a segment); steps[k] refers to steps[k - 1] for k > 0."""
-    modes = np.full(steps.shape, MODE_LIT, dtype=np.uint8)
-    # lowest priority first, so that a higher one overwrites: L, then U, then T
-    np.copyto(modes[..., :, 1:], MODE_L, where=steps[..., :, 1:] == steps[..., :, :-1])
-    np.copyto(modes[..., 1:, :], MODE_U, where=steps[..., 1:, :] == steps[..., :-1, :])
-    np.copyto(modes[1:], MODE_T, where=steps[1:] == steps[:-1])
-    if ref is not None and len(steps):
-        np.copyto(modes[0], MODE_T, where=steps[0] == ref)
-    return modes
-
-
 def mode_contexts(modes: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
     """Contexts (uint8 (n, h, w), 0..249) of the modes (n, h, w) of consecutive steps of a segment: pass A
     at (i + j) even, pass B at (i + j) odd. `prev` (h, w): the modes of the step before modes[0] (None:
