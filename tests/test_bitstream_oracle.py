@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from bitstream_oracle import OracleCtxCoder, step_modes
 from otok.bitstream import CtxParams, Header, Prior
 from otok.bitstream.coders import ctx_kernels as kn
-from otok.bitstream.coders import ctx_model
 from otok.bitstream.coders.ctx_kernels import FIRST_ROUND
 from otok.bitstream.coders.ctx import CtxCoder
 from otok.bitstream.synthetic import repetition_grids
