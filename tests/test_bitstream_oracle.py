@@ -154,7 +154,7 @@ def test_mode_kernel_equals_the_oracles_modes(n, h, w, distinct, with_ref, seed)
 def test_large_grid_chunks_equal_the_oracle(grid, repeat, big):
     """Grids of 3,600 and 6,144 tokens with a codebook of 8192, both literal models, segment starts and
     later steps: the same bytes (literal model 1's rounds up to thousands of literals long, pieces coded
-    from Fenwick trees and, from kernels.BIG_PIECE literals, from whole models; count rows far from the
+    from counts and block sums and, from kernels.BIG_PIECE literals, from whole models; count rows far from the
     limit and at it), and they decode."""
     tokens = repetition_grids(7, grid, 8192, repeat, 5, seed=3)
     literals = int((kn.step_modes(tokens[1:2], tokens[0]) == 3).sum())  # in step 1

@@ -90,7 +90,7 @@ class CtxParams:
 
 class _State:
     """Adaptive state inside a segment: the previous step's values and modes, and the count tables (int64
-    (rows, width), with their row sums; model 0 scratch for its models, model 1 Fenwick trees of its
+    (rows, width), with their row sums; model 0 scratch for its models, model 1 block sums of its
     rows)."""
 
     def __init__(self, coder: CtxCoder) -> None:
@@ -109,13 +109,13 @@ class _State:
             self.lo = coder._lo_init.copy()  # (lo parts x G, largest lo alphabet): part j of group g at j * G + g
             self.lo_sums = np.repeat(coder._lo_widths, coder.groups.groups) if len(coder._lo_widths) else \
                 np.zeros(1, dtype=np.int64)
-            self.group_tree, self.lo_tree = (np.zeros((len(t), t.shape[1] + 1), dtype=np.int64)
-                                             for t in (self.groups, self.lo))
+            self.group_blocks, self.lo_blocks = (np.zeros((len(t), -(-t.shape[1] // kn.BLOCK)), dtype=np.int64)
+                                                 for t in (self.groups, self.lo))
             self.group_scale, self.lo_scale = np.zeros(len(self.groups)), np.zeros(len(self.lo))
-            kn.build_trees(self.groups, self.groups.shape[1], self.group_tree, self.group_sums, self.group_scale)
+            kn.build_blocks(self.groups, self.groups.shape[1], self.group_blocks, self.group_sums, self.group_scale)
             for j, width in enumerate(coder._lo_widths.tolist()):  # each lo part's rows have its width
                 rows = slice(j * coder.groups.groups, (j + 1) * coder.groups.groups)
-                kn.build_trees(self.lo[rows], width, self.lo_tree[rows], self.lo_sums[rows], self.lo_scale[rows])
+                kn.build_blocks(self.lo[rows], width, self.lo_blocks[rows], self.lo_sums[rows], self.lo_scale[rows])
 
 
     def copy(self) -> _State:
@@ -216,8 +216,8 @@ class CtxCoder(Coder):
         g = self.groups
         ref = _NO_VALUES if st.ref is None else st.ref
         return kn.code_literals1(enc, modes, values, ref, st.ref is not None, st.steps_done + step == 1,
-                                 *self.header.grid, st.groups, st.group_tree, st.group_sums, st.group_scale, st.lo,
-                                 st.lo_tree, st.lo_sums, st.lo_scale, self._lo_shifts, self._lo_widths,
+                                 *self.header.grid, st.groups, st.group_blocks, st.group_sums, st.group_scale, st.lo,
+                                 st.lo_blocks, st.lo_sums, st.lo_scale, self._lo_shifts, self._lo_widths,
                                  g.lo_bits, g.groups, self.header.codebook_size, self.literal_increment,
                                  self.literal_limit, buf, io, state, words)
 

@@ -12,7 +12,7 @@ to the encoder's buffer, else it decodes them and writes them out. So the encode
 one description of the symbol order, the contexts and the count updates, and cannot drift apart. Counts
 are int64 tables updated in place, with their row sums. A model is built whole (`build`) where many
 symbols use it: a mode context in a round, a literal part of model 0 in a step, the rows of a large piece
-of model 1; else model 1 finds a symbol's edges from running sums (a Fenwick tree per row, the decoder).
+of model 1; else model 1 finds a symbol's edges from its row's counts and block sums.
 
 Arguments shared by the kernels: buf, io, state, words: the ANS side; limit: the count limit of a row (a
 row whose sum exceeds it is halved, (c + 1) >> 1, until it does not). numba notes: all kernels live in
@@ -210,9 +210,9 @@ class Decoder:
 NONE = 4  # the mode read outside the grid, or where there is no previous step
 PIECE_FACTOR = 8  # a mode pass round takes at most 8 x (a context's count sum) of its modes
 FIRST_ROUND = 16  # literal model 1: the first round of a step's literals
-BIG_PIECE = 1024  # literal model 1: a piece this long builds its rows' models whole (the decoder) ...
-BIG_PIECE_ENC = 512  # ... (the encoder: no lookups to build, so sooner)
-ROWS_SHIFT = 18  # ... and the decoder's lookups of 64 buckets
+BIG_PIECE = 1024  # literal model 1: the decoder builds the models of a piece this long whole ...
+BIG_PIECE_ENC = 512  # ... the encoder sooner (it builds no lookups) ...
+ROWS_SHIFT = 18  # ... the decoder's lookups of 64 buckets
 
 
 @kernel()
@@ -347,41 +347,44 @@ def code_literals0(enc, values, shifts, alphabets, tables, sums, increment, limi
 
 
 # -- literal model 1 (§6.5.8) ----------------------------------------------------------------------------
-# Literal model 1 codes each symbol from running sums of its count row held in a Fenwick tree (tree[row, i]
-# = the sum of counts[row, i - lowbit(i) .. i - 1]), so a model is never built whole: a key step's pieces
-# (one per grid row) touch many rows a few symbols each. The edges are those of `build`, symbol by symbol.
+# Literal model 1 codes each symbol from its count row and the row's block sums (blocks[row, b] = the sum of
+# counts[row, 8b .. 8b + 7]), so a model is never built whole: a key step's pieces (one per grid row) touch
+# many rows a few symbols each. C_s is then at most 15 additions away, and the decoder finds a symbol by
+# comparing every block's first edge with q, then every edge inside the block it falls in: independent
+# comparisons that the processor overlaps, where a search tree is a chain of dependent loads and guessed
+# branches. The edges are those of `build`, symbol by symbol.
+BLOCK_BITS = 3
+BLOCK = 1 << BLOCK_BITS
+
+
 @kernel()
-def build_trees(table, n, tree, sums, scale) -> None:
-    """For every row r of table[:, :n]: its Fenwick tree tree[r, 1..n] (column 0 unused) and the scale of
-    its model, float64(2**24 - n) / float64(sums[r])."""
+def build_blocks(table, n, blocks, sums, scale) -> None:
+    """For every row r of table[:, :n]: its block sums blocks[r] and the scale of its model,
+    float64(2**24 - n) / float64(sums[r])."""
     for r in range(table.shape[0]):
-        _tree_row(table, r, n, tree)
+        _block_row(table, r, n, blocks)
         scale[r] = float(ONE - n) / float(sums[r])
 
 
 @kernel()
-def _tree_row(table, row, n, tree) -> None:
-    for i in range(1, n + 1):
-        tree[row, i] = table[row, i - 1]
-    for i in range(1, n + 1):
-        j = i + (i & -i)
-        if j <= n:
-            tree[row, j] += tree[row, i]
+def _block_row(table, row, n, blocks) -> None:
+    for b in range(blocks.shape[1]):
+        blocks[row, b] = 0
+    for i in range(n):
+        blocks[row, i >> BLOCK_BITS] += table[row, i]
 
 
 @kernel()
-def _code_tree_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n, table, tree, scale, cdf, lut,
-                   buf, io, state, words) -> None:
+def _code_block_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n, table, blocks, scale, cdf, lut,
+                    buf, io, state, words) -> None:
     """Code the literals pos[a:b] (ranks read, or written): with `groups`, their groups (row ctx[t] of the
     group table); else their lo part (rank >> at) & (n - 1) (row first_row + group of the lo tables). The
     models: built whole in `cdf` with the decoder's lookup `lut` (a large piece, `_build_rows`), or from
-    each row's Fenwick tree and scale
-    (`cdf` None), the edges of `build` for one symbol. (`code` written out: numba's inlining of a function
-    of several arrays counted references to them at every symbol, 5 times the cost of the coding.)"""
+    each row's counts, block sums and scale (`cdf` None), the edges of `build` for one symbol. (`code`
+    written out: numba's inlining of a function of several arrays counted references to them at every
+    symbol, 5 times the cost of the coding.)"""
     p, x, left_words = load(io, state)
-    top = 1
-    while top * 2 < n:
-        top *= 2
+    n_blocks = (n + BLOCK - 1) >> BLOCK_BITS
     for t in range(a, b):
         r = ranks[pos[t]]
         row = ctx[t] if groups else first_row + (r >> lo_bits)
@@ -397,21 +400,28 @@ def _code_tree_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n
             left, right = cdf[row, s], cdf[row, s + 1]
         else:
             sc = scale[row]
-            if enc:  # C_s, the counts below s: summed (the encoder keeps no trees; a sum of a row is fast)
+            if enc:  # C_s: the blocks below s's, then the counts below s in its block
                 acc = 0
-                for i in range(s):
+                for k in range(s >> BLOCK_BITS):
+                    acc += blocks[row, k]
+                for i in range(s & ~(BLOCK - 1), s):
                     acc += table[row, i]
-            else:  # the largest s < n whose left edge trunc(C_s * scale) + s is at most q: lifting over the
-                # tree; trunc(x) + u <= q  <=>  x < q + 1 - u  (x >= 0), one conversion less per step
-                s, acc, step = 0, 0, top
+            else:  # the largest s whose left edge trunc(C_s * scale) + s is at most q; edges rise with s, so
+                # s counts the edges at most q. trunc(x) + u <= q  <=>  x < q + 1 - u  (x >= 0)
                 q1 = float(q + 1)
-                while step:
-                    u = s + step
-                    if u < n:
-                        c = acc + tree[row, u]
-                        if float(c) * sc < q1 - float(u):
-                            s, acc = u, c
-                    step >>= 1
+                s, acc, c = 0, 0, 0
+                for k in range(1, n_blocks):  # the blocks' first symbols
+                    c += blocks[row, k - 1]
+                    take = float(c) * sc < q1 - float(k << BLOCK_BITS)
+                    s += take
+                    acc = c if take else acc
+                s <<= BLOCK_BITS
+                c = acc
+                for u in range(s + 1, min(s + BLOCK, n)):  # then the symbols inside s's block
+                    c += table[row, u - 1]
+                    take = float(c) * sc < q1 - float(u)
+                    s += take
+                    acc = c if take else acc
             left = np.int64(float(acc) * sc) + s
             right = ONE if s == n - 1 else np.int64(float(acc + table[row, s]) * sc) + s + 1
         if enc:
@@ -430,7 +440,7 @@ def _code_tree_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n
 def _build_rows(groups, ranks, pos, ctx, a, b, first_row, lo_bits, n, table, sums, cdf, lut, with_lut, seen,
                 todo) -> None:
     """The models (`build`, with_lut: the decoder's lookups) of the rows the literals pos[a:b] use (as
-    `_code_tree_run` finds them)."""
+    `_code_block_run` finds them)."""
     m = 0
     for t in range(a, b):
         row = ctx[t] if groups else first_row + (ranks[pos[t]] >> lo_bits)
@@ -444,12 +454,12 @@ def _build_rows(groups, ranks, pos, ctx, a, b, first_row, lo_bits, n, table, sum
 
 
 @kernel()
-def _count_piece(ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, lsums, lscale, lshifts, lwidths,
-                 lo_bits, groups, k, increment, trees) -> bool:
-    """Add the piece's symbols to their rows (tables, sums, and with `trees` the Fenwick trees; scale 0
-    until recomputed) -> False if a rank is outside the codebook. (Fenwick updates written out: no call
-    inside the loop.)"""
+def _count_piece(ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, ltab, lblocks, lsums, lscale, lshifts, lwidths,
+                 lo_bits, k, increment) -> bool:
+    """Add the piece's symbols to their rows (tables, block sums, sums; scale 0 until recomputed) -> False
+    if a rank is outside the codebook."""
     ok = True
+    groups = gtab.shape[1]
     for t in range(a, b):
         r = ranks[pos[t]]
         if r >= k:
@@ -457,30 +467,23 @@ def _count_piece(ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree,
             continue
         c, g = ctx[t], r >> lo_bits
         gtab[c, g] += increment
-        i = g + 1
-        while trees and i <= groups:
-            gtree[c, i] += increment
-            i += i & -i
+        gblocks[c, g >> BLOCK_BITS] += increment
         gsums[c] += increment
         gscale[c] = 0.0
         for j in range(lshifts.shape[0]):
-            row, n = j * groups + g, lwidths[j]
-            s = (r >> lshifts[j]) & (n - 1)
+            row = j * groups + g
+            s = (r >> lshifts[j]) & (lwidths[j] - 1)
             ltab[row, s] += increment
-            i = s + 1
-            while trees and i <= n:
-                ltree[row, i] += increment
-                i += i & -i
+            lblocks[row, s >> BLOCK_BITS] += increment
             lsums[row] += increment
             lscale[row] = 0.0
     return ok
 
 
 @kernel()
-def _rescale(table, tree, sums, scale, first, last, n, limit, todo, trees, updated) -> None:
-    """Rows first..last - 1 counted since their scale was set (scale 0): halved if they passed the limit,
-    with `trees` (the decoder) their tree rebuilt if so or unless the count `updated` it, then a new scale.
-    (Calls only in a loop over the rows listed.)"""
+def _rescale(table, blocks, sums, scale, first, last, n, limit, todo) -> None:
+    """Rows first..last - 1 counted since their scale was set (scale 0): halved if they passed the limit
+    (their block sums then recounted), then a new scale. (Calls only in a loop over the rows listed.)"""
     m = 0
     for row in range(first, last):
         if scale[row] == 0.0:
@@ -488,61 +491,56 @@ def _rescale(table, tree, sums, scale, first, last, n, limit, todo, trees, updat
             m += 1
     for i in range(m):
         row = todo[i]
-        halved = sums[row] > limit
-        if halved:
+        if sums[row] > limit:
             sums[row] = _halve(table, row, n, limit)
-        if trees and (halved or not updated):
-            _tree_row(table, row, n, tree)
+            _block_row(table, row, n, blocks)
         scale[row] = float(ONE - n) / float(sums[row])
 
 
 @kernel()
-def _piece(enc, ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, lsums, lscale, lshifts, lwidths,
+def _piece(enc, ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, ltab, lblocks, lsums, lscale, lshifts, lwidths,
            lo_bits, groups, k, increment, limit, buf, io, state, words) -> bool:
     """The literals pos[a:b] (ranks read or written) with group contexts ctx[a:b]: their groups, then
     each lo part (lo part j of group g: row j * groups + g of the lo tables); then the counts.
     -> False when a decoded rank is outside the codebook."""
     # (coding and counting in kernels of their own: a loop over symbols in a function that also calls
     # others ran 20 times slower, numba counting references to its arrays at every turn.) A large piece
-    # builds the models of the rows it uses (a Fenwick tree per symbol then costs more, in cache misses);
-    # the decoder then rebuilds their trees after. The encoder keeps no trees (it sums a row's counts).
+    # builds the models of the rows it uses (the decoder with lookups): a symbol's edges then cost less.
     big = b - a >= (BIG_PIECE_ENC if enc else BIG_PIECE)
-    updated = not enc and not big
     seen = np.zeros(max(gtab.shape[0], ltab.shape[0]), dtype=np.bool_)
     todo = np.empty(seen.shape[0], dtype=np.int64)
     gcdf = np.empty((gtab.shape[0], groups + 1), dtype=np.int64) if big else None
     lcdf = np.empty((ltab.shape[0], ltab.shape[1] + 1), dtype=np.int64) if big else None
-    lut_rows = max(gtab.shape[0], ltab.shape[0]) if big and not enc else 1
+    lut_rows = seen.shape[0] if big and not enc else 1
     glut = np.empty((lut_rows, ONE >> ROWS_SHIFT), dtype=np.int32)
     llut = np.empty((lut_rows, ONE >> ROWS_SHIFT), dtype=np.int32)
     if big:
         _build_rows(True, ranks, pos, ctx, a, b, 0, lo_bits, groups, gtab, gsums, gcdf, glut, not enc, seen, todo)
-    _code_tree_run(enc, True, ranks, pos, ctx, a, b, 0, lo_bits, 0, groups, gtab, gtree, gscale, gcdf, glut,
-                   buf, io, state, words)
+    _code_block_run(enc, True, ranks, pos, ctx, a, b, 0, lo_bits, 0, groups, gtab, gblocks, gscale, gcdf, glut,
+                    buf, io, state, words)
     for j in range(lshifts.shape[0]):
         if big:
             _build_rows(False, ranks, pos, ctx, a, b, j * groups, lo_bits, lwidths[j], ltab, lsums, lcdf, llut,
                         not enc, seen, todo)
-        _code_tree_run(enc, False, ranks, pos, ctx, a, b, j * groups, lo_bits, lshifts[j], lwidths[j], ltab, ltree,
-                       lscale, lcdf, llut, buf, io, state, words)
-    ok = _count_piece(ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, lsums, lscale, lshifts,
-                      lwidths, lo_bits, groups, k, increment, updated)
-    _rescale(gtab, gtree, gsums, gscale, 0, gtab.shape[0], groups, limit, todo, not enc, updated)
+        _code_block_run(enc, False, ranks, pos, ctx, a, b, j * groups, lo_bits, lshifts[j], lwidths[j], ltab, lblocks,
+                        lscale, lcdf, llut, buf, io, state, words)
+    ok = _count_piece(ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, ltab, lblocks, lsums, lscale, lshifts,
+                      lwidths, lo_bits, k, increment)
+    _rescale(gtab, gblocks, gsums, gscale, 0, gtab.shape[0], groups, limit, todo)
     for j in range(lshifts.shape[0]):
-        _rescale(ltab, ltree, lsums, lscale, j * groups, (j + 1) * groups, lwidths[j], limit, todo, not enc,
-                 updated)
+        _rescale(ltab, lblocks, lsums, lscale, j * groups, (j + 1) * groups, lwidths[j], limit, todo)
     return ok
 
 
 @kernel()
-def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gtree, gsums, gscale, ltab, ltree,
+def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gblocks, gsums, gscale, ltab, lblocks,
                    lsums, lscale, lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state,
                    words) -> bool:
     """A step's literals by group (ranks (h * w) int64 of the step: read, or written at literal positions;
     ref: the previous step's ranks when has_ref). In a segment's first step, row by row in the context of
     the group above (the decoder resolves each row before the next: `ranks` then holds the whole step);
     else in rounds of 16, 16, 32, 64, ... in the context of the previous step's group at the same place.
-    Tables (rows, width) with their Fenwick trees, row sums and scales (`build_trees`): g* the groups
+    Tables (rows, width) with their block sums, row sums and scales (`build_blocks`): g* the groups
     (contexts, G), l* the lo parts (parts * G, largest lo alphabet; part j of group g in row j * G + g). -> False when a decoded rank is outside the
     codebook."""
     pos = np.empty(h * w, dtype=np.int64)
@@ -557,7 +555,7 @@ def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gt
                     ctx[n] = 0 if i == 0 else 1 + 2 * groups + (ranks[(i - 1) * w + j] >> lo_bits)
                     n += 1
             if n:
-                ok &= _piece(enc, ranks, pos, ctx, 0, n, gtab, gtree, gsums, gscale, ltab, ltree, lsums, lscale,
+                ok &= _piece(enc, ranks, pos, ctx, 0, n, gtab, gblocks, gsums, gscale, ltab, lblocks, lsums, lscale,
                              lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words)
             if not enc:
                 for j in range(w):  # the row's values: U from the row above, L from the left
@@ -577,7 +575,7 @@ def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gt
     a = 0
     while a < n:
         b = min(n, max(FIRST_ROUND, 2 * a))
-        ok &= _piece(enc, ranks, pos, ctx, a, b, gtab, gtree, gsums, gscale, ltab, ltree, lsums, lscale, lshifts,
+        ok &= _piece(enc, ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, ltab, lblocks, lsums, lscale, lshifts,
                      lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words)
         a = b
     return ok
