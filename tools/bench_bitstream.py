@@ -11,7 +11,9 @@ literal model 0 (format 1.1), `ctx1` literal model 1 (grouped literals, format 1
 writes); both with the coder's default parameters (`CtxParams()`). `+prior` starts from a prior table
 built from a separate sample of the same source (referenced by hash, as a model would ship it; not
 counted in the file size). Timings are the median of `--repeat` runs through the full writer and reader
-on an in-memory file, in this one process (the ctx kernels compiled or loaded from numba's cache first).
+on an in-memory file, in this one process (the ctx kernels compiled or loaded from numba's cache first),
+in CPU seconds of the process (`time.process_time`: the coders run in one thread, and the figure then holds
+on a machine shared with other jobs; on an idle one it equals the wall time).
 `cold start` is measured in fresh processes: importing otok.bitstream and the first encode and decode of
 a small grid with each literal model, loading the kernels from numba's cache, and compiling them (an
 empty cache folder).
@@ -50,9 +52,9 @@ STREAMS = {"uniform": 0.0, "rep70": 0.7, "rep80": 0.8, "rep90": 0.9}
 def _median_time(fn, repeat: int) -> tuple[float, object]:
     times, out = [], None
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         out = fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return statistics.median(times), out
 
 
