@@ -400,12 +400,14 @@ def _code_block_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, 
             left, right = cdf[row, s], cdf[row, s + 1]
         else:
             sc = scale[row]
-            if enc:  # C_s: the blocks below s's, then the counts below s in its block
+            if enc:  # C_s: the blocks below s's, then the counts below s in its block (masked sums of
+                # fixed length: no loop exit to guess)
                 acc = 0
-                for k in range(s >> BLOCK_BITS):
-                    acc += blocks[row, k]
-                for i in range(s & ~(BLOCK - 1), s):
-                    acc += table[row, i]
+                sb, base = s >> BLOCK_BITS, s & ~(BLOCK - 1)
+                for k in range(n_blocks):
+                    acc += blocks[row, k] * (k < sb)
+                for i in range(min(BLOCK, n - base)):
+                    acc += table[row, base + i] * (base + i < s)
             else:  # the largest s whose left edge trunc(C_s * scale) + s is at most q; edges rise with s, so
                 # s counts the edges at most q. trunc(x) + u <= q  <=>  x < q + 1 - u  (x >= 0)
                 q1 = float(q + 1)
