@@ -71,14 +71,14 @@ _U32 = np.uint64(32)
 @kernel()
 def lut_shift(n) -> int:
     """How the decoder finds a symbol of a model of n symbols: by a binary search of its edges (0: small
-    models, rebuilt often) or, above 256 symbols, a lookup of 2**(24 - shift) buckets (about 2 per symbol,
-    at most 2**14)."""
+    models, rebuilt often) or, above 256 symbols, a lookup of 2**(24 - shift) buckets (1 to 2 per symbol,
+    at most 2**13: a lookup is built every step, and on small grids building it costs more than finding)."""
     if n <= 256:
         return 0
     bits = 1
     while (1 << bits) < n:
         bits += 1
-    return PRECISION - min(14, bits + 1)
+    return PRECISION - min(13, bits)
 
 
 @kernel()
