@@ -259,7 +259,7 @@ def _mode_pass(enc, parity, modes, prev, has_prev, h, w, counts, sums, limit, cd
     rounds; modes (h * w) uint8 are read (enc) or written, prev (h * w) are the previous step's.
     cdf (250, 5), lut (250, buckets): the rows' models (scratch)."""
     base = 0 if parity == 0 else 125
-    n_c = np.zeros(125, dtype=np.int64)
+    lanes = np.zeros((4, 125), dtype=np.int64)  # counted in 4 lanes: a run of one context is not one chain
     ctx = np.empty(h * w, dtype=np.int64)
     for i in range(h):
         for j in range((i + parity) & 1, w, 2):
@@ -276,17 +276,22 @@ def _mode_pass(enc, parity, modes, prev, has_prev, h, w, counts, sums, limit, cd
                 left = modes[i * w + j - 1] if j > 0 else NONE
                 c = 25 * up + 5 * left + p_here
             ctx[i * w + j] = c
-            n_c[c] += 1
+            lanes[(j >> 1) & 3, c] += 1
+    n_c = lanes[0] + lanes[1] + lanes[2] + lanes[3]
     start = np.zeros(126, dtype=np.int64)
     for c in range(125):
         start[c + 1] = start[c] + n_c[c]
     order = np.empty(start[125], dtype=np.int64)  # positions by context, raster order inside one
     fill = start[:125].copy()
+    last, at = 0, fill[0]  # the place of the context last seen kept in a register (runs are common)
     for i in range(h):
         for j in range((i + parity) & 1, w, 2):
             c = ctx[i * w + j]
-            order[fill[c]] = i * w + j
-            fill[c] += 1
+            if c != last:
+                fill[last], last = at, c
+                at = fill[c]
+            order[at] = i * w + j
+            at += 1
     budget = np.empty(125, dtype=np.int64)
     for c in range(125):
         budget[c] = sums[base + c]
