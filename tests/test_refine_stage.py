@@ -47,3 +47,23 @@ def test_bad_settings_are_one_line(bank_path, tmp_path, capsys):  # noqa: F811
         err = capsys.readouterr().err
         assert says in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_the_mean_term_keeps_the_filter_from_moving_colours():
+    """Pairs whose source is the decode plus a colour offset: plain L1 teaches the filter the offset; with the
+    mean term, the filter leaves the 2x2-patch means where they were (a colour learnt from training footage
+    cannot be carried to other footage)."""
+    torch.manual_seed(0)
+    decoded = [torch.rand(2, 3, 32, 32, dtype=torch.float16) * 1.2 - 0.6]
+    offset = torch.tensor([0.3, -0.2, 0.0]).view(1, 3, 1, 1)
+    source = [((decoded[0].float() + offset + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)]
+    moved = {}
+    for weight in (0.0, 4.0):
+        tok = with_decoder(tiny(), refine=4).eval()
+        refine.train_refine(tok, decoded, source, steps=150, batch=4, crop=16, lr=1e-2, seed=0,
+                            mean_weight=weight, log=lambda line: None)
+        with torch.no_grad():
+            x = decoded[0].float()
+            moved[weight] = (tok.decoder.refine.filter(x) - x).mean((0, 2, 3))
+    assert moved[0.0][0] > 0.15 and moved[0.0][1] < -0.1  # learnt the offset
+    assert moved[4.0].abs().max() < 0.3 * moved[0.0].abs().max()  # held the means

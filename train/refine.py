@@ -85,9 +85,11 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def train_refine(tok: Tokenizer, inputs, targets, steps: int, batch: int, crop: int, lr: float, seed: int,
-                 wide_only: bool = False, log=print) -> Tokenizer:
+                 wide_only: bool = False, mean_weight: float = 0.0, log=print) -> Tokenizer:
     """Train `tok.decoder.refine` alone (L1 on crops, Adam, cosine decay), or with `wide_only` its wide pass
-    alone; returns `tok` in eval mode."""
+    alone; returns `tok` in eval mode. `mean_weight` adds an L1 term on what the filter changes in the means of
+    2x2-patch squares: a deblocking filter that may not move colours (one that learns the training footage's
+    colours, e.g. a saturation boost, then cannot carry them to other footage)."""
     refine = tok.decoder.refine
     for p in tok.parameters():
         p.requires_grad_(False)
@@ -104,7 +106,10 @@ def train_refine(tok: Tokenizer, inputs, targets, steps: int, batch: int, crop: 
         for group in opt.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         x, y = crops(inputs, targets, batch, crop, tok.config.patch, g)
-        loss = F.l1_loss(refine.filter(x), y)
+        out = refine.filter(x)
+        loss = F.l1_loss(out, y)
+        if mean_weight:
+            loss = loss + mean_weight * F.avg_pool2d(out - x, 2 * tok.config.patch).abs().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -142,6 +147,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="train the wide pass alone: the model without it stays exactly --init (when --init is stored "
                         "in float16, as --out is and shipped weights are), so a release needs no second weights "
                         "file for the files --init wrote")
+    p.add_argument("--mean-weight", type=float, default=0.0,
+                   help="weight of an L1 term on the filter's change to the means of 2x2-patch squares (keeps colours)")
     p.add_argument("--clips", type=int, default=200, help="training clips decoded once")
     p.add_argument("--clip-frames", type=int, default=17, help="frames per clip (one segment by default)")
     p.add_argument("--photos", type=int, default=128, help="training photos decoded once (image steps)")
@@ -167,6 +174,8 @@ def prepare(args: argparse.Namespace):
         raise ValueError("the model has no refinement to train: give --refine N")
     if args.wide_only and not tok.config.refine_blocks:
         raise ValueError("--wide-only needs a refinement with a wide pass: give --refine-blocks N")
+    if args.mean_weight < 0:
+        raise ValueError("--mean-weight must be at least 0")
     if args.crop < 1 or args.crop % tok.config.patch or min(args.steps, args.batch, args.clips + args.photos) < 1:
         raise ValueError(f"--crop must be a positive multiple of the patch ({tok.config.patch}); --steps, --batch "
                          "and --clips + --photos at least 1")
@@ -194,7 +203,7 @@ def main(argv=None) -> int:
     print(json.dumps({"pairs_frames": sum(len(t) for t in targets), "decode_s": round(time.time() - t0, 1)}),
           flush=True)
     tok = train_refine(tok, inputs, targets, args.steps, args.batch, args.crop, args.lr, args.seed,
-                       args.wide_only, log=lambda line: print(line, flush=True))
+                       args.wide_only, args.mean_weight, log=lambda line: print(line, flush=True))
     after = heldout_psnr(tok, bank, rdo)
     print(json.dumps({"heldout_after": after, "config": tok.config.to_dict()}), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
