@@ -1,6 +1,7 @@
 """The `ctx` coder as it was before its numba kernels (otok 1.2, commit 711d816): constriction's AnsCoder
 driven from numpy. The tests' oracle: the kernels must write the same bytes and read these bytes back.
-Kept verbatim but for imports; not part of the package."""
+Kept verbatim but for imports, and for `step_modes`, the whole-array form of the modes that the package
+now chooses in a numba loop (tested equal); not part of the package."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from bitstream_oracle import OracleCtxCoder, step_modes
 from otok.bitstream import CtxParams, Header, Prior
 from otok.bitstream.coders import ctx_kernels as kn
+from otok.bitstream.coders import ctx_model
 from otok.bitstream.coders.ctx_kernels import FIRST_ROUND
 from otok.bitstream.coders.ctx import CtxCoder
 from otok.bitstream.synthetic import repetition_grids
@@ -169,6 +170,52 @@ def test_large_grid_chunks_equal_the_oracle(grid, repeat, big):
                 data = ours.encode(tokens[first:end], first)
                 assert data == oracle.encode(tokens[first:end], first)
                 np.testing.assert_array_equal(reader.decode(data, first, end - first), tokens[first:end])
+
+
+@pytest.mark.parametrize("k", [100, 2**16 + 5])
+def test_long_key_step_rows_and_uneven_layouts_equal_the_oracle(k):
+    """A grid of 3 rows of 1,100: a segment's first step codes each row as one piece, longer than both whole-model
+    thresholds (kernels.BIG_PIECE_ENC, kernels.BIG_PIECE); codebooks whose group count is no multiple of 8 (K = 100:
+    50 groups, lo parts of 2; K = 2**16 + 5: 33 groups, lo parts of 32 and 64): the same bytes, and they decode."""
+    grid = (3, 1100)
+    assert grid[1] > max(kn.BIG_PIECE, kn.BIG_PIECE_ENC)
+    tokens = repetition_grids(4, grid, k, 0.3, 3, seed=5)
+    for limit in (1 << 14, 1 << 24):
+        params = CtxParams(bytes(32), 1 << 16, max(limit, max(ctx_model.part_layout(k).alphabets)), 4, 1)
+        header = Header("otok-test", bytes(32), 8, 4, 3, grid, 8 * grid[1], 8 * grid[0], (30, 1),
+                        codebook_size=k, coder="ctx", coder_params=params)
+        ours, oracle, reader = CtxCoder(header), OracleCtxCoder(header), CtxCoder(header)
+        for first, end in [(0, 2), (2, 3), (3, 4)]:
+            data = ours.encode(tokens[first:end], first)
+            assert data == oracle.encode(tokens[first:end], first)
+            np.testing.assert_array_equal(reader.decode(data, first, end - first), tokens[first:end])
+
+
+@pytest.mark.parametrize("k, increment", [(13, 1 << 16), (1000, 4), (2**16 + 5, 1 << 16)])
+def test_block_sums_follow_the_counts(k, increment):
+    """After every step, in the encoder and in the decoder: each row's block sums are the sums of its counts
+    8 by 8 (a lo part only up to its own width), also where rows are halved (an increment far above the
+    limit halves at every piece)."""
+    grid, gop = (20, 30), 3
+    tokens = repetition_grids(5, grid, k, 0.1, gop, seed=1)
+    params = CtxParams(bytes(32), 1 << 16, max(1 << 14, max(ctx_model.part_layout(k).alphabets)), increment, 1)
+    header = Header("otok-test", bytes(32), 8, 4, gop, grid, 8 * grid[1], 8 * grid[0], (30, 1),
+                    codebook_size=k, coder="ctx", coder_params=params)
+    enc, dec = CtxCoder(header), CtxCoder(header)
+
+    def blocks_of(table, width, n_blocks):
+        return np.stack([table[:, kn.BLOCK * b:min(width, kn.BLOCK * (b + 1))].sum(axis=1)
+                         for b in range(n_blocks)], axis=1)
+
+    for s in range(len(tokens)):
+        dec.decode(enc.encode(tokens[s:s + 1], s), s, 1)
+        for coder in (enc, dec):
+            st, g = coder.state, coder.groups.groups
+            np.testing.assert_array_equal(st.group_blocks, blocks_of(st.groups, g, st.group_blocks.shape[1]))
+            for j, width in enumerate(coder._lo_widths.tolist()):
+                rows = slice(j * g, (j + 1) * g)
+                np.testing.assert_array_equal(st.lo_blocks[rows],
+                                              blocks_of(st.lo[rows], width, st.lo_blocks.shape[1]))
 
 
 def test_a_read_only_package_caches_kernels_in_the_users_cache(monkeypatch, tmp_path):

@@ -117,8 +117,8 @@ class _State:
                 rows = slice(j * coder.groups.groups, (j + 1) * coder.groups.groups)
                 kn.build_blocks(self.lo[rows], width, self.lo_blocks[rows], self.lo_sums[rows], self.lo_scale[rows])
 
-
     def copy(self) -> _State:
+        """A state of its own: every array copied (the attributes are arrays, None or numbers)."""
         new = object.__new__(_State)
         new.__dict__ = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self.__dict__.items()}
         return new

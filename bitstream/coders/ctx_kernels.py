@@ -71,8 +71,8 @@ _U32 = np.uint64(32)
 @kernel()
 def lut_shift(n) -> int:
     """How the decoder finds a symbol of a model of n symbols: by a binary search of its edges (0: small
-    models, rebuilt often) or, above 256 symbols, a lookup of 2**(24 - shift) buckets (1 to 2 per symbol,
-    at most 2**13: a lookup is built every step, and on small grids building it costs more than finding)."""
+    models, rebuilt often) or, above 256 symbols, a lookup of 2**(24 - shift) buckets (one or two per
+    symbol, at most 2**13: a lookup is built every step, and on small grids building it costs more than finding)."""
     if n <= 256:
         return 0
     bits = 1
@@ -288,8 +288,8 @@ def _mode_pass(enc, parity, modes, prev, has_prev, h, w, counts, sums, limit, cd
         for j in range((i + parity) & 1, w, 2):
             c = ctx[i * w + j]
             if c != last:
-                fill[last], last = at, c
-                at = fill[c]
+                fill[last] = at  # the slot where the run of `last` stopped
+                last, at = c, fill[c]
             order[at] = i * w + j
             at += 1
     budget = np.empty(125, dtype=np.int64)
@@ -354,7 +354,7 @@ def code_literals0(enc, values, shifts, alphabets, tables, sums, increment, limi
 # -- literal model 1 (§6.5.8) ----------------------------------------------------------------------------
 # Literal model 1 codes each symbol from its count row and the row's block sums (blocks[row, b] = the sum of
 # counts[row, 8b .. 8b + 7]), so a model is never built whole: a key step's pieces (one per grid row) touch
-# many rows a few symbols each. C_s is then at most 15 additions away, and the decoder finds a symbol by
+# many rows a few symbols each. C_s is then a sum of at most n / 8 blocks and 7 counts, and the decoder finds a symbol by
 # comparing every block's first edge with q, then every edge inside the block it falls in: independent
 # comparisons that the processor overlaps, where a search tree is a chain of dependent loads and guessed
 # branches. The edges are those of `build`, symbol by symbol.
@@ -410,9 +410,9 @@ def _code_block_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, 
                 acc = 0
                 sb, base = s >> BLOCK_BITS, s & ~(BLOCK - 1)
                 for k in range(n_blocks):
-                    acc += blocks[row, k] * (k < sb)
+                    acc += blocks[row, k] * np.int64(k < sb)
                 for i in range(min(BLOCK, n - base)):
-                    acc += table[row, base + i] * (base + i < s)
+                    acc += table[row, base + i] * np.int64(base + i < s)
             else:  # the largest s whose left edge trunc(C_s * scale) + s is at most q; edges rise with s, so
                 # s counts the edges at most q. trunc(x) + u <= q  <=>  x < q + 1 - u  (x >= 0)
                 q1 = float(q + 1)
@@ -420,14 +420,14 @@ def _code_block_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, 
                 for k in range(1, n_blocks):  # the blocks' first symbols
                     c += blocks[row, k - 1]
                     take = float(c) * sc < q1 - float(k << BLOCK_BITS)
-                    s += take
+                    s += np.int64(take)
                     acc = c if take else acc
                 s <<= BLOCK_BITS
                 c = acc
                 for u in range(s + 1, min(s + BLOCK, n)):  # then the symbols inside s's block
                     c += table[row, u - 1]
                     take = float(c) * sc < q1 - float(u)
-                    s += take
+                    s += np.int64(take)
                     acc = c if take else acc
             left = np.int64(float(acc) * sc) + s
             right = ONE if s == n - 1 else np.int64(float(acc + table[row, s]) * sc) + s + 1
