@@ -150,4 +150,5 @@ register(TokenizerConfig(
 ))
 register(TokenizerConfig(
     name="otok-s-kl", dim=256, heads=4, spatial_layers=2, temporal_layers=2, quantizer="kl", latent_dim=8,
+    refine=32, refine_blocks=2,
 ))
