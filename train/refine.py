@@ -7,7 +7,7 @@ full training step. The encoder is untouched, so the tokens, and the prior that 
 `--init`.
 
     python train/refine.py --init codec/weights/otok-s.safetensors --bank data/otok-bank.zip \\
-        --refine 32 --refine-blocks 3 --steps 4000 --out runs/refine/otok-s.safetensors
+        --refine 32 --refine-blocks 3 --mean-weight 2 --steps 4000 --out runs/refine/otok-s.safetensors
 """
 
 from __future__ import annotations
