@@ -38,6 +38,15 @@ def test_a_model_without_refinement_is_one_line(bank_path, tmp_path, capsys):  #
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def test_a_negative_mean_weight_is_one_line(bank_path, tmp_path, capsys):  # noqa: F811
+    save(with_decoder(tiny(), refine=4), tmp_path / "start.safetensors")
+    assert refine.main(["--init", str(tmp_path / "start.safetensors"), "--bank", str(bank_path),
+                        "--out", str(tmp_path / "x.safetensors"), "--mean-weight", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--mean-weight must be at least 0" in err and err.count("\n") == 1
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def test_bad_settings_are_one_line(bank_path, tmp_path, capsys):  # noqa: F811
     save(with_decoder(tiny(), refine=4), tmp_path / "start.safetensors", dtype=torch.float16)
     base = ["--init", str(tmp_path / "start.safetensors"), "--bank", str(bank_path), "--out", str(tmp_path / "x.safetensors")]

@@ -354,10 +354,10 @@ def code_literals0(enc, values, shifts, alphabets, tables, sums, increment, limi
 # -- literal model 1 (§6.5.8) ----------------------------------------------------------------------------
 # Literal model 1 codes each symbol from its count row and the row's block sums (blocks[row, b] = the sum of
 # counts[row, 8b .. 8b + 7]), so a model is never built whole: a key step's pieces (one per grid row) touch
-# many rows a few symbols each. C_s is then a sum of at most n / 8 blocks and 7 counts, and the decoder finds a symbol by
-# comparing every block's first edge with q, then every edge inside the block it falls in: independent
-# comparisons that the processor overlaps, where a search tree is a chain of dependent loads and guessed
-# branches. The edges are those of `build`, symbol by symbol.
+# many rows a few symbols each. C_s is then a sum of at most n / 8 blocks and 7 counts, and the decoder finds
+# a symbol by comparing every block's first edge with q, then every edge inside the block it falls in:
+# independent comparisons that the processor overlaps, where a search tree is a chain of dependent loads and
+# guessed branches. The edges are those of `build`, symbol by symbol.
 BLOCK_BITS = 3
 BLOCK = 1 << BLOCK_BITS
 
