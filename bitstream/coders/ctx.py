@@ -37,6 +37,9 @@ _NO_VALUES = np.zeros(1, dtype=np.int64)
 _NO_BUF = np.zeros(1, dtype=np.uint64)
 _NO_STATE = np.zeros(1, dtype=np.uint64)
 _NO_WORDS = np.zeros(1, dtype=np.uint32)
+_NO_TABLE = np.zeros((1, 1), dtype=np.int64)
+_NO_SCALE = np.zeros(1)
+_NO_LUT = np.zeros((1, 1), dtype=np.int32)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class _State:
             self.parts = coder._part_init.copy()  # (parts, largest alphabet), each row padded with ones
             self.part_sums = np.array([row[:a].sum() for row, a in zip(self.parts, coder._alphabets)])
             self.cdf, self.lut = _models(self.parts)
+            self.literals = np.empty(coder.values_per_step, dtype=np.int64)  # a step's literals (scratch)
         else:
             self.groups = coder._group_init.copy()  # (contexts, G)
             self.group_sums = self.groups.sum(axis=1)
@@ -197,29 +201,28 @@ class CtxCoder(Coder):
         self.next_step = first_step + n_steps
         return self.state
 
-    def _code_modes(self, enc: bool, st: _State, modes: np.ndarray, buf, io, state, words) -> None:
+    def _code_chunk(self, enc: bool, st: _State, modes: np.ndarray, values: np.ndarray, buf, io, state,
+                    words) -> int:
+        """Every step of a chunk through `kn.code_chunk` (modes, values (n, h * w); literal model 1: ranks),
+        then the state follows its last step. -> the kernel's finding (kn.CHUNK_OK, BAD_MODE, BAD_LITERAL)."""
         h, w = self.header.grid
-        prev = _NO_MODES if st.prev is None else st.prev
-        kn.code_modes(enc, modes, prev, st.prev is not None, h, w, st.modes, st.mode_sums, self.mode_limit,
-                      buf, io, state, words)
-        st.prev = modes
-
-    def _code_literals(self, enc: bool, st: _State, step: int, modes: np.ndarray, values: np.ndarray,
-                       buf, io, state, words) -> bool:
-        """One step's literals. Model 0: `values` are the step's literals (compact); model 1: the step's
-        ranks (h * w), literal places read or written (a segment's first step: written whole). -> False
-        when a decoded model-1 rank is outside the codebook."""
         if self.literal_model == 0:
-            kn.code_literals0(enc, values, self._shifts, self._alphabets, st.parts, st.part_sums,
-                              self.literal_increment, self.literal_limit, st.cdf, st.lut, buf, io, state, words)
-            return True
-        g = self.groups
-        ref = _NO_VALUES if st.ref is None else st.ref
-        return kn.code_literals1(enc, modes, values, ref, st.ref is not None, st.steps_done + step == 1,
-                                 *self.header.grid, st.groups, st.group_blocks, st.group_sums, st.group_scale, st.lo,
-                                 st.lo_blocks, st.lo_sums, st.lo_scale, self._lo_shifts, self._lo_widths,
-                                 g.lo_bits, g.groups, self.header.codebook_size, self.literal_increment,
-                                 self.literal_limit, buf, io, state, words)
+            lit0 = (self._shifts, self._alphabets, st.parts, st.part_sums, st.cdf, st.lut, st.literals)
+            lit1 = (_NO_TABLE, _NO_TABLE, _NO_VALUES, _NO_SCALE) * 2 + (_NO_VALUES, _NO_VALUES, 0, 0)
+        else:
+            g = self.groups
+            lit0 = (_NO_VALUES, _NO_VALUES, _NO_TABLE, _NO_VALUES, _NO_TABLE, _NO_LUT, _NO_VALUES)
+            lit1 = (st.groups, st.group_blocks, st.group_sums, st.group_scale, st.lo, st.lo_blocks, st.lo_sums,
+                    st.lo_scale, self._lo_shifts, self._lo_widths, g.lo_bits, g.groups)
+        found = kn.code_chunk(enc, self.literal_model, modes, values, _NO_MODES if st.prev is None else st.prev,
+                              st.prev is not None, _NO_VALUES if st.ref is None else st.ref, st.ref is not None,
+                              st.steps_done, h, w, st.modes, st.mode_sums, self.mode_limit, *lit0, *lit1,
+                              self.header.codebook_size, self.literal_increment, self.literal_limit,
+                              buf, io, state, words)
+        if found == kn.CHUNK_OK and len(modes):
+            st.prev, st.ref = modes[-1], values[-1].copy()  # (a copy: the caller owns what decode returns)
+            st.steps_done += len(modes)
+        return found
 
     # -- encoding: every symbol with its model in decoding order, then all pushed in reverse ----------
     def encode(self, steps: np.ndarray, first_step: int) -> bytes:
@@ -233,16 +236,10 @@ class CtxCoder(Coder):
         need = n * hw * (1 + self._symbols_per_literal)
         if len(self._buf) < need:
             self._buf = np.empty(need, dtype=np.uint64)
-        buf, io = self._buf, np.zeros(2, dtype=np.int64)
-        for i in range(n):
-            self._code_modes(True, st, modes[i], buf, io, _NO_STATE, _NO_WORDS)
-        for i in range(n):
-            step = values[i] if self.literal_model else values[i][modes[i] == cm.MODE_LIT]
-            self._code_literals(True, st, i, modes[i], step, buf, io, _NO_STATE, _NO_WORDS)
-            st.ref = values[i]
-        st.steps_done += n
+        io = np.zeros(2, dtype=np.int64)
+        self._code_chunk(True, st, modes, values, self._buf, io, _NO_STATE, _NO_WORDS)
         words = np.empty(int(io[0]) + 2, dtype=np.uint32)
-        return words[:kn.encode_reverse(buf, io[0], words)].astype("<u4", copy=False).tobytes()
+        return words[:kn.encode_reverse(self._buf, io[0], words)].astype("<u4", copy=False).tobytes()
 
     # -- decoding -------------------------------------------------------------------------------------
     def decode(self, payload: bytes, first_step: int, n_steps: int) -> np.ndarray:
@@ -253,35 +250,16 @@ class CtxCoder(Coder):
         except ValueError as e:
             raise CorruptError(f"ctx chunk data is invalid: {e}") from None
         st = self._begin(first_step, n_steps)
-        (h, w), hw = self.header.grid, self.values_per_step
-        coder = (_NO_BUF, dec.io, dec.state, dec.words)
+        hw = self.values_per_step
         modes = np.zeros((n_steps, hw), dtype=np.uint8)  # (the kernels OR decoded symbols in)
-        for i in range(n_steps):
-            self._code_modes(False, st, modes[i], *coder)
-        self._check_modes(modes.reshape(n_steps, h, w), st.ref is None)
         out = np.zeros((n_steps, hw), dtype=np.int64)
-        for i in range(n_steps):
-            is_literal = modes[i] == cm.MODE_LIT
-            if self.literal_model == 0:
-                literals = np.empty(int(np.count_nonzero(is_literal)), dtype=np.int64)
-                self._code_literals(False, st, i, modes[i], literals, *coder)
-                self.check_range(literals)
-                out[i][is_literal] = literals
-            elif not self._code_literals(False, st, i, modes[i], out[i], *coder):
-                raise CorruptError(f"a decoded token rank is outside the codebook of {self.header.codebook_size}")
-            ref = _NO_VALUES if st.ref is None else st.ref
-            kn.resolve(modes[i], ref, st.ref is not None, w, out[i])
-            st.ref = out[i]
-        st.steps_done += n_steps
+        found = self._code_chunk(False, st, modes, out, _NO_BUF, dec.io, dec.state, dec.words)
+        if found == kn.BAD_MODE:
+            raise CorruptError("ctx chunk has a mode that refers to a token outside the segment or grid")
+        if found == kn.BAD_LITERAL:
+            raise CorruptError(f"a decoded token is outside the codebook of {self.header.codebook_size}")
         if not dec.is_empty():
             raise CorruptError("ctx chunk has data left over after its last step")
         if self._token is not None:
             out = self._token[out]
-        return out.reshape(n_steps, h, w)
-
-    @staticmethod
-    def _check_modes(modes: np.ndarray, first_is_key: bool) -> None:
-        """A mode whose source is not there (T without a previous step, U in row 0, L in column 0) is damage."""
-        if (modes[:, 0, :] == cm.MODE_U).any() or (modes[:, :, 0] == cm.MODE_L).any() or (
-                first_is_key and len(modes) and (modes[0] == cm.MODE_T).any()):
-            raise CorruptError("ctx chunk has a mode that refers to a token outside the segment or grid")
+        return out.reshape(n_steps, *self.header.grid)

@@ -97,13 +97,19 @@ def build(counts, row, n, total, cdf, lut, shift, with_lut) -> None:
         cdf[row, s] = np.int64(float(acc) * scale) + s
         acc += counts[row, s]
     cdf[row, n] = ONE
-    if with_lut and shift:
-        b, buckets = 0, ONE >> shift
-        for s in range(n):
-            edge = cdf[row, s + 1]
-            while b < buckets and (b << shift) < edge:
-                lut[row, b] = s
-                b += 1
+    if with_lut and shift:  # lut[b] = the number of edges cdf[1..n-1] at most b << shift: each edge
+        # counted in the first bucket that starts at or above it, then summed (no branch to guess per edge)
+        buckets, up = ONE >> shift, (1 << shift) - 1
+        for b in range(buckets):
+            lut[row, b] = 0
+        for s in range(1, n):
+            b = (cdf[row, s] + up) >> shift
+            if b < buckets:
+                lut[row, b] += 1
+        acc = 0
+        for b in range(buckets):
+            acc += lut[row, b]
+            lut[row, b] = acc
 
 
 @kernel()
@@ -600,3 +606,57 @@ def resolve(modes, ref, has_ref, w, out) -> None:
             out[p] = out[p - w]
         elif m == 2:
             out[p] = out[p - 1]
+
+
+# -- a chunk ------------------------------------------------------------------------------------------
+CHUNK_OK, BAD_MODE, BAD_LITERAL = 0, 1, 2  # what `code_chunk` finds (the decoder)
+
+
+@kernel()
+def code_chunk(enc, model, modes, values, prev, has_prev, ref, has_ref, steps_done, h, w, mode_counts, mode_sums,
+               mode_limit, shifts, alphabets, parts, part_sums, part_cdf, part_lut, literals, gtab, gblocks, gsums,
+               gscale, ltab, lblocks, lsums, lscale, lshifts, lwidths, lo_bits, groups, k, increment, limit,
+               buf, io, state, words) -> int:
+    """A chunk of steps (modes (n, h * w) uint8, values (n, h * w) int64: read, or written from zeros): every
+    step's modes (`code_modes`), then every step's literals (model 0: `code_literals0` on the step's
+    literals gathered in `literals`; model 1: `code_literals1` on its ranks); the decoder resolves each step
+    before the next. prev, ref: the modes and values of the step before the chunk (has_prev, has_ref);
+    steps_done: the segment's steps before the chunk. The tables are those of the kernels called (a model's
+    unused ones stand-ins). -> CHUNK_OK, or (decoder) BAD_MODE for a mode whose source is not there (T
+    without a previous step, U in row 0, L in column 0), BAD_LITERAL for a literal outside the codebook."""
+    n = modes.shape[0]
+    for i in range(n):
+        code_modes(enc, modes[i], modes[i - 1] if i else prev, has_prev or i > 0, h, w, mode_counts, mode_sums,
+                   mode_limit, buf, io, state, words)
+    if not enc:
+        for i in range(n):
+            for p in range(h * w):
+                m = modes[i, p]
+                if (m == 0 and i == 0 and not has_ref) or (m == 1 and p < w) or (m == 2 and p % w == 0):
+                    return BAD_MODE
+    for i in range(n):
+        step_ref, step_has_ref = (values[i - 1] if i else ref), has_ref or i > 0
+        if model == 0:
+            count = 0
+            for p in range(h * w):
+                if modes[i, p] == 3:
+                    if enc:
+                        literals[count] = values[i, p]
+                    count += 1
+            code_literals0(enc, literals[:count], shifts, alphabets, parts, part_sums, increment, limit, part_cdf,
+                           part_lut, buf, io, state, words)
+            if not enc:
+                count = 0
+                for p in range(h * w):
+                    if modes[i, p] == 3:
+                        if literals[count] >= k:
+                            return BAD_LITERAL
+                        values[i, p] = literals[count]
+                        count += 1
+        elif not code_literals1(enc, modes[i], values[i], step_ref, step_has_ref, steps_done + i == 1, h, w, gtab,
+                                gblocks, gsums, gscale, ltab, lblocks, lsums, lscale, lshifts, lwidths, lo_bits,
+                                groups, k, increment, limit, buf, io, state, words):
+            return BAD_LITERAL
+        if not enc:
+            resolve(modes[i], step_ref, step_has_ref, w, values[i])
+    return CHUNK_OK
