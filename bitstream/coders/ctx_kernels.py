@@ -48,7 +48,9 @@ def _choose_cache_dir() -> None:
 
 _choose_cache_dir()
 
-from numba import njit  # noqa: E402  (after the cache folder is chosen: numba reads it on import)
+from llvmlite import ir  # noqa: E402
+from numba import njit, types  # noqa: E402  (after the cache folder is chosen: numba reads it on import)
+from numba.extending import intrinsic  # noqa: E402
 
 
 def kernel(**options):
@@ -66,6 +68,7 @@ _SHIFT = np.uint64(PRECISION)
 _TOP = np.uint64(64 - PRECISION)  # state >> 40 >= p: a word must go out before encoding
 _REFILL = np.uint64(1 << 32)
 _U32 = np.uint64(32)
+_ONE_U = np.uint64(ONE)
 
 
 @kernel()
@@ -167,6 +170,48 @@ def store(io, state, at, x, left_words) -> None:
     io[0], state[0], io[1] = at, x, left_words
 
 
+@intrinsic
+def _mulhi(typingctx, a, b):
+    """The high 64 bits of the 128-bit product of two uint64 (one multiplication; numba has no 128-bit
+    integers)."""
+    def codegen(context, builder, signature, args):
+        wide = ir.IntType(128)
+        product = builder.mul(builder.zext(args[0], wide), builder.zext(args[1], wide))
+        return builder.trunc(builder.lshr(product, ir.Constant(wide, 64)), ir.IntType(64))
+    return types.uint64(types.uint64, types.uint64), codegen
+
+
+_TWO64 = 2.0 ** 64
+_SHRINK = 1.0 - 2.0 ** -52  # makes the float reciprocal round down (the proof at `reciprocal`)
+
+
+@kernel(inline="always")
+def reciprocal(p):
+    """For a probability 1 <= p <= 2**24: m with 2**64 - 2**24 <= m * p <= 2**64, so that for every state
+    x < p * 2**40 (what the encoder divides) the quotient x // p is _mulhi(x, m) or one more: x * m / 2**64
+    <= x / p, and x / p - x * m / 2**64 = x * (2**64 - m * p) / (p * 2**64) < 1.
+
+    Why m is such: f = float(2**64 / p) * (1 - 2**-52) lies in 2**64 / p * (1 - 2**-51, 1) (three roundings
+    of at most 2**-53 and the factor), so its floor m has m * p < 2**64, and m * p >= 2**64 - 2**24 wherever 2**-51 of
+    2**64 plus p is at most 2**24 (p <= 2**24 - 2**13). Above that, f is within 2**-11 of 2**64 / p, so m is
+    floor(2**64 / p) or one less, and one more where (m + 1) * p <= 2**64 makes it that floor, whose product
+    with p exceeds 2**64 - p. (The tests check every p.) Computed from p alone: off the state's dependency
+    chain, where the division sat."""
+    m = np.uint64(_TWO64 / float(p) * _SHRINK)
+    return m + np.uint64(m * p <= np.uint64(0) - p)
+
+
+@kernel(inline="always")
+def push(x, p, left):
+    """The encoder's step for a symbol of probability p and left edge `left` on a state x < p * 2**40:
+    (x // p) << 24 | (x % p + left), with a reciprocal: a quotient q one short leaves a remainder r >= p,
+    and (q << 24) + r + left is then 2**24 - p short of the result."""
+    q = _mulhi(x, reciprocal(p))
+    r = x - q * p
+    y = (q << _SHIFT) + r + left
+    return y + (_ONE_U - p) if r >= p else y
+
+
 @kernel()
 def encode_reverse(buf, n, out) -> int:
     """Push the symbols buf[:n] (decoding order) last first into an empty coder -> the number of u32
@@ -182,7 +227,7 @@ def encode_reverse(buf, n, out) -> int:
             out[k] = np.uint32(x & _LOW)
             k += 1
             x >>= _WORD
-        x = ((x // p) << _SHIFT) | (x % p + left)
+        x = push(x, p, left)
     while x != np.uint64(0):
         out[k] = np.uint32(x & _LOW)
         k += 1
