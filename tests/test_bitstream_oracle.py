@@ -196,7 +196,8 @@ def test_long_key_step_rows_and_uneven_layouts_equal_the_oracle(k):
 def test_block_sums_follow_the_counts(k, increment):
     """After every step, in the encoder and in the decoder: each row's block sums are the sums of its counts
     8 by 8 (a lo part only up to its own width), also where rows are halved (an increment far above the
-    limit halves at every piece)."""
+    limit halves at every piece); in the decoder, each row's scale and block starts (the counts below each
+    block's first symbol and that symbol's left edge) are those of its counts."""
     grid, gop = (20, 30), 3
     tokens = repetition_grids(5, grid, k, 0.1, gop, seed=1)
     params = CtxParams(bytes(32), 1 << 16, max(1 << 14, max(ctx_model.part_layout(k).alphabets)), increment, 1)
@@ -208,15 +209,28 @@ def test_block_sums_follow_the_counts(k, increment):
         return np.stack([table[:, kn.BLOCK * b:min(width, kn.BLOCK * (b + 1))].sum(axis=1)
                          for b in range(n_blocks)], axis=1)
 
+    def starts_of(table, width, scale):  # each block's first symbol: counts below it, its left edge
+        cdf, _, _ = _models(table[:, :width], False)
+        firsts = np.arange(0, width, kn.BLOCK)
+        below = np.concatenate([np.zeros((len(table), 1), dtype=np.int64), table[:, :width].cumsum(axis=1)], axis=1)
+        np.testing.assert_array_equal(scale, (kn.ONE - width) / table[:, :width].sum(axis=1))
+        return below[:, firsts], cdf[:, firsts]
+
     for s in range(len(tokens)):
         dec.decode(enc.encode(tokens[s:s + 1], s), s, 1)
         for coder in (enc, dec):
             st, g = coder.state, coder.groups.groups
             np.testing.assert_array_equal(st.group_blocks, blocks_of(st.groups, g, st.group_blocks.shape[1]))
+            parts = [(st.groups, g, st.group_scale, st.group_starts)]
             for j, width in enumerate(coder._lo_widths.tolist()):
                 rows = slice(j * g, (j + 1) * g)
                 np.testing.assert_array_equal(st.lo_blocks[rows],
                                               blocks_of(st.lo[rows], width, st.lo_blocks.shape[1]))
+                parts.append((st.lo[rows], width, st.lo_scale[rows], st.lo_starts[rows]))
+            for table, width, scale, starts in parts if coder is dec else ():  # (the encoder needs no starts)
+                below, edges = starts_of(table, width, scale)
+                np.testing.assert_array_equal(starts[:, 0, :below.shape[1]], below)
+                np.testing.assert_array_equal(starts[:, 1, :edges.shape[1]], edges)
 
 
 def test_a_read_only_package_caches_kernels_in_the_users_cache(monkeypatch, tmp_path):

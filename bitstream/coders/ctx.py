@@ -40,6 +40,7 @@ _NO_WORDS = np.zeros(1, dtype=np.uint32)
 _NO_TABLE = np.zeros((1, 1), dtype=np.int64)
 _NO_SCALE = np.zeros(1)
 _NO_LUT = np.zeros((1, 1), dtype=np.int32)
+_NO_STARTS = np.zeros((1, 1, 1), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,8 @@ class CtxParams:
 
 class _State:
     """Adaptive state inside a segment: the previous step's values and modes, and the count tables (int64
-    (rows, width), with their row sums; model 0 scratch for its models, model 1 block sums of its
-    rows)."""
+    (rows, width), with their row sums; model 0 scratch for its models, model 1 block sums and block
+    starts of its rows)."""
 
     def __init__(self, coder: CtxCoder) -> None:
         self.ref: np.ndarray | None = None  # (h * w,) int64, the previous step's values (model 1: ranks)
@@ -116,10 +117,14 @@ class _State:
             self.group_blocks, self.lo_blocks = (np.zeros((len(t), -(-t.shape[1] // kn.BLOCK)), dtype=np.int64)
                                                  for t in (self.groups, self.lo))
             self.group_scale, self.lo_scale = np.zeros(len(self.groups)), np.zeros(len(self.lo))
-            kn.build_blocks(self.groups, self.groups.shape[1], self.group_blocks, self.group_sums, self.group_scale)
+            self.group_starts, self.lo_starts = (np.zeros((len(b), 2, b.shape[1]), dtype=np.int64)
+                                                 for b in (self.group_blocks, self.lo_blocks))
+            kn.build_blocks(self.groups, self.groups.shape[1], self.group_blocks, self.group_sums, self.group_scale,
+                            self.group_starts)
             for j, width in enumerate(coder._lo_widths.tolist()):  # each lo part's rows have its width
                 rows = slice(j * coder.groups.groups, (j + 1) * coder.groups.groups)
-                kn.build_blocks(self.lo[rows], width, self.lo_blocks[rows], self.lo_sums[rows], self.lo_scale[rows])
+                kn.build_blocks(self.lo[rows], width, self.lo_blocks[rows], self.lo_sums[rows], self.lo_scale[rows],
+                                self.lo_starts[rows])
 
     def copy(self) -> _State:
         """A state of its own: every array copied (the attributes are arrays, None or numbers)."""
@@ -208,12 +213,12 @@ class CtxCoder(Coder):
         h, w = self.header.grid
         if self.literal_model == 0:
             lit0 = (self._shifts, self._alphabets, st.parts, st.part_sums, st.cdf, st.lut, st.literals)
-            lit1 = (_NO_TABLE, _NO_TABLE, _NO_VALUES, _NO_SCALE) * 2 + (_NO_VALUES, _NO_VALUES, 0, 0)
+            lit1 = (_NO_TABLE, _NO_TABLE, _NO_VALUES, _NO_SCALE, _NO_STARTS) * 2 + (_NO_VALUES, _NO_VALUES, 0, 0)
         else:
             g = self.groups
             lit0 = (_NO_VALUES, _NO_VALUES, _NO_TABLE, _NO_VALUES, _NO_TABLE, _NO_LUT, _NO_VALUES)
-            lit1 = (st.groups, st.group_blocks, st.group_sums, st.group_scale, st.lo, st.lo_blocks, st.lo_sums,
-                    st.lo_scale, self._lo_shifts, self._lo_widths, g.lo_bits, g.groups)
+            lit1 = (st.groups, st.group_blocks, st.group_sums, st.group_scale, st.group_starts, st.lo, st.lo_blocks,
+                    st.lo_sums, st.lo_scale, st.lo_starts, self._lo_shifts, self._lo_widths, g.lo_bits, g.groups)
         found = kn.code_chunk(enc, self.literal_model, modes, values, _NO_MODES if st.prev is None else st.prev,
                               st.prev is not None, _NO_VALUES if st.ref is None else st.ref, st.ref is not None,
                               st.steps_done, h, w, st.modes, st.mode_sums, self.mode_limit, *lit0, *lit1,

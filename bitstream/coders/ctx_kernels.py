@@ -414,12 +414,25 @@ BLOCK = 1 << BLOCK_BITS
 
 
 @kernel()
-def build_blocks(table, n, blocks, sums, scale) -> None:
-    """For every row r of table[:, :n]: its block sums blocks[r] and the scale of its model,
-    float64(2**24 - n) / float64(sums[r])."""
+def build_blocks(table, n, blocks, sums, scale, starts) -> None:
+    """For every row r of table[:, :n]: its block sums blocks[r], the scale of its model,
+    float64(2**24 - n) / float64(sums[r]), and its blocks' starts (`_block_starts`)."""
     for r in range(table.shape[0]):
         _block_row(table, r, n, blocks)
         scale[r] = float(ONE - n) / float(sums[r])
+        _block_starts(blocks, r, scale[r], starts)
+
+
+@kernel()
+def _block_starts(blocks, row, sc, starts) -> None:
+    """What the decoder needs of each block b of a row: starts[row, 0, b] = C_8b, the counts below its first
+    symbol, and starts[row, 1, b] = that symbol's left edge (`build`), so that finding a symbol's block is
+    comparing q with integers, no arithmetic on the state's dependency chain."""
+    c = 0
+    for b in range(blocks.shape[1]):
+        starts[row, 0, b] = c
+        starts[row, 1, b] = np.int64(float(c) * sc) + (b << BLOCK_BITS)
+        c += blocks[row, b]
 
 
 @kernel()
@@ -431,8 +444,8 @@ def _block_row(table, row, n, blocks) -> None:
 
 
 @kernel()
-def _code_block_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n, table, blocks, scale, cdf, lut,
-                    buf, io, state, words) -> None:
+def _code_block_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n, table, blocks, scale, starts, cdf,
+                    lut, buf, io, state, words) -> None:
     """Code the literals pos[a:b] (ranks read, or written): with `groups`, their groups (row ctx[t] of the
     group table); else their lo part (rank >> at) & (n - 1) (row first_row + group of the lo tables). The
     models: built whole in `cdf` with the decoder's lookup `lut` (a large piece, `_build_rows`), or from
@@ -465,17 +478,15 @@ def _code_block_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, 
                 for i in range(min(BLOCK, n - base)):
                     acc += table[row, base + i] * np.int64(base + i < s)
             else:  # the largest s whose left edge trunc(C_s * scale) + s is at most q; edges rise with s, so
-                # s counts the edges at most q. trunc(x) + u <= q  <=>  x < q + 1 - u  (x >= 0)
+                # s counts the edges at most q: first the blocks' first edges (`starts`), then inside the
+                # block, where trunc(x) + u <= q  <=>  x < q + 1 - u  (x >= 0)
                 q1 = float(q + 1)
-                s, acc, c = 0, 0, 0
-                for k in range(1, n_blocks):  # the blocks' first symbols
-                    c += blocks[row, k - 1]
-                    take = float(c) * sc < q1 - float(k << BLOCK_BITS)
-                    s += np.int64(take)
-                    acc = c if take else acc
+                s = 0
+                for k in range(1, n_blocks):
+                    s += np.int64(starts[row, 1, k] <= q)
+                acc = c = starts[row, 0, s]
                 s <<= BLOCK_BITS
-                c = acc
-                for u in range(s + 1, min(s + BLOCK, n)):  # then the symbols inside s's block
+                for u in range(s + 1, min(s + BLOCK, n)):
                     c += table[row, u - 1]
                     take = float(c) * sc < q1 - float(u)
                     s += np.int64(take)
@@ -539,9 +550,10 @@ def _count_piece(ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, ltab, lblo
 
 
 @kernel()
-def _rescale(table, blocks, sums, scale, first, last, n, limit, todo) -> None:
+def _rescale(table, blocks, sums, scale, starts, with_starts, first, last, n, limit, todo) -> None:
     """Rows first..last - 1 counted since their scale was set (scale 0): halved if they passed the limit
-    (their block sums then recounted), then a new scale. (Calls only in a loop over the rows listed.)"""
+    (their block sums then recounted), then a new scale and (with_starts: the decoder) block starts.
+    (Calls only in a loop over the rows listed.)"""
     m = 0
     for row in range(first, last):
         if scale[row] == 0.0:
@@ -553,11 +565,13 @@ def _rescale(table, blocks, sums, scale, first, last, n, limit, todo) -> None:
             sums[row] = _halve(table, row, n, limit)
             _block_row(table, row, n, blocks)
         scale[row] = float(ONE - n) / float(sums[row])
+        if with_starts:
+            _block_starts(blocks, row, scale[row], starts)
 
 
 @kernel()
-def _piece(enc, ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, ltab, lblocks, lsums, lscale, lshifts, lwidths,
-           lo_bits, groups, k, increment, limit, buf, io, state, words) -> bool:
+def _piece(enc, ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, gstarts, ltab, lblocks, lsums, lscale, lstarts,
+           lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words) -> bool:
     """The literals pos[a:b] (ranks read or written) with group contexts ctx[a:b]: their groups, then
     each lo part (lo part j of group g: row j * groups + g of the lo tables); then the counts.
     -> False when a decoded rank is outside the codebook."""
@@ -574,33 +588,33 @@ def _piece(enc, ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, ltab, lbloc
     llut = np.empty((lut_rows, ONE >> ROWS_SHIFT), dtype=np.int32)
     if big:
         _build_rows(True, ranks, pos, ctx, a, b, 0, lo_bits, groups, gtab, gsums, gcdf, glut, not enc, seen, todo)
-    _code_block_run(enc, True, ranks, pos, ctx, a, b, 0, lo_bits, 0, groups, gtab, gblocks, gscale, gcdf, glut,
-                    buf, io, state, words)
+    _code_block_run(enc, True, ranks, pos, ctx, a, b, 0, lo_bits, 0, groups, gtab, gblocks, gscale, gstarts, gcdf,
+                    glut, buf, io, state, words)
     for j in range(lshifts.shape[0]):
         if big:
             _build_rows(False, ranks, pos, ctx, a, b, j * groups, lo_bits, lwidths[j], ltab, lsums, lcdf, llut,
                         not enc, seen, todo)
         _code_block_run(enc, False, ranks, pos, ctx, a, b, j * groups, lo_bits, lshifts[j], lwidths[j], ltab, lblocks,
-                        lscale, lcdf, llut, buf, io, state, words)
+                        lscale, lstarts, lcdf, llut, buf, io, state, words)
     ok = _count_piece(ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, ltab, lblocks, lsums, lscale, lshifts,
                       lwidths, lo_bits, k, increment)
-    _rescale(gtab, gblocks, gsums, gscale, 0, gtab.shape[0], groups, limit, todo)
+    _rescale(gtab, gblocks, gsums, gscale, gstarts, not enc, 0, gtab.shape[0], groups, limit, todo)
     for j in range(lshifts.shape[0]):
-        _rescale(ltab, lblocks, lsums, lscale, j * groups, (j + 1) * groups, lwidths[j], limit, todo)
+        _rescale(ltab, lblocks, lsums, lscale, lstarts, not enc, j * groups, (j + 1) * groups, lwidths[j], limit, todo)
     return ok
 
 
 @kernel()
-def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gblocks, gsums, gscale, ltab, lblocks,
-                   lsums, lscale, lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state,
-                   words) -> bool:
+def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gblocks, gsums, gscale, gstarts, ltab,
+                   lblocks, lsums, lscale, lstarts, lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io,
+                   state, words) -> bool:
     """A step's literals by group (ranks (h * w) int64 of the step: read, or written at literal positions;
     ref: the previous step's ranks when has_ref). In a segment's first step, row by row in the context of
     the group above (the decoder resolves each row before the next: `ranks` then holds the whole step);
     else in rounds of 16, 16, 32, 64, ... in the context of the previous step's group at the same place.
-    Tables (rows, width) with their block sums, row sums and scales (`build_blocks`): g* the groups
-    (contexts, G), l* the lo parts (parts * G, largest lo alphabet; part j of group g in row j * G + g). -> False when a decoded rank is outside the
-    codebook."""
+    Tables (rows, width) with their block sums, row sums, scales and block starts (`build_blocks`; the
+    encoder leaves the starts as they were): g* the groups (contexts, G), l* the lo parts (parts * G, largest
+    lo alphabet; part j of group g in row j * G + g). -> False when a decoded rank is outside the codebook."""
     pos = np.empty(h * w, dtype=np.int64)
     ctx = np.empty(h * w, dtype=np.int64)
     ok = True
@@ -613,8 +627,9 @@ def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gb
                     ctx[n] = 0 if i == 0 else 1 + 2 * groups + (ranks[(i - 1) * w + j] >> lo_bits)
                     n += 1
             if n:
-                ok &= _piece(enc, ranks, pos, ctx, 0, n, gtab, gblocks, gsums, gscale, ltab, lblocks, lsums, lscale,
-                             lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words)
+                ok &= _piece(enc, ranks, pos, ctx, 0, n, gtab, gblocks, gsums, gscale, gstarts, ltab, lblocks, lsums,
+                             lscale, lstarts, lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state,
+                             words)
             if not enc:
                 for j in range(w):  # the row's values: U from the row above, L from the left
                     m = modes[i * w + j]
@@ -633,8 +648,8 @@ def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gb
     a = 0
     while a < n:
         b = min(n, max(FIRST_ROUND, 2 * a))
-        ok &= _piece(enc, ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, ltab, lblocks, lsums, lscale, lshifts,
-                     lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words)
+        ok &= _piece(enc, ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, gstarts, ltab, lblocks, lsums, lscale,
+                     lstarts, lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words)
         a = b
     return ok
 
@@ -660,8 +675,8 @@ CHUNK_OK, BAD_MODE, BAD_LITERAL = 0, 1, 2  # what `code_chunk` finds (the decode
 @kernel()
 def code_chunk(enc, model, modes, values, prev, has_prev, ref, has_ref, steps_done, h, w, mode_counts, mode_sums,
                mode_limit, shifts, alphabets, parts, part_sums, part_cdf, part_lut, literals, gtab, gblocks, gsums,
-               gscale, ltab, lblocks, lsums, lscale, lshifts, lwidths, lo_bits, groups, k, increment, limit,
-               buf, io, state, words) -> int:
+               gscale, gstarts, ltab, lblocks, lsums, lscale, lstarts, lshifts, lwidths, lo_bits, groups, k, increment,
+               limit, buf, io, state, words) -> int:
     """A chunk of steps (modes (n, h * w) uint8, values (n, h * w) int64: read, or written from zeros): every
     step's modes (`code_modes`), then every step's literals (model 0: `code_literals0` on the step's
     literals gathered in `literals`; model 1: `code_literals1` on its ranks); the decoder resolves each step
@@ -699,8 +714,8 @@ def code_chunk(enc, model, modes, values, prev, has_prev, ref, has_ref, steps_do
                         values[i, p] = literals[count]
                         count += 1
         elif not code_literals1(enc, modes[i], values[i], step_ref, step_has_ref, steps_done + i == 1, h, w, gtab,
-                                gblocks, gsums, gscale, ltab, lblocks, lsums, lscale, lshifts, lwidths, lo_bits,
-                                groups, k, increment, limit, buf, io, state, words):
+                                gblocks, gsums, gscale, gstarts, ltab, lblocks, lsums, lscale, lstarts, lshifts, lwidths,
+                                lo_bits, groups, k, increment, limit, buf, io, state, words):
             return BAD_LITERAL
         if not enc:
             resolve(modes[i], step_ref, step_has_ref, w, values[i])
