@@ -9,9 +9,9 @@ step, of the group above), and the bits below it, in the context of the group. I
 first (step by step), then all literals (step by step). Counts adapt after each round of a pass, each
 step's literals (model 0) or each round or row of them (model 1), and reset at segment starts.
 
-This module keeps the state and calls one kernel per step and direction (`ctx_kernels`): the
-encoder collects every symbol of a chunk with its model in decoding order, then pushes them in reverse
-in one call; the decoder reads them in order. Literal model 1 works on ranks (the code order maps tokens
+This module keeps the state and calls one kernel per chunk (`ctx_kernels.code_chunk`): the encoder
+collects every symbol of the chunk with its model in decoding order, then pushes them in reverse in one
+more call; the decoder reads them in order. Literal model 1 works on ranks (the code order maps tokens
 to ranks one to one), so its states and values are ranks until a step is output.
 """
 

@@ -1,11 +1,11 @@
-"""The `ctx` coder's loops as numba kernels (SPEC.md §6.5), one call per step and direction.
+"""The `ctx` coder's loops as numba kernels (SPEC.md §6.5), one call per chunk and direction (`code_chunk`).
 
 The ANS arithmetic is constriction's `AnsCoder` (32-bit words, 64-bit state, 24-bit precision) with models
 quantized from integer counts as `Categorical(counts, perfect=False)` does, byte for byte (the tests check
 it against constriction). The encoder side never touches the ANS state while the model runs: the model
 kernels put each symbol's (left edge, probability) in a buffer in decoding order, and `encode_reverse`
-pushes the whole buffer last symbol first. The decoder keeps its state in two small arrays (`Decoder`)
-that the kernels read and write once per run of symbols (`load`, `store`), so a step decodes in one call.
+pushes the whole buffer last symbol first (dividing by a reciprocal, `push`). The decoder keeps its state in two small arrays (`Decoder`)
+that the kernels read and write once per run of symbols (`load`, `store`), so a chunk decodes in one call.
 
 Each model kernel serves both directions: with `enc` it reads the symbols from its input and appends them
 to the encoder's buffer, else it decodes them and writes them out. So the encoder and the decoder share
