@@ -444,12 +444,13 @@ def _block_row(table, row, n, blocks) -> None:
 
 
 @kernel()
-def _code_block_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n, table, blocks, scale, starts, cdf,
-                    lut, buf, io, state, words) -> None:
+def _code_block_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, n, table, blocks, scale, starts,
+                    built, cdf, lut, buf, io, state, words) -> None:
     """Code the literals pos[a:b] (ranks read, or written): with `groups`, their groups (row ctx[t] of the
     group table); else their lo part (rank >> at) & (n - 1) (row first_row + group of the lo tables). The
-    models: built whole in `cdf` with the decoder's lookup `lut` (a large piece, `_build_rows`), or from
-    each row's counts, block sums and scale (`cdf` None), the edges of `build` for one symbol. (`code`
+    models: `built` whole in `cdf` with the decoder's lookup `lut` (a large piece, `_build_rows`), or from
+    each row's counts, block sums and scale (and the decoder's block starts), the edges of `build` for one
+    symbol. (`code`
     written out: numba's inlining of a function of several arrays counted references to them at every
     symbol, 5 times the cost of the coding.)"""
     p, x, left_words = load(io, state)
@@ -461,7 +462,7 @@ def _code_block_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, 
             s = r >> lo_bits if groups else (r >> at) & (n - 1)
         else:
             q = np.int64(x & _MASK)
-        if cdf is not None:
+        if built:
             if not enc:  # the symbol s with cdf[s] <= q < cdf[s + 1], from the bucket of q
                 s = np.int64(lut[row, q >> ROWS_SHIFT])
                 while cdf[row, s + 1] <= q:
@@ -570,37 +571,49 @@ def _rescale(table, blocks, sums, scale, starts, with_starts, first, last, n, li
 
 
 @kernel()
+def _scratch(enc, gtab, ltab):
+    """What `_piece` works in, allocated once a step: (seen, todo) over the rows of both tables, the models
+    of a large piece's rows (edges of the groups' and of the lo parts' rows, the decoder's lookups)."""
+    rows = max(gtab.shape[0], ltab.shape[0])
+    lut_rows = 1 if enc else rows
+    return (np.zeros(rows, dtype=np.bool_), np.empty(rows, dtype=np.int64),
+            np.empty((gtab.shape[0], gtab.shape[1] + 1), dtype=np.int64),
+            np.empty((ltab.shape[0], ltab.shape[1] + 1), dtype=np.int64),
+            np.empty((lut_rows, ONE >> ROWS_SHIFT), dtype=np.int32), np.empty((lut_rows, ONE >> ROWS_SHIFT), dtype=np.int32))
+
+
+@kernel()
 def _piece(enc, ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, gstarts, ltab, lblocks, lsums, lscale, lstarts,
-           lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words) -> bool:
+           lshifts, lwidths, lo_bits, groups, k, increment, limit, scratch, buf, io, state, words) -> bool:
     """The literals pos[a:b] (ranks read or written) with group contexts ctx[a:b]: their groups, then
-    each lo part (lo part j of group g: row j * groups + g of the lo tables); then the counts.
-    -> False when a decoded rank is outside the codebook."""
+    each lo part (lo part j of group g: row j * groups + g of the lo tables); then the counts. scratch:
+    `_scratch`'s. -> False when a decoded rank is outside the codebook."""
     # (coding and counting in kernels of their own: a loop over symbols in a function that also calls
     # others ran 20 times slower, numba counting references to its arrays at every turn.) A large piece
     # builds the models of the rows it uses (the decoder with lookups): a symbol's edges then cost less.
+    # (numba compiles a kernel once per distinct argument types, and a constant is a type of its own: the
+    # constants below are typed int64 or bool, except the group/lo choice of `_code_block_run`, compiled
+    # into it twice: its symbol loop is faster so.)
     big = b - a >= (BIG_PIECE_ENC if enc else BIG_PIECE)
-    seen = np.zeros(max(gtab.shape[0], ltab.shape[0]), dtype=np.bool_)
-    todo = np.empty(seen.shape[0], dtype=np.int64)
-    gcdf = np.empty((gtab.shape[0], groups + 1), dtype=np.int64) if big else None
-    lcdf = np.empty((ltab.shape[0], ltab.shape[1] + 1), dtype=np.int64) if big else None
-    lut_rows = seen.shape[0] if big and not enc else 1
-    glut = np.empty((lut_rows, ONE >> ROWS_SHIFT), dtype=np.int32)
-    llut = np.empty((lut_rows, ONE >> ROWS_SHIFT), dtype=np.int32)
+    seen, todo, gcdf, lcdf, glut, llut = scratch
+    zero, yes, no = np.int64(0), np.bool_(True), np.bool_(False)
     if big:
-        _build_rows(True, ranks, pos, ctx, a, b, 0, lo_bits, groups, gtab, gsums, gcdf, glut, not enc, seen, todo)
-    _code_block_run(enc, True, ranks, pos, ctx, a, b, 0, lo_bits, 0, groups, gtab, gblocks, gscale, gstarts, gcdf,
-                    glut, buf, io, state, words)
+        _build_rows(yes, ranks, pos, ctx, a, b, zero, lo_bits, groups, gtab, gsums, gcdf, glut, not enc, seen, todo)
+    _code_block_run(enc, True, ranks, pos, ctx, a, b, zero, lo_bits, zero, groups, gtab, gblocks, gscale, gstarts, big,
+                    gcdf, glut, buf, io, state, words)
     for j in range(lshifts.shape[0]):
         if big:
-            _build_rows(False, ranks, pos, ctx, a, b, j * groups, lo_bits, lwidths[j], ltab, lsums, lcdf, llut,
+            _build_rows(no, ranks, pos, ctx, a, b, j * groups, lo_bits, lwidths[j], ltab, lsums, lcdf, llut,
                         not enc, seen, todo)
         _code_block_run(enc, False, ranks, pos, ctx, a, b, j * groups, lo_bits, lshifts[j], lwidths[j], ltab, lblocks,
-                        lscale, lstarts, lcdf, llut, buf, io, state, words)
+                        lscale, lstarts, big, lcdf, llut, buf, io, state, words)
     ok = _count_piece(ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, ltab, lblocks, lsums, lscale, lshifts,
                       lwidths, lo_bits, k, increment)
-    _rescale(gtab, gblocks, gsums, gscale, gstarts, not enc, 0, gtab.shape[0], groups, limit, todo)
-    for j in range(lshifts.shape[0]):
-        _rescale(ltab, lblocks, lsums, lscale, lstarts, not enc, j * groups, (j + 1) * groups, lwidths[j], limit, todo)
+    for j in range(-1, lshifts.shape[0]):
+        g = j < 0
+        first, last, n = (0, gtab.shape[0], groups) if g else (j * groups, (j + 1) * groups, lwidths[j])
+        _rescale(gtab if g else ltab, gblocks if g else lblocks, gsums if g else lsums, gscale if g else lscale,
+                 gstarts if g else lstarts, not enc, first, last, n, limit, todo)
     return ok
 
 
@@ -617,19 +630,21 @@ def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gb
     lo alphabet; part j of group g in row j * G + g). -> False when a decoded rank is outside the codebook."""
     pos = np.empty(h * w, dtype=np.int64)
     ctx = np.empty(h * w, dtype=np.int64)
+    scratch = _scratch(enc, gtab, ltab)
     ok = True
     if not has_ref:
+        n = np.int64(0)  # (not the constant 0: a constant is a type of its own to numba)
         for i in range(h):
-            n = 0
+            start = n  # (the row's piece at its offset in pos: one call site, one compiled `_piece`)
             for j in range(w):
                 if modes[i * w + j] == 3:
                     pos[n] = i * w + j
                     ctx[n] = 0 if i == 0 else 1 + 2 * groups + (ranks[(i - 1) * w + j] >> lo_bits)
                     n += 1
-            if n:
-                ok &= _piece(enc, ranks, pos, ctx, 0, n, gtab, gblocks, gsums, gscale, gstarts, ltab, lblocks, lsums,
-                             lscale, lstarts, lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state,
-                             words)
+            if n > start:
+                ok &= _piece(enc, ranks, pos, ctx, start, n, gtab, gblocks, gsums, gscale, gstarts, ltab, lblocks,
+                             lsums, lscale, lstarts, lshifts, lwidths, lo_bits, groups, k, increment, limit, scratch,
+                             buf, io, state, words)
             if not enc:
                 for j in range(w):  # the row's values: U from the row above, L from the left
                     m = modes[i * w + j]
@@ -639,17 +654,17 @@ def code_literals1(enc, modes, ranks, ref, has_ref, ref_is_first, h, w, gtab, gb
                         ranks[i * w + j] = ranks[i * w + j - 1]
         return ok
     offset = 1 if ref_is_first else 1 + groups
-    n = 0
+    n = np.int64(0)
     for p in range(h * w):
         if modes[p] == 3:
             pos[n] = p
             ctx[n] = offset + (ref[p] >> lo_bits)
             n += 1
-    a = 0
+    a = np.int64(0)
     while a < n:
         b = min(n, max(FIRST_ROUND, 2 * a))
         ok &= _piece(enc, ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, gstarts, ltab, lblocks, lsums, lscale,
-                     lstarts, lshifts, lwidths, lo_bits, groups, k, increment, limit, buf, io, state, words)
+                     lstarts, lshifts, lwidths, lo_bits, groups, k, increment, limit, scratch, buf, io, state, words)
         a = b
     return ok
 
