@@ -579,7 +579,8 @@ def _scratch(enc, gtab, ltab):
     return (np.zeros(rows, dtype=np.bool_), np.empty(rows, dtype=np.int64),
             np.empty((gtab.shape[0], gtab.shape[1] + 1), dtype=np.int64),
             np.empty((ltab.shape[0], ltab.shape[1] + 1), dtype=np.int64),
-            np.empty((lut_rows, ONE >> ROWS_SHIFT), dtype=np.int32), np.empty((lut_rows, ONE >> ROWS_SHIFT), dtype=np.int32))
+            np.empty((lut_rows, ONE >> ROWS_SHIFT), dtype=np.int32),
+            np.empty((lut_rows, ONE >> ROWS_SHIFT), dtype=np.int32))
 
 
 @kernel()
@@ -609,11 +610,9 @@ def _piece(enc, ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, gstarts, lt
                         lscale, lstarts, big, lcdf, llut, buf, io, state, words)
     ok = _count_piece(ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, ltab, lblocks, lsums, lscale, lshifts,
                       lwidths, lo_bits, k, increment)
-    for j in range(-1, lshifts.shape[0]):
-        g = j < 0
-        first, last, n = (0, gtab.shape[0], groups) if g else (j * groups, (j + 1) * groups, lwidths[j])
-        _rescale(gtab if g else ltab, gblocks if g else lblocks, gsums if g else lsums, gscale if g else lscale,
-                 gstarts if g else lstarts, not enc, first, last, n, limit, todo)
+    _rescale(gtab, gblocks, gsums, gscale, gstarts, not enc, zero, gtab.shape[0], groups, limit, todo)
+    for j in range(lshifts.shape[0]):
+        _rescale(ltab, lblocks, lsums, lscale, lstarts, not enc, j * groups, (j + 1) * groups, lwidths[j], limit, todo)
     return ok
 
 
