@@ -4,8 +4,9 @@ The ANS arithmetic is constriction's `AnsCoder` (32-bit words, 64-bit state, 24-
 quantized from integer counts as `Categorical(counts, perfect=False)` does, byte for byte (the tests check
 it against constriction). The encoder side never touches the ANS state while the model runs: the model
 kernels put each symbol's (left edge, probability) in a buffer in decoding order, and `encode_reverse`
-pushes the whole buffer last symbol first (dividing by a reciprocal, `push`). The decoder keeps its state in two small arrays (`Decoder`)
-that the kernels read and write once per run of symbols (`load`, `store`), so a chunk decodes in one call.
+pushes the whole buffer last symbol first (dividing by a reciprocal, `push`). The decoder keeps its state
+in two small arrays (`Decoder`) that the kernels read and write once per run of symbols (`load`, `store`),
+so a chunk decodes in one call.
 
 Each model kernel serves both directions: with `enc` it reads the symbols from its input and appends them
 to the encoder's buffer, else it decodes them and writes them out. So the encoder and the decoder share
@@ -191,12 +192,12 @@ def reciprocal(p):
     x < p * 2**40 (what the encoder divides) the quotient x // p is _mulhi(x, m) or one more: x * m / 2**64
     <= x / p, and x / p - x * m / 2**64 = x * (2**64 - m * p) / (p * 2**64) < 1.
 
-    Why m is such: f = float(2**64 / p) * (1 - 2**-52) lies in 2**64 / p * (1 - 2**-51, 1) (three roundings
-    of at most 2**-53 and the factor), so its floor m has m * p < 2**64, and m * p >= 2**64 - 2**24 wherever 2**-51 of
-    2**64 plus p is at most 2**24 (p <= 2**24 - 2**13). Above that, f is within 2**-11 of 2**64 / p, so m is
-    floor(2**64 / p) or one less, and one more where (m + 1) * p <= 2**64 makes it that floor, whose product
-    with p exceeds 2**64 - p. (The tests check every p.) Computed from p alone: off the state's dependency
-    chain, where the division sat."""
+    Why m is such: f = float(2**64 / p) * (1 - 2**-52) lies in 2**64 / p * (1 - 2**-51, 1) (two roundings of
+    at most 2**-53 and the factor), so its floor m has m * p < 2**64, and m * p >= 2**64 - 2**24 wherever
+    2**-51 of 2**64 plus p is at most 2**24 (p <= 2**24 - 2**13). Above that, f is within 2**-11 of 2**64 / p,
+    so m is floor(2**64 / p) or one less, and one more where (m + 1) * p <= 2**64 makes it that floor, whose
+    product with p exceeds 2**64 - p. (The tests check every p.) Computed from p alone: off the state's
+    dependency chain, where the division sat."""
     m = np.uint64(_TWO64 / float(p) * _SHRINK)
     return m + np.uint64(m * p <= np.uint64(0) - p)
 
@@ -450,9 +451,8 @@ def _code_block_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, 
     group table); else their lo part (rank >> at) & (n - 1) (row first_row + group of the lo tables). The
     models: `built` whole in `cdf` with the decoder's lookup `lut` (a large piece, `_build_rows`), or from
     each row's counts, block sums and scale (and the decoder's block starts), the edges of `build` for one
-    symbol. (`code`
-    written out: numba's inlining of a function of several arrays counted references to them at every
-    symbol, 5 times the cost of the coding.)"""
+    symbol. (Written out rather than calling a function per symbol: numba's inlining of a function of
+    several arrays counted references to them at every symbol, 5 times the cost of the coding.)"""
     p, x, left_words = load(io, state)
     n_blocks = (n + BLOCK - 1) >> BLOCK_BITS
     for t in range(a, b):
