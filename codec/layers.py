@@ -149,21 +149,47 @@ class TemporalBlock(nn.Module):
         """
         b, h, w, d = x.shape
         n = b * h * w
-        hd = d // self.heads
-        q, k, v = self.qkv(self.norm1(x)).reshape(n, 1, 3, self.heads, hd).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(self.norm1(x)).reshape(n, 1, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         all_k = torch.cat([keys, k], dim=2)  # (n, heads, W, hd)
         all_v = torch.cat([values, v], dim=2)
         seen = torch.cat([valid, valid.new_ones(1)])  # (W,)
         bias = self.distance_bias + (1.0 - seen) * MASKED  # (heads, W)
-        mask = bias[None, :, None, :].to(q.dtype)
-        if q.is_cuda and n > CUDA_ATTENTION_ROWS:  # rows are independent: chunks give the same result
-            out = torch.cat([F.scaled_dot_product_attention(*parts, attn_mask=mask) for parts in
-                             zip(q.split(CUDA_ATTENTION_ROWS), all_k.split(CUDA_ATTENTION_ROWS), all_v.split(CUDA_ATTENTION_ROWS))])
-        else:
-            out = F.scaled_dot_product_attention(q, all_k, all_v, attn_mask=mask)
+        out = attend(q, all_k, all_v, bias[None, :, None, :].to(q.dtype))
         x = x + self.proj(out.reshape(b, h, w, d))
         x = x + self.mlp(self.norm2(x))
         return x, all_k[:, :, 1:], all_v[:, :, 1:]
+
+    def forward_clip(self, x: Tensor, distance: Tensor) -> Tensor:
+        """Every step of a clip at once (the training pass): the same attention as `forward` step after step.
+
+        x: (N, S, D), N grid positions of S steps each; distance: (S, S) int64, how many steps query step i
+        lies after key step j where it may attend to j (0 <= distance < temporal_window, same segment),
+        -1 where it may not (`causal_distances`).
+        """
+        n, steps, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(n, steps, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        slot = (self.distance_bias.shape[1] - 1 - distance).clamp(max=self.distance_bias.shape[1] - 1)
+        bias = torch.where(distance >= 0, self.distance_bias[:, slot], MASKED)  # (heads, S, S)
+        out = attend(q, k, v, bias[None].to(q.dtype))  # (N, heads, S, hd)
+        x = x + self.proj(out.transpose(1, 2).reshape(n, steps, d))
+        return x + self.mlp(self.norm2(x))
+
+
+def causal_distances(segments: Tensor, temporal_window: int) -> Tensor:
+    """(S, S) int64: for query step i and key step j, i - j where step i sees step j through the cache (same
+    segment, 0 <= i - j < temporal_window), else -1. segments: (S,) the segment of each step."""
+    steps = torch.arange(len(segments), device=segments.device)
+    distance = steps[:, None] - steps[None, :]
+    seen = (segments[:, None] == segments[None, :]) & (distance >= 0) & (distance < temporal_window)
+    return torch.where(seen, distance, -1)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+    """Scaled dot-product attention of rows (N, heads, L, hd) under an additive mask broadcast over N."""
+    if q.is_cuda and q.shape[0] > CUDA_ATTENTION_ROWS:  # rows are independent: chunks give the same result
+        return torch.cat([F.scaled_dot_product_attention(*parts, attn_mask=mask) for parts in
+                          zip(q.split(CUDA_ATTENTION_ROWS), k.split(CUDA_ATTENTION_ROWS), v.split(CUDA_ATTENTION_ROWS))])
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 def init_weights(module: nn.Module) -> None:

@@ -2,9 +2,12 @@
 a quantizer, and a mirrored decoder ending in linear projections to pixels (and optionally a small
 convolutional refinement across patch borders).
 
-Everything runs one step at a time through `encode_step` / `decode_step` with an explicit
-`TemporalCache`; whole-clip `encode`/`decode`, the streaming classes and the training `forward` all go
-through those two functions, so streamed tokens equal whole-clip tokens by construction.
+Inference runs one step at a time through `encode_step` / `decode_step` with an explicit `TemporalCache`;
+whole-clip `encode`/`decode` and the streaming classes go through those two functions, so streamed tokens
+equal whole-clip tokens by construction. Training (`Tokenizer.forward`) runs every step of a clip at once, as
+a transformer trains in parallel and generates step by step: the spatial blocks over all steps' grids in one
+batch, the temporal blocks under a causal mask equal to the cache's sliding window and segment resets
+(`layers.causal_distances`). The tests hold the two passes equal, outputs and gradients.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import TokenizerConfig
-from .layers import SpatialBlock, TemporalBlock, init_weights
+from .layers import SpatialBlock, TemporalBlock, causal_distances, init_weights
 from .quantizers import QuantizerOutput, build_quantizer
+from .rdo import choose_clip_tokens
 from .state import TemporalCache
-from .timeline import frames_in_steps, num_steps
+from .timeline import frames_in_steps, is_segment_start, num_steps, step_start_frame
 
 
 def patchify(pixels: Tensor, patch: int) -> Tensor:
@@ -36,6 +40,60 @@ def unpatchify(x: Tensor, patch: int, frames: int) -> Tensor:
     b, h, w, _ = x.shape
     x = x.reshape(b, h, w, 3, frames, patch, patch)
     return x.permute(0, 3, 4, 1, 5, 2, 6).reshape(b, 3, frames, h * patch, w * patch)
+
+
+def patchify_steps(video: Tensor, frames: Tensor, patch: int) -> Tensor:
+    """The steps whose frames `frames` (N, n) index in video (B, 3, T, H, W) -> (N*B, H/p, W/p, 3*n*p*p), step-major:
+    `patchify` of each step, in one copy."""
+    b, c, _, height, width = video.shape
+    steps, n = frames.shape
+    h, w = height // patch, width // patch
+    x = video[:, :, frames.flatten()].reshape(b, c, steps, n, h, patch, w, patch)
+    return x.permute(2, 0, 4, 6, 1, 3, 5, 7).reshape(steps * b, h, w, c * n * patch * patch)
+
+
+@dataclass(frozen=True)
+class ClipLayout:
+    """Where the steps of a clip sit, for the parallel training pass: which steps are image steps (segment
+    starts) and which are tubes, the frames each covers, and the temporal attention's allowed distances."""
+
+    image_steps: Tensor  # (Ni,) int64
+    tube_steps: Tensor  # (Nt,) int64
+    image_frames: Tensor  # (Ni, 1): the frame of each image step
+    tube_frames: Tensor  # (Nt, t): the frames of each tube step
+    step_order: Tensor  # (S,): position of step s in [image steps..., tube steps...]
+    frame_order: Tensor  # (T,): position of frame f in [image frames..., tube frames...]
+    distance: Tensor  # (S, S) int64, `layers.causal_distances`
+
+    @classmethod
+    def of(cls, steps: int, gop: int, tubelet: int, temporal_window: int, device: torch.device) -> "ClipLayout":
+        starts = [is_segment_start(s, gop) for s in range(steps)]
+        image = [s for s in range(steps) if starts[s]]
+        tube = [s for s in range(steps) if not starts[s]]
+        segments = torch.tensor(starts).cumsum(0)
+        image_frames = torch.tensor([[step_start_frame(s, gop, tubelet)] for s in image]).reshape(-1, 1)
+        tube_frames = torch.tensor([[step_start_frame(s, gop, tubelet) + i for i in range(tubelet)] for s in tube])
+        tube_frames = tube_frames.reshape(-1, tubelet)
+        step_order = torch.argsort(torch.tensor(image + tube))
+        frame_order = torch.argsort(torch.cat([image_frames.flatten(), tube_frames.flatten()]))
+        tensors = (torch.tensor(image), torch.tensor(tube, dtype=torch.int64), image_frames, tube_frames, step_order,
+                   frame_order, causal_distances(segments, temporal_window))
+        return cls(*(t.to(device=device, dtype=torch.int64) for t in tensors))
+
+
+def steps_in_order(parts: list[Tensor], order: Tensor, batch: int) -> Tensor:
+    """Step-major batches (N_i*B, ...) of image steps then tube steps -> (S, B, ...) in step order."""
+    x = torch.cat([part.reshape(-1, batch, *part.shape[1:]) for part in parts if part.shape[0]])
+    return x.index_select(0, order) if len(parts) > 1 and parts[1].shape[0] else x
+
+
+def run_temporal_clip(blocks: nn.ModuleList, x: Tensor, distance: Tensor) -> Tensor:
+    """x (S, B, h, w, D) through the temporal blocks, every step at once."""
+    steps, b, h, w, d = x.shape
+    y = x.permute(1, 2, 3, 0, 4).reshape(b * h * w, steps, d)
+    for block in blocks:
+        y = block.forward_clip(y, distance)
+    return y.reshape(b, h, w, steps, d).permute(3, 0, 1, 2, 4)
 
 
 class Encoder(nn.Module):
@@ -65,6 +123,18 @@ class Encoder(nn.Module):
         x, cache = run_temporal(self.temporal, x, cache)
         return self.to_latent(self.norm(x)), cache
 
+    def forward_clip(self, video: Tensor, layout: ClipLayout) -> Tensor:
+        """Padded pixels (B, 3, T, Hp, Wp) of whole steps -> features (S, B, h, w, out_dim), every step at once."""
+        b = video.shape[0]
+        x = steps_in_order([self.embed_image(patchify_steps(video, layout.image_frames, self.patch)),
+                            self.embed_tube(patchify_steps(video, layout.tube_frames, self.patch))], layout.step_order, b)
+        steps, _, h, w, d = x.shape
+        x = x.reshape(steps * b, h, w, d)
+        for block in self.spatial:
+            x = block(x)
+        x = run_temporal_clip(self.temporal, x.reshape(steps, b, h, w, d), layout.distance)
+        return self.to_latent(self.norm(x))
+
 
 class PixelRefine(nn.Module):
     """A residual convolutional filter over each decoded frame, across patch borders: the per-patch linear heads
@@ -92,8 +162,15 @@ class PixelRefine(nn.Module):
                 nn.init.zeros_(last.weight)
                 nn.init.zeros_(last.bias)
 
+    def forward(self, video: Tensor) -> Tensor:
+        """(B, 3, n, H, W) -> same shape."""
+        b, c, n, height, width = video.shape
+        frames = self.filter(video.transpose(1, 2).reshape(b * n, c, height, width))
+        return frames.reshape(b, n, c, height, width).transpose(1, 2)
+
     def filter(self, frames: Tensor) -> Tensor:
         """(N, 3, H, W) -> the filtered frames."""
+        frames = frames.contiguous(memory_format=torch.channels_last)  # faster convolutions on CPUs
         frames = frames + self.conv_out(F.gelu(self.conv_in(frames)))
         if self.wide_in is None:
             return frames
@@ -101,13 +178,6 @@ class PixelRefine(nn.Module):
         for block in self.wide_blocks:
             y = y + block(y)
         return frames + F.pixel_shuffle(self.wide_out(F.gelu(y)), 2)
-
-    def forward(self, video: Tensor) -> Tensor:
-        """(B, 3, n, H, W) -> same shape."""
-        b, c, n, height, width = video.shape
-        frames = video.transpose(1, 2).reshape(b * n, c, height, width)
-        frames = self.filter(frames.contiguous(memory_format=torch.channels_last))  # faster convolutions on CPUs
-        return frames.reshape(b, n, c, height, width).transpose(1, 2)
 
 
 class UpsampleHead(nn.Module):
@@ -171,15 +241,34 @@ class Decoder(nn.Module):
             x = block(x)
         return self.to_pixels(x, image), cache
 
+    def forward_clip(self, codes: Tensor, layout: ClipLayout) -> Tensor:
+        """Codes (S, B, h, w, in_dim) of a clip -> padded pixels (B, 3, T, Hp, Wp), every step at once."""
+        x = run_temporal_clip(self.temporal, self.from_latent(codes), layout.distance)
+        steps, b, h, w, d = x.shape
+        x = x.reshape(steps * b, h, w, d)
+        for block in self.spatial:
+            x = block(x)
+        x = self.norm(x).reshape(steps, b, h, w, d)
+        parts = [self.unrefined_pixels(x[index].reshape(-1, h, w, d), image)  # (N*B, 3, n, Hp, Wp)
+                 for index, image in ((layout.image_steps, True), (layout.tube_steps, False)) if len(index)]
+        frames = torch.cat([p.reshape(-1, b, *p.shape[1:]).permute(0, 3, 1, 2, 4, 5).flatten(0, 1) for p in parts])
+        frames = frames.index_select(0, layout.frame_order) if len(parts) > 1 else frames  # (T, B, 3, Hp, Wp)
+        if self.refine is not None:
+            frames = self.refine.filter(frames.flatten(0, 1)).reshape(frames.shape)
+        return frames.permute(1, 2, 0, 3, 4)
+
     def to_pixels(self, x: Tensor, image: bool) -> Tensor:
-        """The last features of a step (B, h, w, D) -> its frames (B, 3, 1 or t, H, W): the linear head,
-        plus the upsampling branch and the refinement when the model has them."""
-        x = self.norm(x)
+        """The last features of a step (B, h, w, D) -> its frames (B, 3, 1 or t, H, W): the linear head, plus
+        the upsampling branch and the refinement when the model has them."""
+        pixels = self.unrefined_pixels(self.norm(x), image)
+        return pixels if self.refine is None else self.refine(pixels)
+
+    def unrefined_pixels(self, x: Tensor, image: bool) -> Tensor:
+        """The normalized last features of a step (B, h, w, D) -> its frames (B, 3, 1 or t, H, W) before the
+        refinement: the linear head, plus the upsampling branch when the model has it."""
         frames = 1 if image else self.tubelet
         pixels = unpatchify((self.head_image if image else self.head_tube)(x), self.patch, frames)
-        if self.upsample is not None:
-            pixels = pixels + self.upsample(x, frames)
-        return pixels if self.refine is None else self.refine(pixels)
+        return pixels if self.upsample is None else pixels + self.upsample(x, frames)
 
 
 def run_temporal(blocks: nn.ModuleList, x: Tensor, cache: TemporalCache) -> tuple[Tensor, TemporalCache]:
@@ -310,10 +399,37 @@ class Tokenizer(nn.Module):
         return video[:, :, :frames]
 
     def forward(self, video: Tensor, gop: int | None = None, rdo: float = 0.0) -> TokenizerOutput:
-        """Training pass: encode, quantize (straight-through) and decode a clip (B, 3, T, H, W).
+        """Training pass: encode, quantize (straight-through) and decode a clip (B, 3, T, H, W), every step at
+        once. The same outputs and gradients as `forward_stepwise` (the step path), within float rounding;
+        the quantizer sees the clip's steps together (its usage statistics and LFQ's codebook entropy are the
+        clip's, not averages over steps).
 
         rdo: decode the tokens `otok.codec.rdo` chooses at this tolerance (what `otok encode` codes), with
         straight-through codes, so the decoder learns from them; 0: the nearest codes."""
+        check_video(video, self.config.patch, check_values=False)  # the training loaders make the values
+        c = self.config
+        gop = c.gop if gop is None else gop
+        if rdo and not c.discrete:
+            raise ValueError("rdo applies to discrete tokens; a KL model's latents are not chosen from a codebook")
+        b, _, frames, height, width = video.shape
+        steps = num_steps(frames, gop, c.tubelet)
+        layout = ClipLayout.of(steps, gop, c.tubelet, c.temporal_window, self.device)
+        padded = pad_frames(video.to(self.device, self.dtype), *self.padded_size(height, width))
+        missing = frames_in_steps(steps, gop, c.tubelet) - frames  # a short last group repeats its last frame
+        if missing:
+            padded = torch.cat([padded, padded[:, :, -1:].expand(-1, -1, missing, -1, -1)], dim=2)
+        features = self.encoder.forward_clip(padded, layout)  # (S, B, h, w, in_dim)
+        out = self.quantizer(features)
+        codes = out.codes
+        if rdo:
+            chosen = choose_clip_tokens(out.indices, layout.image_steps.tolist(), self.quantizer.codes_from_indices, rdo)
+            codes = codes + (self.quantizer.codes_from_indices(chosen).to(codes.dtype) - codes).detach()
+        recon = self.decoder.forward_clip(codes, layout)[:, :, :frames, :height, :width]
+        return TokenizerOutput(recon, out.loss, list(features.unbind(0)), out.stats)
+
+    def forward_stepwise(self, video: Tensor, gop: int | None = None, rdo: float = 0.0) -> TokenizerOutput:
+        """The training pass through the step path (the streaming classes, one step after another): the
+        reference that `forward` is tested against and benchmarked beside."""
         check_video(video, self.config.patch, check_values=False)  # push checks the values
         b, _, frames, height, width = video.shape
         encoder = self.stream_encoder(b, height, width, gop, rdo)

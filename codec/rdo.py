@@ -93,3 +93,14 @@ def choose_tokens(nearest: Tensor, previous: Tensor | None, codes_of: Callable[[
         out[pos] = out.take(src)
         out_codes[pos] = out_codes.take(src, axis=0)
     return torch.from_numpy(out.reshape(b, h, w)).to(nearest.device)
+
+
+@torch.no_grad()
+def choose_clip_tokens(nearest: Tensor, segment_starts: list[int], codes_of: Callable[[Tensor], Tensor],
+                       tau: float) -> Tensor:
+    """`choose_tokens` for every step of a clip (S, B, h, w) in order, as a stream chooses them: each step
+    against the step before it in its segment (the steps in `segment_starts` against none)."""
+    chosen: list[Tensor] = []
+    for step, grid in enumerate(nearest):
+        chosen.append(choose_tokens(grid, None if step in segment_starts else chosen[-1], codes_of, tau))
+    return torch.stack(chosen)
