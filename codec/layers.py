@@ -162,23 +162,23 @@ class TemporalBlock(nn.Module):
     def forward_clip(self, x: Tensor, distance: Tensor) -> Tensor:
         """Every step of a clip at once (the training pass): the same attention as `forward` step after step.
 
-        x: (N, S, D), N grid positions of S steps each; distance: (S, S) int64, how many steps query step i
-        lies after key step j where it may attend to j (0 <= distance < temporal_window, same segment),
-        -1 where it may not (`causal_distances`).
+        x: (S, N, D), S steps of N grid positions; distance: (S, S) int64, how many steps step i lies after
+        step j where i may attend to j (0 <= distance < temporal_window, same segment), -1 where it may not
+        (`causal_distances`).
         """
-        n, steps, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).reshape(n, steps, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        steps, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(steps, n, 3, self.heads, d // self.heads).permute(2, 1, 3, 0, 4)
         slot = (self.distance_bias.shape[1] - 1 - distance).clamp(max=self.distance_bias.shape[1] - 1)
         bias = torch.where(distance >= 0, self.distance_bias[:, slot], MASKED)  # (heads, S, S)
         out = attend(q, k, v, bias[None].to(q.dtype))  # (N, heads, S, hd)
-        x = x + self.proj(out.transpose(1, 2).reshape(n, steps, d))
+        x = x + self.proj(out.permute(2, 0, 1, 3).reshape(steps, n, d))
         return x + self.mlp(self.norm2(x))
 
 
-def causal_distances(segments: Tensor, temporal_window: int) -> Tensor:
-    """(S, S) int64: for query step i and key step j, i - j where step i sees step j through the cache (same
-    segment, 0 <= i - j < temporal_window), else -1. segments: (S,) the segment of each step."""
-    steps = torch.arange(len(segments), device=segments.device)
+def causal_distances(steps: Tensor, segments: Tensor, temporal_window: int) -> Tensor:
+    """(S, S) int64: for steps[i] and steps[j] (step indices, in any order), steps[i] - steps[j] where step i
+    sees step j through the cache (same segment, 0 <= distance < temporal_window), else -1. segments: (S,) the
+    segment of each."""
     distance = steps[:, None] - steps[None, :]
     seen = (segments[:, None] == segments[None, :]) & (distance >= 0) & (distance < temporal_window)
     return torch.where(seen, distance, -1)

@@ -54,46 +54,39 @@ def patchify_steps(video: Tensor, frames: Tensor, patch: int) -> Tensor:
 
 @dataclass(frozen=True)
 class ClipLayout:
-    """Where the steps of a clip sit, for the parallel training pass: which steps are image steps (segment
-    starts) and which are tubes, the frames each covers, and the temporal attention's allowed distances."""
+    """Where the steps of a clip sit, for the parallel training pass. The pass holds a clip's steps grouped:
+    its image steps (segment starts) first, then its tube steps, each group in time order, so that each group
+    is embedded and decoded as one batch without gathering; attention does not depend on the order of its
+    keys, and `distance` is laid out in the same order."""
 
-    image_steps: Tensor  # (Ni,) int64
-    tube_steps: Tensor  # (Nt,) int64
-    image_frames: Tensor  # (Ni, 1): the frame of each image step
-    tube_frames: Tensor  # (Nt, t): the frames of each tube step
-    step_order: Tensor  # (S,): position of step s in [image steps..., tube steps...]
-    frame_order: Tensor  # (T,): position of frame f in [image frames..., tube frames...]
-    distance: Tensor  # (S, S) int64, `layers.causal_distances`
+    images: int  # how many image steps: the first `images` of the grouped steps
+    image_frames: Tensor  # (images, 1): the frame of each image step
+    tube_frames: Tensor  # (S - images, t): the frames of each tube step
+    distance: Tensor  # (S, S) int64 over the grouped steps, `layers.causal_distances`
+    in_time: Tensor  # (S,): for step s (in time order), its place among the grouped steps
+    frame_order: Tensor  # (T,): for frame f, its place in [image steps' frames..., tube steps' frames...]
 
     @classmethod
     def of(cls, steps: int, gop: int, tubelet: int, temporal_window: int, device: torch.device) -> "ClipLayout":
         starts = [is_segment_start(s, gop) for s in range(steps)]
-        image = [s for s in range(steps) if starts[s]]
-        tube = [s for s in range(steps) if not starts[s]]
-        segments = torch.tensor(starts).cumsum(0)
-        image_frames = torch.tensor([[step_start_frame(s, gop, tubelet)] for s in image]).reshape(-1, 1)
-        tube_frames = torch.tensor([[step_start_frame(s, gop, tubelet) + i for i in range(tubelet)] for s in tube])
-        tube_frames = tube_frames.reshape(-1, tubelet)
-        step_order = torch.argsort(torch.tensor(image + tube))
-        frame_order = torch.argsort(torch.cat([image_frames.flatten(), tube_frames.flatten()]))
-        tensors = (torch.tensor(image), torch.tensor(tube, dtype=torch.int64), image_frames, tube_frames, step_order,
-                   frame_order, causal_distances(segments, temporal_window))
-        return cls(*(t.to(device=device, dtype=torch.int64) for t in tensors))
-
-
-def steps_in_order(parts: list[Tensor], order: Tensor, batch: int) -> Tensor:
-    """Step-major batches (N_i*B, ...) of image steps then tube steps -> (S, B, ...) in step order."""
-    x = torch.cat([part.reshape(-1, batch, *part.shape[1:]) for part in parts if part.shape[0]])
-    return x.index_select(0, order) if len(parts) > 1 and parts[1].shape[0] else x
+        grouped = torch.tensor([s for s in range(steps) if starts[s]] + [s for s in range(steps) if not starts[s]])
+        first = torch.tensor([step_start_frame(s, gop, tubelet) for s in grouped.tolist()])
+        images = sum(starts)
+        tube_frames = first[images:, None] + torch.arange(tubelet)
+        segments = torch.tensor(starts).cumsum(0)[grouped]
+        distance = causal_distances(grouped, segments, temporal_window)
+        frame_order = torch.argsort(torch.cat([first[:images], tube_frames.flatten()]))
+        tensors = first[:images, None], tube_frames, distance, torch.argsort(grouped), frame_order
+        return cls(images, *(t.to(device=device, dtype=torch.int64) for t in tensors))
 
 
 def run_temporal_clip(blocks: nn.ModuleList, x: Tensor, distance: Tensor) -> Tensor:
     """x (S, B, h, w, D) through the temporal blocks, every step at once."""
     steps, b, h, w, d = x.shape
-    y = x.permute(1, 2, 3, 0, 4).reshape(b * h * w, steps, d)
+    y = x.reshape(steps, b * h * w, d)
     for block in blocks:
         y = block.forward_clip(y, distance)
-    return y.reshape(b, h, w, steps, d).permute(3, 0, 1, 2, 4)
+    return y.reshape(x.shape)
 
 
 class Encoder(nn.Module):
@@ -124,15 +117,14 @@ class Encoder(nn.Module):
         return self.to_latent(self.norm(x)), cache
 
     def forward_clip(self, video: Tensor, layout: ClipLayout) -> Tensor:
-        """Padded pixels (B, 3, T, Hp, Wp) of whole steps -> features (S, B, h, w, out_dim), every step at once."""
-        b = video.shape[0]
-        x = steps_in_order([self.embed_image(patchify_steps(video, layout.image_frames, self.patch)),
-                            self.embed_tube(patchify_steps(video, layout.tube_frames, self.patch))], layout.step_order, b)
-        steps, _, h, w, d = x.shape
-        x = x.reshape(steps * b, h, w, d)
+        """Padded pixels (B, 3, T, Hp, Wp) of whole steps -> features (S, B, h, w, out_dim) of the steps grouped
+        as `layout` holds them, every step at once."""
+        x = self.embed_image(patchify_steps(video, layout.image_frames, self.patch))  # (S*B, h, w, D)
+        if len(layout.tube_frames):
+            x = torch.cat([x, self.embed_tube(patchify_steps(video, layout.tube_frames, self.patch))])
         for block in self.spatial:
             x = block(x)
-        x = run_temporal_clip(self.temporal, x.reshape(steps, b, h, w, d), layout.distance)
+        x = run_temporal_clip(self.temporal, x.reshape(-1, video.shape[0], *x.shape[1:]), layout.distance)
         return self.to_latent(self.norm(x))
 
 
@@ -242,17 +234,20 @@ class Decoder(nn.Module):
         return self.to_pixels(x, image), cache
 
     def forward_clip(self, codes: Tensor, layout: ClipLayout) -> Tensor:
-        """Codes (S, B, h, w, in_dim) of a clip -> padded pixels (B, 3, T, Hp, Wp), every step at once."""
+        """Codes (S, B, h, w, in_dim) of a clip's steps grouped as `layout` holds them -> padded pixels
+        (B, 3, T, Hp, Wp), every step at once."""
         x = run_temporal_clip(self.temporal, self.from_latent(codes), layout.distance)
         steps, b, h, w, d = x.shape
         x = x.reshape(steps * b, h, w, d)
         for block in self.spatial:
             x = block(x)
-        x = self.norm(x).reshape(steps, b, h, w, d)
-        parts = [self.unrefined_pixels(x[index].reshape(-1, h, w, d), image)  # (N*B, 3, n, Hp, Wp)
-                 for index, image in ((layout.image_steps, True), (layout.tube_steps, False)) if len(index)]
-        frames = torch.cat([p.reshape(-1, b, *p.shape[1:]).permute(0, 3, 1, 2, 4, 5).flatten(0, 1) for p in parts])
-        frames = frames.index_select(0, layout.frame_order) if len(parts) > 1 else frames  # (T, B, 3, Hp, Wp)
+        x = self.norm(x)
+        frames = self.unrefined_pixels(x[: layout.images * b], image=True)  # (Ni*B, 3, 1, Hp, Wp)
+        frames = frames.reshape(layout.images, b, *frames.shape[1:2], *frames.shape[3:])  # (Ni, B, 3, Hp, Wp)
+        if len(layout.tube_frames):
+            tube = self.unrefined_pixels(x[layout.images * b :], image=False)  # (Nt*B, 3, t, Hp, Wp)
+            tube = tube.reshape(-1, b, *tube.shape[1:]).permute(0, 3, 1, 2, 4, 5).flatten(0, 1)  # (Nt*t, B, 3, Hp, Wp)
+            frames = torch.cat([frames, tube]).index_select(0, layout.frame_order)  # (T, B, 3, Hp, Wp) in time order
         if self.refine is not None:
             frames = self.refine.filter(frames.flatten(0, 1)).reshape(frames.shape)
         return frames.permute(1, 2, 0, 3, 4)
@@ -418,14 +413,17 @@ class Tokenizer(nn.Module):
         missing = frames_in_steps(steps, gop, c.tubelet) - frames  # a short last group repeats its last frame
         if missing:
             padded = torch.cat([padded, padded[:, :, -1:].expand(-1, -1, missing, -1, -1)], dim=2)
-        features = self.encoder.forward_clip(padded, layout)  # (S, B, h, w, in_dim)
+        features = self.encoder.forward_clip(padded, layout)  # (S, B, h, w, in_dim), steps grouped
         out = self.quantizer(features)
         codes = out.codes
         if rdo:
-            chosen = choose_clip_tokens(out.indices, layout.image_steps.tolist(), self.quantizer.codes_from_indices, rdo)
+            in_time = out.indices.index_select(0, layout.in_time)
+            starts = [s for s in range(steps) if is_segment_start(s, gop)]
+            chosen = choose_clip_tokens(in_time, starts, self.quantizer.codes_from_indices, rdo)
+            chosen = chosen.index_select(0, torch.argsort(layout.in_time))  # grouped again
             codes = codes + (self.quantizer.codes_from_indices(chosen).to(codes.dtype) - codes).detach()
         recon = self.decoder.forward_clip(codes, layout)[:, :, :frames, :height, :width]
-        return TokenizerOutput(recon, out.loss, list(features.unbind(0)), out.stats)
+        return TokenizerOutput(recon, out.loss, list(features.index_select(0, layout.in_time).unbind(0)), out.stats)
 
     def forward_stepwise(self, video: Tensor, gop: int | None = None, rdo: float = 0.0) -> TokenizerOutput:
         """The training pass through the step path (the streaming classes, one step after another): the

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from codec_helpers import random_video, tiny
+from otok.tools.bench_train import CountOps
 
 
 def _pass(tok, forward, video, **options):
@@ -25,7 +25,7 @@ CASES = {
     "segments, short last group": ("vq", {}, True, 21, 32, 48, {"gop": 3}),
     "window slides": ("vq", {"temporal_layers": 2}, True, 29, 32, 32, {"gop": 0}),  # 8 steps, a 5-step window
     "one frame": ("vq", {}, True, 1, 40, 24, {}),
-    "rdo": ("vq", {}, True, 13, 32, 32, {"rdo": 0.3}),
+    "rdo": ("vq", {}, True, 13, 32, 32, {"rdo": 0.3, "gop": 2}),  # steps grouped out of time order
     "decoder parts": ("vq", {"refine": 8, "refine_blocks": 2, "upsample": 8}, True, 10, 32, 32, {"gop": 2}),
     "kl": ("kl", {}, False, 17, 32, 32, {"gop": 3}),  # eval: the posterior's mean, not a sample
 }
@@ -55,18 +55,8 @@ def test_rdo_case_changes_tokens():
     assert not torch.equal(tok.encode(video, rdo=0.3), tok.encode(video))
 
 
-class _CountOps(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
 def _ops(forward, video) -> int:
-    with _CountOps() as counter:
+    with CountOps() as counter:
         out = forward(video)
         (out.reconstruction.square().mean() + out.quantizer_loss).backward()
     return counter.count
