@@ -11,10 +11,14 @@ File format (version 1): an uncompressed ZIP (ZIP_STORED: the media are compress
      "x264": {"crf", "preset", "pix_fmt", "heldout_crf"}, "photo_jpeg_quality": q,
      "counts": {"frames", "real_frames", "videos", "photos", "heldout", "frames_per_source": {name: n}},
      "heldout_split": {...},          # the file names held out, by package
-     "videos":  [{"name", "kind": "real" | "synthetic", "origin", "licence", "source_file", "fps", "frames",
-                  "files": [{"file": "videos/NAME.000.mp4", "frames", "bytes"}, ...]}, ...],
+     "videos":  [{"name", "kind": "real" | "synthetic", "source", "origin", "licence", "source_file", "fps",
+                  "frames", "files": [{"file": "videos/NAME.000.mp4", "frames", "bytes"}, ...]}, ...],
      "photos":  [{"name", "file": "photos/NNNN_NAME.jpg", "origin", "licence", "source_file", "bytes"}, ...],
      "heldout": [{"name", "file", "frames", "width", "height", "origin", "licence", "source_file"}, ...]}
+  A video's "source" names the film, capture or generator it comes from (several videos may share one:
+  the film and a clip of it, the sequences of one camera, the clips of one synthetic generator); it is
+  what sampling balances (`sampling_weights`). Banks written before the field existed get it derived
+  (`video_sources`). Synthetic videos may carry "cutout_files" (the photos their objects were cut from).
 - `videos/*.mp4`: H.264 (libx264, yuv420p) at the source's frame rate. A long video is cut into segments of
   at most 1024 frames (so it decodes in parallel); a video's segments follow each other in `files` and its
   frames are their frames end to end. Every video has at least 17 frames.
@@ -24,7 +28,7 @@ File format (version 1): an uncompressed ZIP (ZIP_STORED: the media are compress
 
 `load_bank` decodes the videos in a thread pool with cv2.VideoCapture (which needs a file path: the videos are
 extracted to a temporary folder first), checks every frame count and size against the manifest, and returns
-uint8 RGB tensors on `device`.
+uint8 RGB tensors on `device`. `sampling_weights` gives each training video's share of sampled clips.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ import numpy as np
 import torch
 
 FORMAT, VERSION = "otok-bank", 1
+# No one source (the film, a camera, a synthetic generator) gets more than this share of the sampled clips;
+# docs/DATA.md says why this value.
+MAX_SOURCE_SHARE = 0.2
 
 
 class BankError(ValueError):
@@ -166,3 +173,60 @@ def load_bank(path, device="cpu", workers: int = 8) -> Bank:
     videos = video_table(manifest)
     return Bank(frames.to(device), videos.to(device), photos.to(device),
                 [(name, t.to(device)) for name, t in heldout], manifest)
+
+
+# ----- sampling ----------------------------------------------------------------------------------------
+def video_sources(manifest: dict) -> list[str]:
+    """The source of each training video: its "source" field, or for a bank written before that field
+    existed, derived the way `tools/make_dataset.py` names them (the Big Buck Bunny film and its clip are
+    one source, ViSP's camera sequences one, the camera-motion clips one; any other video is its own)."""
+    out = []
+    for v in manifest.get("videos", []):
+        if v.get("source"):
+            out.append(v["source"])
+        elif v.get("kind") == "synthetic":
+            out.append("object_motion" if v["name"].startswith("objects_") else "camera_motion")
+        elif "Big Buck Bunny" in v.get("licence", ""):
+            out.append("big_buck_bunny")
+        elif v["name"].startswith("visp_"):
+            out.append("visp")
+        else:
+            out.append(v["name"])
+    return out
+
+
+def source_shares(frames_per_source: dict[str, int], cap: float = MAX_SOURCE_SHARE) -> dict[str, float]:
+    """Each source's share of the sampled clips: in proportion to the square root of its frame count, with no
+    source above `cap` (what a capped source loses is spread over the others in proportion to their shares,
+    until none is above it). With fewer than 1/cap sources the cap cannot hold and every source gets the
+    same share. The shares sum to 1."""
+    if not frames_per_source:
+        return {}
+    names = list(frames_per_source)
+    weights = np.sqrt(np.array([max(0, frames_per_source[n]) for n in names], np.float64))
+    if len(names) * cap < 1 or weights.sum() == 0:
+        return {n: 1 / len(names) for n in names}
+    capped = np.zeros(len(names), bool)
+    while True:
+        free = 1 - cap * capped.sum()
+        shares = np.where(capped, cap, free * weights / weights[~capped].sum())
+        over = (shares > cap * (1 + 1e-12)) & ~capped
+        if not over.any():
+            return dict(zip(names, shares.tolist()))
+        capped |= over
+
+
+def sampling_weights(manifest: dict, cap: float = MAX_SOURCE_SHARE, counts: list[int] | None = None) -> np.ndarray:
+    """Each training video's probability of giving a sampled clip -> float64 (V,), summing to 1: its source's
+    share (`source_shares`), split among the source's videos in proportion to their frames. `counts`
+    overrides the manifest's frame counts (e.g. the rows of `Bank.videos`)."""
+    sources = video_sources(manifest)
+    counts = [v["frames"] for v in manifest.get("videos", [])] if counts is None else list(counts)
+    if len(sources) != len(counts):
+        raise BankError(f"the manifest lists {len(sources)} training videos, the bank holds {len(counts)}")
+    per_source: dict[str, int] = {}
+    for name, n in zip(sources, counts):
+        per_source[name] = per_source.get(name, 0) + n
+    shares = source_shares(per_source, cap)
+    return np.array([shares[s] * n / per_source[s] if per_source[s] else 0.0 for s, n in zip(sources, counts)],
+                    np.float64)

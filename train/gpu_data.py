@@ -1,9 +1,11 @@
 """Training batches sampled on the device from a data bank already there (`train/bank.py`).
 
 The whole bank sits in device memory as uint8, so a batch is a gather and a resize per clip on the device:
-clip starts, square crops (a fraction `min_crop`..1 of the short side, enlarged at most 4/3), flips and the output resolution
-are drawn on the host with a generator seeded by the step (nothing waits on the device), and the frames
-never leave it. Shrinking crops are resized with antialiasing.
+videos (each source's share of the clips from `otok.train.bank.sampling_weights`: no one source, such as
+the film, above `max_source_share`), clip starts, square crops (a fraction `min_crop`..1 of the short side,
+enlarged at most 4/3), flips and the output resolution are drawn on the host with a generator seeded by the
+step (nothing waits on the device), and the frames never leave it. Shrinking crops are resized with
+antialiasing.
 
 Batches are indexed by step, like `TrainBatches`: `GpuBatches[step]` is
     {"pixels": uint8 (B, 3, T, res, res) on the device, "kind": "image" | "video", "res": int, "step": step,
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .bank import Bank
+from .bank import MAX_SOURCE_SHARE, Bank, sampling_weights, video_sources
 
 
 MAX_UPSCALE = 4 / 3
@@ -56,7 +58,7 @@ class GpuBatches:
     """Per-step batches from `bank` (on its device); see the module docstring."""
 
     def __init__(self, bank: Bank, turns: list[Turn], seed: int = 0, min_crop: float = 0.5,
-                 photo_share: float = 0.5) -> None:
+                 photo_share: float = 0.5, max_source_share: float = MAX_SOURCE_SHARE) -> None:
         if bank.videos.shape[0] == 0:
             raise ValueError("the bank holds no training videos")
         shortest = int(bank.videos[:, 1].min())
@@ -66,8 +68,16 @@ class GpuBatches:
         self.photo_share = photo_share if bank.photos.shape[0] else 0.0
         self.device = bank.frames.device
         self.videos = bank.videos.cpu()
-        # Square-root weights: long videos are sampled more often, but a film does not drown the rest.
-        self.video_weights = self.videos[:, 1].double().sqrt()
+        # Sources (the film, a camera, a synthetic generator) weighted by the square root of their frames, none
+        # above max_source_share; a bank without a manifest's video list counts each video as a source.
+        manifest = bank.manifest if len(bank.manifest.get("videos", [])) == len(self.videos) else {
+            "videos": [{"name": f"video{i}", "kind": "real", "frames": 0} for i in range(len(self.videos))]}
+        counts = self.videos[:, 1].tolist()
+        self.video_weights = torch.from_numpy(sampling_weights(manifest, max_source_share, counts))
+        self.sources = video_sources(manifest)
+        self.source_shares = {}
+        for name, w in zip(self.sources, self.video_weights.tolist()):
+            self.source_shares[name] = self.source_shares.get(name, 0.0) + w
 
     def turn(self, step: int) -> Turn:
         return self.turns[step % len(self.turns)]
