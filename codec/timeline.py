@@ -19,6 +19,7 @@ def _layout_module():
     path = Path(__file__).resolve().parent.parent / "bitstream" / "timeline.py"
     spec = importlib.util.spec_from_file_location("otok.codec._layout", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # importable by name, as torch.compile's tracing needs
     spec.loader.exec_module(module)
     return module
 
