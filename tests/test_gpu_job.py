@@ -38,6 +38,7 @@ def test_smoke_run_trains_evaluates_and_writes_what_a_lease_brings_back(bank_pat
     assert set(report["training"]["per_turn"]) == {"video32", "video64", "image64"}
     assert all(row["clips_per_s"] > 0 for row in report["training"]["per_turn"].values())
     assert all(v > 0 for v in report["flops_per_step"].values())
+    assert report["profile"]["steps"] == [6, 8] and any("aten::" in line for line in report["profile"]["table"])
     before, after = report["heldout_before"], report["heldout_after"]
     assert set(before["items"]) == set(after["items"]) == set(report["bank"]["heldout"])
     assert after["mean_psnr"] > before["mean_psnr"]  # from a random init, even a few steps help

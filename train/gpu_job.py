@@ -359,8 +359,13 @@ class Job:
         log = self.out / "log.jsonl"
         log.unlink(missing_ok=True)
         first_step = trainer.step
+        turns = len(trainer.data.turns)
+        profiled = range(first_step + 2 * turns, first_step + 3 * turns)  # one step of each shape, after two
+        profiler = None
         while time.perf_counter() < end and not (args.steps and trainer.step - first_step >= args.steps):
             step = trainer.step
+            if step == profiled.start:
+                profiler = self.start_profiler()
             turn = trainer.data.turn(step)
             progress = max((time.perf_counter() - start) / budget, (step - first_step) / args.steps if args.steps else 0)
             lr = args.lr * min(1.0, (step - first_step + 1) / args.warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
@@ -378,6 +383,9 @@ class Job:
             else:
                 t1 = time.perf_counter()
             timings.append((turn.label, t0, t1))
+            if profiler is not None and trainer.step == profiled.stop:
+                self.report["profile"] = self.stop_profiler(profiler, profiled)
+                profiler = None
             if trainer.step % args.log_every == 0:
                 self.log_interval(log, trainer, pending, timings, per_turn, cuda)
                 pending, timings = [], []
@@ -394,6 +402,30 @@ class Job:
         self.report["training"] = {"steps": trainer.step - first_step, "seconds": round(seconds, 1),
                                    "steps_per_s": round((trainer.step - first_step) / seconds, 3), "per_turn": per_turn}
         self.say(f"trained {trainer.step - first_step} steps in {seconds:.0f} s; per turn: {per_turn}")
+
+    def start_profiler(self):
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+        profiler = profile(activities=activities)
+        profiler.start()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return profiler
+
+    def stop_profiler(self, profiler, steps: range) -> dict:
+        """torch.profiler's table of the top kernels of the profiled steps (by self time on the device, or
+        on the CPU without one): what limits the step."""
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        profiler.stop()
+        key = "self_cuda_time_total" if self.device.type == "cuda" else "self_cpu_time_total"
+        table = profiler.key_averages().table(sort_by=key, row_limit=20, max_name_column_width=60)
+        self.say(f"profile of steps {steps.start}..{steps.stop - 1}:\n{table}")
+        return {"steps": [steps.start, steps.stop - 1], "sort_by": key, "table": table.splitlines()}
 
     def halve_batches(self, trainer) -> None:
         """After running out of device memory: every turn at half its batch, and the step again."""
