@@ -164,10 +164,15 @@ def test_bank_tensors_have_the_promised_shapes(bank_path):
     starts, counts = bank.videos[:, 0], bank.videos[:, 1]
     assert (counts >= 17).all() and int(counts.sum()) == len(bank.frames) >= 140
     assert torch.equal(starts[1:], torch.cumsum(counts, 0)[:-1]) and starts[0] == 0
-    names = [v["name"] for v in bank.manifest["videos"]]
+    videos = bank.manifest["videos"]
+    names = [v["name"] for v in videos]
     assert names[:2] == ["skv_bigbuckbunny", "skv_carphone_pristine"]  # real footage first
     assert counts[:2].tolist() == [24, 20]
-    assert all(v["kind"] == "synthetic" for v in bank.manifest["videos"][2:])
+    assert all(v["kind"] == "synthetic" for v in videos[2:])
+    sources = [v["source"] for v in videos]
+    assert sources[:2] == ["big_buck_bunny", "skv_carphone_pristine"]
+    assert sources[2:] == ["camera_motion"] * (len(sources) - 2)
+    assert bank.manifest["counts"]["frames_per_source"]["camera_motion"] == sum(counts[2:].tolist())
     assert bank.photos.shape == (3, 32, 32, 3)  # meadow, brick, left01 (tiny.png too small, held-out ones out)
     assert [(n, tuple(t.shape)) for n, t in bank.heldout] == [
         ("skv_bikes", (33, 256, 602, 3)), ("sk_astronaut", (1, 256, 256, 3)),
@@ -261,3 +266,40 @@ def test_camera_motion_is_smooth_and_stays_inside_the_photo():
     assert frames.shape == (17, 36, 64, 3)
     steps = [psnr(a, b) for a, b in zip(frames[:-1], frames[1:])]
     assert min(steps) > 20  # neighbouring frames stay alike: small, sub-pixel-ish steps
+
+
+def test_the_sources_a_bank_names_are_the_ones_the_reader_derives_for_older_banks(bank_path):
+    from otok.train.bank import video_sources
+
+    bank = load_bank(bank_path, workers=2)
+    stored = [v["source"] for v in bank.manifest["videos"]]
+    older = {"videos": [{k: v for k, v in entry.items() if k != "source"} for entry in bank.manifest["videos"]]}
+    assert video_sources(older) == stored == video_sources(bank.manifest)
+    # The film (from moviepy's sdist, not built here) and ViSP's sequences: named as the reader derives them.
+    film = {"name": "bbb", "kind": "real", "licence": make_dataset.BBB_LICENCE}
+    visp = {"name": "visp_mire-2", "kind": "real", "licence": "GPL-2"}
+    assert video_sources({"videos": [film, visp]}) == [make_dataset.BBB_SOURCE, "visp"]
+
+
+def test_a_kphotoalbum_demo_folder_gives_upright_photos_and_its_package_licence(tmp_path):
+    doc = tmp_path / "usr/share/doc/kphotoalbum"
+    doc.mkdir(parents=True)
+    (doc / "copyright").write_text(
+        "This package was debianized by someone.\n\nLicense:\n\n    This package is free software; you can "
+        "redistribute it and/or modify\n    it under the terms of the GNU General Public License as published by\n"
+        "    the Free Software Foundation; either version 2 of the License, or\n    (at your option) any later "
+        "version.\n")
+    demo = tmp_path / "usr/share/kphotoalbum/demo"
+    (demo / "CategoryImages").mkdir(parents=True)
+    write_photo(demo / "tall.jpg", 300, 200, seed=1)
+    write_photo(demo / "wide.jpg", 300, 200, seed=2)
+    write_photo(demo / "CategoryImages" / "People-Someone.jpg", 64, 48, seed=3)
+    (demo / "index.xml").write_text('<?xml version="1.0" encoding="UTF-8"?>\n<KPhotoAlbum version="8">\n<images>'
+                                    '<image file="tall.jpg" angle="90"/><image file="wide.jpg"/></images>'
+                                    "</KPhotoAlbum>\n")
+    photos = make_dataset.folder_photos(tmp_path / "usr/share/kphotoalbum")
+    assert [(p.name, p.rotate) for p in photos] == [("ph_tall", 90), ("ph_wide", 0)]
+    assert all(p.licence == "GPL-2+ (package licence) (Debian kphotoalbum)" for p in photos)
+    stored = bank_writer.read_photo(demo / "tall.jpg")
+    upright = bank_writer.source_photo(photos[0])
+    assert upright.shape == (300, 200, 3) and np.array_equal(upright, np.rot90(stored, -1))

@@ -22,7 +22,9 @@ from otok.tools.video_io import MediaError
 @dataclass(frozen=True)
 class Source:
     """One item for the bank. kind: "video" (a file any FFmpeg reads), "sequence" (a folder of numbered
-    images, `pattern` picks them) or "photo"."""
+    images, `pattern` picks them) or "photo". `source` names the film, capture or package that sampling
+    balances (default: the item's own name); `rotate` turns a photo clockwise by that many degrees (a
+    multiple of 90) where its collection says it is stored turned."""
 
     name: str
     origin: str  # the package it ships in
@@ -30,6 +32,8 @@ class Source:
     path: Path
     kind: str
     pattern: str = ""
+    source: str = ""
+    rotate: int = 0
 
 
 # ----- pixels ----------------------------------------------------------------------------
@@ -67,6 +71,12 @@ def read_photo(path: Path) -> np.ndarray:
             white = Image.new("RGBA", im.size, (255, 255, 255, 255))
             im = Image.alpha_composite(white, im)
         return np.asarray(im.convert("RGB"))
+
+
+def source_photo(src: Source) -> np.ndarray:
+    """A photo Source's pixels, turned upright -> uint8 (H, W, 3) RGB."""
+    rgb = read_photo(src.path)
+    return np.ascontiguousarray(np.rot90(rgb, -(src.rotate // 90) % 4)) if src.rotate % 360 else rgb
 
 
 def source_frames(src: Source) -> Iterator[np.ndarray]:
@@ -214,8 +224,9 @@ def real_videos(zf, work: Path, sources: list[Source], s: BankSettings) -> list[
         total = sum(f["frames"] for f in files)
         if total < 17:
             raise BankError(f"{src.name}: {total} frames, fewer than 17")
-        entries.append({"name": src.name, "kind": "real", "origin": src.origin, "licence": src.licence,
-                        "source_file": src.path.name, "fps": str(fps), "frames": total, "files": files})
+        entries.append({"name": src.name, "kind": "real", "source": src.source or src.name, "origin": src.origin,
+                        "licence": src.licence, "source_file": src.path.name, "fps": str(fps), "frames": total,
+                        "files": files})
         print(f"make_dataset: {src.name}: {total} frames, {sum(f['bytes'] for f in files) / 2**20:.2f} MiB")
     return entries
 
@@ -224,7 +235,7 @@ def synthetic_videos(zf, work: Path, photos: list[Source], frames_needed: int, s
     """Camera-motion clips over the high-resolution photos, round-robin, until `frames_needed` frames."""
     from otok.tools.camera_motion import render_clip
 
-    big = [p for p in photos if min(_photo_size(p.path)) >= s.motion_min_side]
+    big = [p for p in photos if min(_upright_size(p)) >= s.motion_min_side]
     entries: list[dict] = []
     total, clip = 0, 0
     cache: dict[Path, np.ndarray] = {}
@@ -234,12 +245,13 @@ def synthetic_videos(zf, work: Path, photos: list[Source], frames_needed: int, s
         rng = np.random.default_rng([s.seed, clip])
         if src.path not in cache:
             cache.clear()  # one full-size photo in memory at a time
-            cache[src.path] = read_photo(src.path)
+            cache[src.path] = source_photo(src)
         name = f"motion_{clip:03d}_{src.name}"
         files = add_video(zf, work, name, render_clip(cache[src.path], length, s.width, s.height, rng),
                           Fraction(25), Encoder(s.crf, s.preset), s.segment)
-        entries.append({"name": name, "kind": "synthetic", "origin": src.origin, "licence": src.licence,
-                        "source_file": src.path.name, "fps": "25", "frames": length, "files": files})
+        entries.append({"name": name, "kind": "synthetic", "source": "camera_motion", "origin": src.origin,
+                        "licence": src.licence, "source_file": src.path.name, "fps": "25", "frames": length,
+                        "files": files})
         total += length
         clip += 1
     if total < frames_needed:
@@ -255,13 +267,18 @@ def _photo_size(path: Path) -> tuple[int, int]:
         return im.size
 
 
+def _upright_size(src: Source) -> tuple[int, int]:
+    w, h = _photo_size(src.path)
+    return (h, w) if src.rotate % 180 else (w, h)
+
+
 def training_photos(zf, photos: list[Source], s: BankSettings) -> list[dict]:
     entries = []
     for src in photos:
         if min(_photo_size(src.path)) < s.min_photo_side:
             continue
         arcname = f"photos/{len(entries):04d}_{src.name}.jpg"
-        data = image_bytes(square_photo(read_photo(src.path), s.photo_side), ".jpg", s.photo_quality)
+        data = image_bytes(square_photo(source_photo(src), s.photo_side), ".jpg", s.photo_quality)
         zf.writestr(arcname, data)
         entries.append({"name": src.name, "file": arcname, "origin": src.origin, "licence": src.licence,
                         "source_file": src.path.name, "bytes": len(data)})
@@ -322,8 +339,7 @@ def bank_manifest(videos: list[dict], photos: list[dict], heldout: list[dict], s
                   split: dict[str, list[str]]) -> dict:
     per_source: dict[str, int] = {}
     for v in videos:
-        key = "synthetic motion" if v["kind"] == "synthetic" else v["name"]
-        per_source[key] = per_source.get(key, 0) + v["frames"]
+        per_source[v["source"]] = per_source.get(v["source"], 0) + v["frames"]
     return {
         "format": "otok-bank", "version": 1,
         "video_size": [s.width, s.height], "photo_side": s.photo_side,

