@@ -315,3 +315,32 @@ def test_negative_frame_counts_are_one_line_and_exit_1(sources, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--object-frames" in err[0]
 
+
+def test_colour_statistics_of_a_bank_agree_with_its_decoded_tensors(bank_path, capsys):
+    from otok.tools import bank_colours
+
+    rows = {label: (share, m) for label, share, _, m in bank_colours.bank_colours(bank_path)}
+    bank = load_bank(bank_path, workers=2)
+    held = bank.heldout[0][1].numpy().reshape(-1, 3).astype(np.float64)
+    _, m = rows["**held-out video** (`skv_bikes`, real footage)"]
+    assert np.allclose(m.mean(), held.mean(0)) and np.allclose(m.std(), held.std(0))
+    photos = bank.photos.numpy().reshape(-1, 3).astype(np.float64)
+    hi, lo = photos.max(1), photos.min(1)
+    _, m = rows["training photos"]
+    assert np.allclose(m.mean(), photos.mean(0))
+    assert m.saturation() == pytest.approx(np.mean(np.where(hi > 0, (hi - lo) / np.maximum(hi, 1), 0)))
+    sources = [share for label, (share, _) in rows.items() if share is not None and not label.startswith("**")]
+    assert sum(sources) == pytest.approx(1)
+    # The sampled clips: each video's frames weighted by the video's sampling weight.
+    from otok.train.bank import sampling_weights
+
+    weights = sampling_weights(bank.manifest)
+    means = [bank.frames[first:first + n].double().mean((0, 1, 2)).numpy() for first, n in bank.videos.tolist()]
+    _, m = rows["**sampled clips, this sampler**"]
+    assert np.allclose(m.mean(), np.sum(weights[:, None] * np.stack(means), 0))
+    assert bank_colours.main([str(bank_path)]) == 0
+    assert capsys.readouterr().out.count("\n") == len(rows) + 2
+    assert bank_colours.main([str(bank_path.parent / "none.zip")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an otok data bank" in err[0]
+
