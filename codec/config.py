@@ -36,6 +36,7 @@ class TokenizerConfig:
     refine: int = 0  # channels of the decoder's per-frame pixel refinement after unpatchify; 0: none
     refine_blocks: int = 0  # residual half-resolution blocks in that refinement (0: one full-resolution pair)
     upsample: int = 0  # widest channels of the decoder's convolutional upsampling branch; 0: none
+    tube_refine: int = 0  # channels of the decoder's refinement of each tube's frames together; 0: none
     quantizer: str = "vq"
     latent_dim: int = 8  # VQ code dimension / KL channels
     codebook_size: int = 8192  # VQ entries; for FSQ it is prod(fsq_levels), for LFQ 2**bits
@@ -58,12 +59,12 @@ class TokenizerConfig:
             raise ValueError("temporal_window must be >= 2 (the current step and at least one past step)")
         if self.gop < 1:
             raise ValueError("gop must be >= 1")
-        if self.refine < 0 or self.upsample < 0 or self.refine_blocks < 0:
-            raise ValueError("refine, refine_blocks and upsample must be >= 0")
+        if min(self.refine, self.upsample, self.refine_blocks, self.tube_refine) < 0:
+            raise ValueError("refine, refine_blocks, upsample and tube_refine must be >= 0")
         if self.refine_blocks and not self.refine:
             raise ValueError("refine_blocks needs refine channels")
-        if self.refine_blocks and (self.patch * self.window) % 2:
-            raise ValueError("refine_blocks needs an even patch * window (frames are folded 2x2)")
+        if (self.refine_blocks or self.tube_refine) and (self.patch * self.window) % 2:
+            raise ValueError("refine_blocks and tube_refine need an even patch * window (frames are folded 2x2)")
         if self.upsample and self.patch & (self.patch - 1):
             raise ValueError(f"upsample needs a power-of-two patch, got {self.patch}")
         if self.quantizer == "fsq":

@@ -143,11 +143,7 @@ class PixelRefine(nn.Module):
         self.conv_in = nn.Conv2d(3, channels, 3, padding=1)
         self.conv_out = nn.Conv2d(channels, 3, 3, padding=1)
         self.wide_in = nn.Conv2d(12, channels, 3, padding=1) if blocks else None
-        self.wide_blocks = nn.ModuleList(
-            nn.Sequential(nn.GELU(), nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
-                          nn.Conv2d(channels, channels, 3, padding=1))
-            for _ in range(blocks)
-        )
+        self.wide_blocks = residual_pairs(channels, blocks)
         self.wide_out = nn.Conv2d(channels, 12, 3, padding=1) if blocks else None
         for last in (self.conv_out, self.wide_out):
             if last is not None:
@@ -170,6 +166,40 @@ class PixelRefine(nn.Module):
         for block in self.wide_blocks:
             y = y + block(y)
         return frames + F.pixel_shuffle(self.wide_out(F.gelu(y)), 2)
+
+
+class TubeRefine(nn.Module):
+    """A residual filter over the frames of one tube together, so that a video step's frames can differ where
+    the motion inside the tube needs them to: the tube's t frames stacked as 3t channels, folded 2x2 and
+    filtered at half resolution by `blocks` residual 3x3 pairs (each pixel sees about 8 * blocks + 12 px of
+    every frame of its tube). Image steps do not pass through it. It sees only the current step, so
+    streaming stays exact; its last convolution starts at zero, so a model gains it as the identity."""
+
+    def __init__(self, frames: int, channels: int, blocks: int = 2) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(12 * frames, channels, 3, padding=1)
+        self.blocks = residual_pairs(channels, blocks)
+        self.conv_out = nn.Conv2d(channels, 12 * frames, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, tubes: Tensor) -> Tensor:
+        """(B, 3, t, H, W) -> same shape."""
+        b, c, t, height, width = tubes.shape
+        x = tubes.reshape(b, c * t, height, width).contiguous(memory_format=torch.channels_last)
+        y = self.conv_in(F.pixel_unshuffle(x, 2))
+        for block in self.blocks:
+            y = y + block(y)
+        return tubes + F.pixel_shuffle(self.conv_out(F.gelu(y)), 2).reshape(tubes.shape)
+
+
+def residual_pairs(channels: int, blocks: int) -> nn.ModuleList:
+    """`blocks` residual bodies GELU -> 3x3 -> GELU -> 3x3 of `channels` channels."""
+    return nn.ModuleList(
+        nn.Sequential(nn.GELU(), nn.Conv2d(channels, channels, 3, padding=1), nn.GELU(),
+                      nn.Conv2d(channels, channels, 3, padding=1))
+        for _ in range(blocks)
+    )
 
 
 class UpsampleHead(nn.Module):
@@ -223,6 +253,7 @@ class Decoder(nn.Module):
         self.head_tube = nn.Linear(d, 3 * t * p * p)
         self.upsample = UpsampleHead(d, p, t, c.upsample) if c.upsample else None
         self.refine = PixelRefine(c.refine, c.refine_blocks) if c.refine else None
+        self.tube_refine = TubeRefine(t, c.tube_refine) if c.tube_refine else None
         self.patch, self.tubelet = p, t
 
     def step(self, codes: Tensor, cache: TemporalCache) -> tuple[Tensor, TemporalCache]:
@@ -242,21 +273,30 @@ class Decoder(nn.Module):
         for block in self.spatial:
             x = block(x)
         x = self.norm(x)
-        frames = self.unrefined_pixels(x[: layout.images * b], image=True)  # (Ni*B, 3, 1, Hp, Wp)
-        frames = frames.reshape(layout.images, b, *frames.shape[1:2], *frames.shape[3:])  # (Ni, B, 3, Hp, Wp)
-        if len(layout.tube_frames):
-            tube = self.unrefined_pixels(x[layout.images * b :], image=False)  # (Nt*B, 3, t, Hp, Wp)
-            tube = tube.reshape(-1, b, *tube.shape[1:]).permute(0, 3, 1, 2, 4, 5).flatten(0, 1)  # (Nt*t, B, 3, Hp, Wp)
-            frames = torch.cat([frames, tube]).index_select(0, layout.frame_order)  # (T, B, 3, Hp, Wp) in time order
-        if self.refine is not None:
-            frames = self.refine.filter(frames.flatten(0, 1)).reshape(frames.shape)
-        return frames.permute(1, 2, 0, 3, 4)
+        image = self.unrefined_pixels(x[: layout.images * b], image=True)  # (Ni*B, 3, 1, Hp, Wp)
+        image = image.reshape(layout.images, b, *image.shape[1:2], *image.shape[3:])  # (Ni, B, 3, Hp, Wp)
+        if not len(layout.tube_frames):
+            return self.refine_frames(image).permute(1, 2, 0, 3, 4)
+        tube = self.unrefined_pixels(x[layout.images * b :], image=False)  # (Nt*B, 3, t, Hp, Wp)
+        t, size = tube.shape[2], tube.shape[3:]
+        tube = tube.reshape(-1, b, 3, t, *size).permute(0, 3, 1, 2, 4, 5).flatten(0, 1)  # (Nt*t, B, 3, Hp, Wp)
+        frames = self.refine_frames(torch.cat([image, tube]))
+        if self.tube_refine is not None:
+            tube = frames[len(image):].reshape(-1, t, b, 3, *size).permute(0, 2, 3, 1, 4, 5).flatten(0, 1)
+            tube = self.tube_refine(tube).reshape(-1, b, 3, t, *size).permute(0, 3, 1, 2, 4, 5).flatten(0, 1)
+            frames = torch.cat([frames[: len(image)], tube])
+        return frames.index_select(0, layout.frame_order).permute(1, 2, 0, 3, 4)  # frames in time order
+
+    def refine_frames(self, frames: Tensor) -> Tensor:
+        """Frames (N, B, 3, H, W) through the per-frame refinement, if the model has one."""
+        return frames if self.refine is None else self.refine.filter(frames.flatten(0, 1)).reshape(frames.shape)
 
     def to_pixels(self, x: Tensor, image: bool) -> Tensor:
         """The last features of a step (B, h, w, D) -> its frames (B, 3, 1 or t, H, W): the linear head, plus
         the upsampling branch and the refinement when the model has them."""
         pixels = self.unrefined_pixels(self.norm(x), image)
-        return pixels if self.refine is None else self.refine(pixels)
+        pixels = pixels if self.refine is None else self.refine(pixels)
+        return pixels if image or self.tube_refine is None else self.tube_refine(pixels)
 
     def unrefined_pixels(self, x: Tensor, image: bool) -> Tensor:
         """The normalized last features of a step (B, h, w, D) -> its frames (B, 3, 1 or t, H, W) before the
@@ -457,11 +497,12 @@ class Tokenizer(nn.Module):
 
 
 def with_decoder(tok: Tokenizer, **changes: int) -> Tokenizer:
-    """`tok` with its decoder's optional parts resized (`refine=N`, `refine_blocks=N`, `upsample=N`; 0 removes
-    one), every other weight kept. A new part starts as the identity, so the model decodes exactly as before
-    until it trains."""
+    """`tok` with its decoder's optional parts resized (`refine=N`, `refine_blocks=N`, `upsample=N`,
+    `tube_refine=N`; 0 removes one), every other weight kept. A new part starts as the identity, so the model
+    decodes exactly as before until it trains."""
     new = Tokenizer(tok.config.replace(**changes))
-    prefixes = {"refine": "decoder.refine.", "refine_blocks": "decoder.refine.wide", "upsample": "decoder.upsample."}
+    prefixes = {"refine": "decoder.refine.", "refine_blocks": "decoder.refine.wide", "upsample": "decoder.upsample.",
+                "tube_refine": "decoder.tube_refine."}
     parts = tuple(prefixes[name] for name in changes)
     new.load_state_dict({k: v for k, v in tok.state_dict().items() if not k.startswith(parts)}, strict=False)
     return new.train(tok.training)

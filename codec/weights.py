@@ -167,7 +167,7 @@ def release_file(name: str, weights_sha256: str) -> Path:
 
 # Decoder parts a release may add on top of the one before it, training nothing else: the earlier release is
 # then the current weights without them, and needs no file of its own.
-ADDED_PARTS = ({"refine_blocks": 0}, {"refine": 0, "refine_blocks": 0}, {"upsample": 0})
+ADDED_PARTS = ({"refine_blocks": 0}, {"refine": 0, "refine_blocks": 0}, {"upsample": 0}, {"tube_refine": 0})
 
 
 def earlier_within(model: Tokenizer, weights_sha256: str) -> Tokenizer | None:

@@ -160,7 +160,7 @@ def test_decode_rejects_inconsistent_frame_count():
         tok.decode(tokens[0])
 
 
-@pytest.mark.parametrize("part", ["refine", "refine_blocks", "upsample"])
+@pytest.mark.parametrize("part", ["refine", "refine_blocks", "upsample", "tube_refine"])
 def test_decoder_parts_start_as_the_identity_and_stream_exactly(part):
     from otok.codec import with_decoder
 
@@ -170,7 +170,8 @@ def test_decoder_parts_start_as_the_identity_and_stream_exactly(part):
     tokens = base.encode(video)
     assert torch.equal(refined.encode(video), tokens)
     assert torch.equal(refined.decode(tokens, frames=9, height=32, width=48), base.decode(tokens, frames=9, height=32, width=48))
-    last = {"refine": "refine.conv_out", "refine_blocks": "refine.wide_out", "upsample": "upsample.conv_out"}[part]
+    last = {"refine": "refine.conv_out", "refine_blocks": "refine.wide_out", "upsample": "upsample.conv_out",
+            "tube_refine": "tube_refine.conv_out"}[part]
     with torch.no_grad():  # a trained part: the decoded frames change, streams still equal whole clips
         refined.decoder.get_submodule(last).weight.normal_(std=0.1)
     whole = refined.decode(tokens, frames=9, height=32, width=48)

@@ -35,7 +35,7 @@ MODELS = {
     "fsq": ("fsq", {}),
     "kl": ("kl", {}),
     "deep": ("vq", {"dim": 48, "heads": 4, "spatial_layers": 3, "temporal_layers": 2, "temporal_window": 3}),
-    "parts": ("vq", {"refine": 8, "refine_blocks": 1, "upsample": 16}),  # the decoder's convolutions, trained
+    "parts": ("vq", {"refine": 8, "refine_blocks": 1, "upsample": 16, "tube_refine": 8}),  # the decoder's convolutions, trained
 }
 
 
@@ -50,7 +50,7 @@ def exported(tmp_path_factory):
             tok = tiny(quantizer, **changes)
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
-                for last in ("refine.conv_out", "refine.wide_out", "upsample.conv_out"):
+                for last in ("refine.conv_out", "refine.wide_out", "upsample.conv_out", "tube_refine.conv_out"):
                     if changes.get(last.split(".")[0]):  # they start at zero (the identity): give them something
                         tok.decoder.get_submodule(last).weight.normal_(std=0.05)
             folder = tmp_path_factory.mktemp(f"onnx-{name}")

@@ -76,3 +76,36 @@ def test_the_mean_term_keeps_the_filter_from_moving_colours():
             moved[weight] = (tok.decoder.refine.filter(x) - x).mean((0, 2, 3))
     assert moved[0.0][0] > 0.15 and moved[0.0][1] < -0.1  # learnt the offset
     assert moved[4.0].abs().max() < 0.3 * moved[0.0].abs().max()  # held the means
+
+
+def test_tube_refinement_trains_alone_and_keeps_the_earlier_model_inside(bank_path, tmp_path, capsys):  # noqa: F811
+    save(with_decoder(tiny(), refine=4), tmp_path / "start.safetensors", dtype=torch.float16)
+    start = load(tmp_path / "start.safetensors")
+    out = tmp_path / "tube.safetensors"
+    assert refine.main(["--init", str(tmp_path / "start.safetensors"), "--bank", str(bank_path), "--out", str(out),
+                        "--tube-refine", "4", "--clips", "2", "--clip-frames", "9", "--photos", "0", "--steps", "4",
+                        "--batch", "2", "--crop", "32", "--lr", "1e-2"]) == 0
+    assert '"heldout_after"' in capsys.readouterr().out
+    trained = load(out)
+    assert trained.config.tube_refine == 4 and torch.count_nonzero(trained.decoder.tube_refine.conv_out.weight) > 0
+    inside = earlier_within(trained, start.weights_sha256())
+    assert inside is not None and inside.weights_sha256() == start.weights_sha256()
+    assert torch.equal(trained.decoder.refine.conv_out.weight, start.decoder.refine.conv_out.weight)
+
+
+def test_the_tube_refinement_sees_the_tube_frames_together():
+    """Pairs whose source frame is the decode of the frame before it in the tube: no filter of one frame can
+    learn that, a filter of the tube's frames together can."""
+    torch.manual_seed(0)
+    decoded = torch.rand(9, 3, 32, 32) * 1.6 - 0.8
+    source = decoded.clone()
+    source[2:5], source[6:9] = decoded[1:4], decoded[5:8]  # frame f of a tube shows frame f - 1
+    target = ((source + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    tok = with_decoder(tiny(), tube_refine=16).eval()
+    refine.train_refine(tok, [decoded.half()], [target], steps=300, batch=4, crop=16, lr=3e-3, seed=0,
+                        log=lambda line: None, part="tube_refine")
+    tubes = torch.stack([decoded[1:5], decoded[5:9]]).transpose(1, 2)  # (2, 3, 4, H, W)
+    wanted = torch.stack([source[1:5], source[5:9]]).transpose(1, 2)
+    with torch.no_grad():
+        after = (tok.decoder.tube_refine(tubes) - wanted).abs().mean()
+    assert after < 0.5 * (tubes - wanted).abs().mean()
