@@ -28,6 +28,7 @@ class TrainConfig:
     init: str | None = None
     refine: int = -1  # decoder pixel-refinement channels to give the model (codec PixelRefine); -1: keep the model's
     upsample: int = -1  # decoder upsampling-branch channels to give the model (codec UpsampleHead); -1: keep
+    tube_refine: int = -1  # decoder tube-refinement channels to give the model (codec TubeRefine); -1: keep
     resume: bool = False
     lr: float = 1e-4
     res: tuple[int, ...] = ()  # each batch draws one; empty: image 256 (the paper), joint/kl 128..384
@@ -152,6 +153,8 @@ _FLAGS: list[tuple[str, dict, str]] = [
                                   "removes it, -1 keeps the model's; new layers start as the identity, e.g. --upsample 64"),
     ("--refine", {"type": int}, "the decoder's pixel refinement: N channels, 0 removes it, -1 keeps the model's; "
                                 "new layers start as the identity, e.g. --refine 32"),
+    ("--tube-refine", {"type": int}, "the decoder's refinement of each tube's frames together: N channels, 0 removes "
+                                     "it, -1 keeps the model's; new layers start as the identity, e.g. --tube-refine 32"),
     ("--lr", {"type": float}, "peak learning rate, e.g. --lr 2e-4"),
     ("--res", {"type": _resolutions}, "square training resolutions, each batch draws one, e.g. --res 128,192,256 "
                                       "(empty: image 256, joint and kl 128..384)"),

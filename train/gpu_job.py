@@ -85,6 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--init", help="weights to start from (default: the model's shipped weights, else a random init)")
     p.add_argument("--refine", type=int, default=-1,
                    help="give the decoder a pixel refinement of N channels (new layers start as the identity); -1: keep")
+    p.add_argument("--tube-refine", type=int, default=-1,
+                   help="give the decoder a refinement of each tube's frames together, N channels (starts as the identity); -1: keep")
     p.add_argument("--upsample", type=int, default=-1,
                    help="give the decoder a convolutional upsampling branch, N channels at its widest; -1: keep")
     p.add_argument("--steps", type=int, default=0,
@@ -210,7 +212,7 @@ class Job:
 
     def make_trainer(self, model: str | None = None):
         """A `Trainer` on batches sampled from the bank: of --model from --init (default: its shipped weights,
-        else a random init) with --refine/--upsample; or of another registry `model` as registered, from a
+        else a random init) with --refine/--upsample/--tube-refine; or of another registry `model` as registered, from a
         random init (for a speed measurement)."""
         import torch
 
@@ -228,7 +230,7 @@ class Job:
         config = TrainConfig(
             stage=stage, model=model, data=(str(args.bank),), steps=10**9, batch=1,
             out=str(args.work), init=init, refine=args.refine if ours else -1,
-            upsample=args.upsample if ours else -1, lr=args.lr, res=(),
+            upsample=args.upsample if ours else -1, tube_refine=args.tube_refine if ours else -1, lr=args.lr, res=(),
             clip_frames=args.clip_frames, device=args.device, precision="bf16" if args.device == "cuda" else "fp32",
             seed=args.seed, ema=args.ema, min_crop=args.min_crop, log_every=args.log_every, progress=False,
         )

@@ -30,7 +30,8 @@ def initial_tokenizer(config: TrainConfig) -> Tokenizer:
             tok = Tokenizer(get_config(config.model))
     else:
         raise ValueError(f"the {config.stage} stage needs --init")
-    changes = {k: v for k, v in (("refine", config.refine), ("upsample", config.upsample))
+    changes = {k: v for k, v in (("refine", config.refine), ("upsample", config.upsample),
+                                 ("tube_refine", config.tube_refine))
                if v >= 0 and v != getattr(tok.config, k)}
     if changes:
         tok = with_decoder(tok, **changes)
