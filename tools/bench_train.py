@@ -11,7 +11,7 @@ and attention; elementwise work is not counted). The ceiling is a dense matrix p
 run (bf16 8192^3 on CUDA, fp32 2048^3 on the CPU). `--passes` sets the training passes to compare: `parallel`
 (`Tokenizer.forward`, every step of a clip at once) and `stepwise` (`Tokenizer.forward_stepwise`, the step
 path one step after another, as training ran before); `--compile` adds the parallel pass under torch.compile,
-its compile time reported apart. Batches hold about `--tokens` tokens, as in `train/gpu_job.py`.
+its first step (the compilation) reported apart. Batches hold about `--tokens` tokens, as in `train/gpu_job.py`.
 Random weights and random clips: speed does not depend on their values.
 """
 
@@ -74,13 +74,13 @@ def batch_for(tokens: int, res: int, frames: int, patch: int, tubelet: int) -> i
 
 def measure(model: str, passes: list[str], compiled: bool, res: int, frames: int, tokens: int,
             device: torch.device, steps: int) -> list[dict]:
-    """Rows of a model's training step at one shape, one per pass, the passes' steps interleaved (so a busy
-    machine slows each alike)."""
+    """Rows of a model's training step at one shape, one per pass (and with `compiled` one more: the parallel
+    pass under torch.compile), their steps interleaved (so a busy machine slows each alike)."""
     tok = load(model, pretrained=False, seed=0).to(device).train()
     c = tok.config
     batch = batch_for(tokens, res, frames, c.patch, c.tubelet)
     plain = {"parallel": tok.forward, "stepwise": tok.forward_stepwise}
-    runs = [(name, torch.compile(plain[name]) if compiled else plain[name]) for name in passes]
+    runs = [(name, plain[name]) for name in passes] + ([("parallel compiled", torch.compile(tok.forward))] if compiled else [])
     optimizer = torch.optim.AdamW(tok.parameters(), lr=1e-4, fused=device.type == "cuda")
     video = torch.rand(batch, 3, frames, res, res, device=device) * 2 - 1
 
@@ -99,24 +99,25 @@ def measure(model: str, passes: list[str], compiled: bool, res: int, frames: int
         return time.perf_counter() - start
 
     first = {name: step(forward) for name, forward in runs}  # warm-up: compilation, allocator, kernel choice
-    times: dict[str, list[float]] = {name: [] for name in passes}
+    times: dict[str, list[float]] = {name: [] for name, _ in runs}
     for i in range(steps + 1):
         for name, forward in runs:
             seconds = step(forward)
             if i:  # the second warm-up step
                 times[name].append(seconds)
     rows = []
-    for name in passes:
+    for name, _ in runs:
         counter, counted = FlopCounterMode(display=False), CountOps()
+        eager = plain[name.split()[0]]  # the counts of the eager pass: compiled code runs the same work in fused kernels
         with counter:
-            loss(plain[name]).backward()
+            loss(eager).backward()
         with counted:
-            loss(plain[name]).backward()
+            loss(eager).backward()
         seconds, flops = statistics.median(times[name]), float(counter.get_total_flops())
-        row = {"model": model, "pass": name + (" compiled" if compiled else ""), "shape": f"{batch}x{frames}x{res}x{res}",
+        row = {"model": model, "pass": name, "shape": f"{batch}x{frames}x{res}x{res}",
                "steps_per_s": 1 / seconds, "clips_per_s": batch / seconds, "tflop_per_step": flops / 1e12,
                "achieved_tflops": flops / seconds / 1e12, "aten_ops_per_step": counted.count}
-        if compiled:
+        if name.endswith("compiled"):
             row["first_step_s"] = first[name]
         rows.append(row)
     if device.type == "cuda":
@@ -169,16 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     tokens = args.tokens or (JOB_TOKENS if cuda else 2560)
     rate = matmul_rate(device)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    plan = [(m, passes, False) for m in models] + ([(m, ["parallel"], True) for m in models] if args.compile else [])
     rows = []
     for r in res:
-        for model, names, compiled in plan:
+        for model in models:
             try:
-                measured = measure(model, names, compiled, r, args.frames, tokens, device, args.steps)
+                measured = measure(model, passes, args.compile, r, args.frames, tokens, device, args.steps)
                 rows += [row | {"of_matmul": row["achieved_tflops"] / rate["tflops"]} for row in measured]
             except Exception as exc:  # noqa: BLE001 - one failed row (e.g. out of memory) must not lose the rest
-                rows += [{"model": model, "pass": " ".join(names) + (" compiled" if compiled else ""),
-                          "error": f"{type(exc).__name__}: {exc}"[:200]}]
+                rows += [{"model": model, "pass": ", ".join(passes), "error": f"{type(exc).__name__}: {exc}"[:200]}]
             if cuda:
                 torch.cuda.empty_cache()
     device_name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
