@@ -272,29 +272,21 @@ class Decoder(nn.Module):
         x = x.reshape(steps * b, h, w, d)
         for block in self.spatial:
             x = block(x)
-        x = self.norm(x)
-        image = self.unrefined_pixels(x[: layout.images * b], image=True)  # (Ni*B, 3, 1, Hp, Wp)
-        image = image.reshape(layout.images, b, *image.shape[1:2], *image.shape[3:])  # (Ni, B, 3, Hp, Wp)
-        if not len(layout.tube_frames):
-            return self.refine_frames(image).permute(1, 2, 0, 3, 4)
-        tube = self.unrefined_pixels(x[layout.images * b :], image=False)  # (Nt*B, 3, t, Hp, Wp)
-        t, size = tube.shape[2], tube.shape[3:]
-        tube = tube.reshape(-1, b, 3, t, *size).permute(0, 3, 1, 2, 4, 5).flatten(0, 1)  # (Nt*t, B, 3, Hp, Wp)
-        frames = self.refine_frames(torch.cat([image, tube]))
-        if self.tube_refine is not None:
-            tube = frames[len(image):].reshape(-1, t, b, 3, *size).permute(0, 2, 3, 1, 4, 5).flatten(0, 1)
-            tube = self.tube_refine(tube).reshape(-1, b, 3, t, *size).permute(0, 3, 1, 2, 4, 5).flatten(0, 1)
-            frames = torch.cat([frames[: len(image)], tube])
-        return frames.index_select(0, layout.frame_order).permute(1, 2, 0, 3, 4)  # frames in time order
-
-    def refine_frames(self, frames: Tensor) -> Tensor:
-        """Frames (N, B, 3, H, W) through the per-frame refinement, if the model has one."""
-        return frames if self.refine is None else self.refine.filter(frames.flatten(0, 1)).reshape(frames.shape)
+        x = self.norm(x).reshape(steps, b, h, w, d)
+        groups = ((x[: layout.images], True), (x[layout.images :], False))  # image steps, then tube steps
+        parts = [self.refined(self.unrefined_pixels(group.flatten(0, 1), image), image) for group, image in groups
+                 if len(group)]  # each (N*B, 3, n, Hp, Wp)
+        frames = torch.cat([part.unflatten(0, (-1, b)).permute(0, 3, 1, 2, 4, 5).flatten(0, 1) for part in parts])
+        return frames.index_select(0, layout.frame_order).permute(1, 2, 0, 3, 4)  # (B, 3, T, Hp, Wp) in time order
 
     def to_pixels(self, x: Tensor, image: bool) -> Tensor:
         """The last features of a step (B, h, w, D) -> its frames (B, 3, 1 or t, H, W): the linear head, plus
-        the upsampling branch and the refinement when the model has them."""
-        pixels = self.unrefined_pixels(self.norm(x), image)
+        the upsampling branch and the refinements when the model has them."""
+        return self.refined(self.unrefined_pixels(self.norm(x), image), image)
+
+    def refined(self, pixels: Tensor, image: bool) -> Tensor:
+        """Decoded steps (B, 3, 1 or t, H, W) through the refinements the model has: per frame, then (tube
+        steps) the tube's frames together."""
         pixels = pixels if self.refine is None else self.refine(pixels)
         return pixels if image or self.tube_refine is None else self.tube_refine(pixels)
 
