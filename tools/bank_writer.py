@@ -336,33 +336,63 @@ HELDOUT_SHORT_SIDE = 256
 HELDOUT_VIDEO_FRAMES = 33
 
 
-def heldout_items(zf, work: Path, sources: list[Source], s: BankSettings) -> list[dict]:
-    """Held-out items at short side 256: the video's first 33 frames as near-lossless H.264, photos as PNG."""
+HELDOUT_MATCH_DB = 40.0  # a held-out video copied from an earlier bank must decode this close to this build's frames
+
+
+def heldout_items(zf, work: Path, sources: list[Source], s: BankSettings,
+                  earlier: zipfile.ZipFile | None = None) -> list[dict]:
+    """Held-out items at short side 256: the video's first 33 frames as near-lossless H.264, photos as PNG.
+
+    With `earlier` (an earlier bank), an item it holds under the same name and source file is copied from it
+    byte for byte, once it is checked to be the same picture (a photo: the same PNG bytes; the video: as many
+    frames of the same size, decoding within HELDOUT_MATCH_DB of this build's frames), so that evaluations on
+    either bank see the same files: x264 does not give the same bytes on every run."""
+    from otok.train.bank import decode_video, read_manifest
+
+    prior = {(e["name"], e["source_file"]): e for e in read_manifest(earlier)["heldout"]} if earlier else {}
     entries = []
     for src in sources:
         entry = {"name": src.name, "origin": src.origin, "licence": src.licence, "source_file": src.path.name}
+        old = prior.get((src.name, src.path.name))
         if src.kind == "photo":
             rgb = short_side_resize(read_photo(src.path), HELDOUT_SHORT_SIDE)
+            data = image_bytes(rgb, ".png")
+            if old is not None and earlier.read(old["file"]) != data:
+                raise BankError(f"held-out {src.name} is not the picture that the earlier bank holds")
             entry["file"] = f"heldout/{src.name}.png"
-            zf.writestr(entry["file"], image_bytes(rgb, ".png"))
+            zf.writestr(entry["file"], data)
             entry.update(frames=1, width=rgb.shape[1], height=rgb.shape[0])
         else:
-            frames = [short_side_resize(f, HELDOUT_SHORT_SIDE)
-                      for f, _ in zip(source_frames(src), range(HELDOUT_VIDEO_FRAMES))]
-            files = add_video(zf, work, src.name, frames, source_fps(src), Encoder(s.heldout_crf, s.preset),
-                              len(frames), folder="heldout")
-            entry.update(file=files[0]["file"], frames=len(frames), width=frames[0].shape[1],
-                         height=frames[0].shape[0], fps=str(source_fps(src)))
+            frames = np.stack([short_side_resize(f, HELDOUT_SHORT_SIDE)
+                               for f, _ in zip(source_frames(src), range(HELDOUT_VIDEO_FRAMES))])
+            fps = str(source_fps(src))
+            if old is not None:
+                copy = np.empty((old["frames"], old["height"], old["width"], 3), np.uint8)
+                if copy.shape != frames.shape or old.get("fps") != fps:
+                    raise BankError(f"held-out {src.name} in the earlier bank is {copy.shape[:3]} at {old.get('fps')}"
+                                    f" fps; this build makes {frames.shape[:3]} at {fps} fps")
+                decode_video(earlier.extract(old["file"], work), copy)
+                mse = np.mean((copy.astype(np.float64) - frames) ** 2)
+                if mse > 255**2 * 10 ** (-HELDOUT_MATCH_DB / 10):
+                    raise BankError(f"held-out {src.name} is not the video that the earlier bank holds")
+                zf.writestr(old["file"], earlier.read(old["file"]))
+                entry["file"] = old["file"]
+            else:
+                files = add_video(zf, work, src.name, frames, Fraction(fps), Encoder(s.heldout_crf, s.preset),
+                                  len(frames), folder="heldout")
+                entry["file"] = files[0]["file"]
+            entry.update(frames=len(frames), width=frames.shape[2], height=frames.shape[1], fps=fps)
         entries.append(entry)
     return entries
 
 
 def build_bank(bank: Path, videos: list[Source], photos: list[Source], heldout: list[Source],
-               s: BankSettings, split: dict[str, list[str]] | None = None) -> dict:
+               s: BankSettings, split: dict[str, list[str]] | None = None, heldout_from: Path | None = None) -> dict:
     """Write the bank file (format: otok.train.bank): real videos first, then synthetic camera motion over
     `photos` up to s.target_frames, s.object_frames of synthetic object motion, the photos, the held-out
     items -> its manifest (`split`, the held-out file names by package, is recorded in it). `bank` appears
-    only once complete; past s.max_bytes, BankError."""
+    only once complete; past s.max_bytes, BankError. With `heldout_from` (an earlier bank), its held-out
+    files are kept byte for byte (`heldout_items`)."""
     bank.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=bank.parent, prefix=".bank-") as tmp, atomic_output(bank) as partial:
         work = Path(tmp)
@@ -374,7 +404,13 @@ def build_bank(bank: Path, videos: list[Source], photos: list[Source], heldout: 
             if not entries:
                 raise BankError("no training video: give at least one video source")
             photo_entries = training_photos(zf, photos, s)
-            held = heldout_items(zf, work, heldout, s)
+            if heldout_from is None:
+                held = heldout_items(zf, work, heldout, s)
+            else:
+                if not zipfile.is_zipfile(heldout_from):
+                    raise BankError(f"{heldout_from}: not a ZIP file, so not an otok data bank")
+                with zipfile.ZipFile(heldout_from) as earlier:
+                    held = heldout_items(zf, work, heldout, s, earlier)
             manifest = bank_manifest(entries, photo_entries, held, s, split or {})
             zf.writestr("manifest.json", json.dumps(manifest, indent=1))
         size = partial.stat().st_size

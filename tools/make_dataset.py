@@ -459,7 +459,7 @@ def main_bank(args) -> int:
     with tempfile.TemporaryDirectory(prefix="otok-bank-") as tmp:
         videos, photos, heldout = bank_sources(args, Path(tmp))
         check_disjoint(videos + photos, heldout)
-        manifest = build_bank(args.bank, videos, photos, heldout, s, HELDOUT_SPLIT)
+        manifest = build_bank(args.bank, videos, photos, heldout, s, HELDOUT_SPLIT, args.heldout_from)
     c = manifest["counts"]
     print(f"make_dataset: {args.bank}: {args.bank.stat().st_size / 2**20:.2f} MiB, {c['frames']} frames "
           f"({c['real_frames']} real) in {c['videos']} videos, {c['photos']} photos, {c['heldout']} held out")
@@ -502,12 +502,16 @@ def main(argv: list[str] | None = None) -> int:
     shape.add_argument("--object-frames", type=int, default=0,
                        help="frames of synthetic object motion (cut-outs of the photos over a moving photo)")
     shape.add_argument("--max-mib", type=float, default=40.0, help="size limit of the bank (MiB, default 40)")
+    shape.add_argument("--heldout-from", type=Path,
+                       help="an earlier bank whose held-out files to keep byte for byte (checked to be the same items)")
     shape.add_argument("--seed", type=int, default=0, help="seed of the synthetic camera and object paths")
     args = p.parse_args(argv)
     if args.bank is not None:
+        from otok.train.bank import BankError as BankReadError  # an unreadable --heldout-from bank
+
         try:
             return main_bank(args)
-        except (BankError, MediaError, OSError) as exc:
+        except (BankError, BankReadError, MediaError, OSError) as exc:
             print(f"make_dataset: error: {exc}", file=sys.stderr)
             return 1
         except ImportError as exc:
