@@ -106,9 +106,10 @@ def _gif_rate(path: Path) -> Fraction | None:
     with av.open(str(path)) as probe:
         stream = probe.streams.video[0]
         stamps = [p.pts for p in probe.demux(stream) if p.size and p.pts is not None]
-    if len(stamps) < 2 or stamps[-1] <= stamps[0] or stream.time_base is None:
+        time_base = stream.time_base  # PyAV 18.1.1 refuses to read it once the container is closed
+    if len(stamps) < 2 or stamps[-1] <= stamps[0] or time_base is None:
         return None
-    return Fraction(len(stamps) - 1) / (Fraction(stamps[-1] - stamps[0]) * stream.time_base)
+    return Fraction(len(stamps) - 1) / (Fraction(stamps[-1] - stamps[0]) * time_base)
 
 
 def media_files(folders: Iterable[str | os.PathLike]) -> list[Path]:
