@@ -32,7 +32,7 @@ from .defaults import DEFAULTS
 from .errors import ArgumentError, InputError, MediaError, ModelError
 from .metrics import VideoQuality, psnr, side_by_side, ssim
 from .metrics import _finite_mean as finite_mean  # the one mean of PSNRs that skips exact (infinite) frames
-from .video_io import VideoReader, VideoWriter, check_video_suffix, frames_to_video, video_to_frames
+from .video_io import VideoInfo, VideoReader, VideoWriter, check_video_suffix, frames_to_video, video_to_frames
 
 ENGINE_PRIOR = "model.prior"  # an engine folder carries its model's prior table under this name
 
@@ -464,16 +464,26 @@ def encode_file(
     check_input(src)
     check_output(dst, [src])
     tok = tokenizer or load_model(model, device, backend, engine_dir)
+    with open_video(src, max_side, frames) as reader:
+        return encode_frames(reader, reader.info, dst, tok, coder=coder, gop=gop, rdo=rdo, progress=progress,
+                             name=str(src))
+
+
+def encode_frames(
+    frames: Iterable[np.ndarray], info: VideoInfo, dst: Path, tok: Tokenizer, *, coder: str = DEFAULTS.coder,
+    gop: int | None = None, rdo: float | None = None, progress: Progress | None = None, name: str = "the input",
+) -> EncodeResult:
+    """What `encode_file` writes, from frames already read: (H, W, 3) uint8 of `info`'s size and rate (a
+    VideoReader, or a clip of one). name: the input, in messages."""
     gop = tok.config.gop if gop is None else gop
     if gop < 1:
         raise ArgumentError("gop", f"gop must be at least 1 step, got {gop}")
     rdo = rdo_for(tok, rdo)
     start = time.perf_counter()
-    with open_video(src, max_side, frames) as reader, atomic_output(dst) as tmp:
-        info = reader.info
-        check_frame_size(info.width, info.height, str(src), ArgumentError)
+    with atomic_output(dst) as tmp:
+        check_frame_size(info.width, info.height, name, ArgumentError)
         header = make_header(tok, info.width, info.height, info.fps, coder, gop)
-        check_memory(header.padded_width, header.padded_height, tok.device, str(src), ArgumentError)
+        check_memory(header.padded_width, header.padded_height, tok.device, name, ArgumentError)
         stream = tok.stream_encoder(1, info.height, info.width, gop, rdo=rdo)
         count = 0
         # A prior that ships with the model is referenced by its hash, not embedded: the decoder has it too.
@@ -481,14 +491,14 @@ def encode_file(
         with OtokWriter(tmp, header, prior=prior, embed_prior=False) as writer, torch.inference_mode():
             # 24 bytes with framing: what a reader of the tokens needs to know (nearest codes or not)
             writer.write_ancillary(ENCD, json.dumps({"rdo": rdo}, separators=(",", ":")).encode())
-            for batch in groups(reader, tok.config.tubelet):
+            for batch in groups(frames, tok.config.tubelet):
                 for grid in stream.push(frames_to_video(batch, tok.device)):
                     writer.write(_grid_to_numpy(grid))
                 count += len(batch)
                 if progress:
                     progress(len(batch))
             if count == 0:
-                raise MediaError(f"{src}: has no frames")
+                raise MediaError(f"{name}: has no frames")
             for grid in stream.flush():
                 writer.write(_grid_to_numpy(grid))
             writer.close(frames=count)
