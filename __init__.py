@@ -5,6 +5,7 @@
     otok.encode_file("clip.mp4", "clip.otok")           # what `otok encode` does, with the same defaults
     otok.decode_file("clip.otok", "back.mp4")
     tokens = otok.read_tokens("clip.otok")              # (S, h, w) int64 for a language model; no PyTorch
+    rows = otok.open_dataset("shards/")                 # (tokens, metadata) of `otok dataset`'s Parquet shards
 
 Every error these raise is an `otok.OtokError`. The subpackages: `otok.codec` (the model),
 `otok.bitstream` (the `.otok` format), `otok.export` (ONNX / TensorRT), `otok.train`, `otok.tools`.
@@ -22,18 +23,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from otok.bitstream import OtokError
     from otok.tools.api import ArgumentError, DecodeResult, EncodeResult, InputError, MediaError, ModelError
-    from otok.tools.api import DEFAULTS, decode_file, encode_file, installed_priors, load, read_tokens
+    from otok.tools.api import DEFAULTS, decode_file, encode_file, installed_priors, load, open_dataset, read_tokens
 
 _EXPORTS = {
     "load": "otok.tools.api", "encode_file": "otok.tools.api", "decode_file": "otok.tools.api",
     "read_tokens": "otok.tools.api", "installed_priors": "otok.tools.api", "EncodeResult": "otok.tools.api",
-    "DecodeResult": "otok.tools.api", "DEFAULTS": "otok.tools.api",
+    "DecodeResult": "otok.tools.api", "DEFAULTS": "otok.tools.api", "open_dataset": "otok.tools.api",
     "OtokError": "otok.bitstream.errors", "ArgumentError": "otok.tools.errors", "InputError": "otok.tools.errors",
     "MediaError": "otok.tools.errors", "ModelError": "otok.tools.errors",
 }
 __all__ = [
     "DEFAULTS", "ArgumentError", "DecodeResult", "EncodeResult", "InputError", "MediaError", "ModelError",
-    "OtokError", "__version__", "decode_file", "encode_file", "installed_priors", "load", "read_tokens",
+    "OtokError", "__version__", "decode_file", "encode_file", "installed_priors", "load", "open_dataset",
+    "read_tokens",
 ]
 
 

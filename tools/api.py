@@ -1,4 +1,4 @@
-"""The functions `import otok` gives: load, encode_file, decode_file, read_tokens.
+"""The functions `import otok` gives: load, encode_file, decode_file, read_tokens, open_dataset.
 
 PyTorch is imported only by the functions that run the model, so `read_tokens` serves a language-model
 pipeline that has numpy and the bitstream's packages only.
@@ -23,11 +23,12 @@ from .errors import ArgumentError, InputError, MediaError, ModelError
 
 if TYPE_CHECKING:
     from otok.codec import Tokenizer
+    from otok.tools.dataset.read import TokenDataset
     from otok.tools.pipeline import DecodeResult, EncodeResult
 
 __all__ = [
     "ArgumentError", "DEFAULTS", "DecodeResult", "EncodeDefaults", "EncodeResult", "InputError", "MediaError",
-    "ModelError", "OtokError", "decode_file", "encode_file", "installed_priors", "load", "read_tokens",
+    "ModelError", "OtokError", "decode_file", "encode_file", "installed_priors", "load", "open_dataset", "read_tokens",
 ]
 
 
@@ -110,3 +111,13 @@ def read_tokens(path: str | os.PathLike, *, prior: Prior | str | os.PathLike | I
             f"{header.weights_sha256.hex()[:12]}, which is not installed; pass the .prior file that ships beside "
             "those weights, prior=FILE"
         ) from None
+
+
+def open_dataset(folder: str | os.PathLike) -> TokenDataset:
+    """The shards `otok dataset SRC --out DIR` writes, as a PyTorch IterableDataset of (tokens, metadata):
+    tokens int64 (S, h, w) as `read_tokens` gives them (KL: float16 latents), metadata the row's other
+    columns (path, start, frames, ...); dealt out across DataLoader workers and DDP ranks
+    (`otok.tools.dataset.read.TokenDataset`)."""
+    from otok.tools.dataset.read import TokenDataset
+
+    return TokenDataset(folder)

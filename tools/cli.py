@@ -1,4 +1,4 @@
-"""The `otok` command line: encode, decode, info, tokens, eval, export.
+"""The `otok` command line: encode, decode, info, tokens, eval, export, dataset.
 
 `main(argv) -> int` is the whole program; it is tested in-process. A user's error prints one line
 `otok: error: ...` on stderr and returns 2; an internal error returns 1 (with a traceback under --debug);
@@ -186,6 +186,34 @@ def build_parser() -> argparse.ArgumentParser:
     for which, default in (("min", "1,64,64"), ("opt", "1,256,256"), ("max", "4,1088,1920")):
         trt.add_argument(f"--{which}-shape", default=default, metavar="B,H,W",
                          help=f"{which} batch, height, width of the engines' profile, e.g. --{which}-shape {default}")
+    ds = sub.add_parser("dataset", parents=[common], help="videos and images -> Parquet shards of tokens, a row per clip",
+                        epilog=_examples("otok dataset videos/ --out shards/",
+                                         "otok dataset list.txt more/ --out shards/ --clip-frames 17 --max-side 256",
+                                         "otok dataset videos/ --out shards/ --engine ray --workers 4",
+                                         "otok dataset paths.csv --out /shared/shards --engine ray --ray-address auto "
+                                         "--gpus-per-worker 1"))
+    ds.add_argument("sources", nargs="+", type=Path, metavar="SRC",
+                    help="files, folders (searched recursively for videos and images), .txt or .csv lists of paths")
+    ds.add_argument("--out", type=Path, required=True, metavar="DIR",
+                    help="the shards' folder (a rerun resumes it), e.g. --out shards/ (default: none, required)")
+    _input_flags(ds)
+    _coding_flags(ds)
+    ds.add_argument("--device", default="cpu", help="--engine local: cpu or cuda, e.g. --device cuda")
+    ds.add_argument("--clip-frames", type=int, metavar="N",
+                    help="cut videos into clips of N frames, a row each, e.g. --clip-frames 17 (default: a row a file)")
+    ds.add_argument("--also-otok", action="store_true", help="also keep each clip's .otok file in DIR/otok/ (default: off)")
+    ds.add_argument("--engine", choices=("local", "ray"), default="local",
+                    help="local: in this process; ray: Ray Data actors (pip install 'otok-codec[ray]')")
+    ds.add_argument("--workers", type=int, metavar="N", help="--engine ray: actors, each loading the model once, "
+                    "e.g. --workers 4 (default: one per CPU, or per G GPUs with --gpus-per-worker G)")
+    ds.add_argument("--gpus-per-worker", type=float, default=0, metavar="G",
+                    help="--engine ray: GPUs per actor, which then runs on cuda, e.g. --gpus-per-worker 1 (default: 0)")
+    ds.add_argument("--ray-address", metavar="ADDR",
+                    help="--engine ray: join this cluster, e.g. --ray-address auto (default: start a local Ray)")
+    ds.add_argument("--shard-rows", type=int, default=512, metavar="N",
+                    help="rows a shard (a file's rows share one), e.g. --shard-rows 2000")
+    ds.add_argument("--overwrite", action="store_true",
+                    help="start DIR again, deleting its shards (default: resume; other options are refused)")
     return parser
 
 
@@ -209,7 +237,7 @@ def _check_common(args: argparse.Namespace) -> None:
         raise UsageError(f"--backend {args.backend} needs --engine-dir DIR (made by `otok export`)")
     if getattr(args, "backend", "torch") != "torch" and (args.compile or args.precision != "auto"):
         raise UsageError("--precision and --compile apply to --backend torch (engines fix theirs at export)")
-    for flag in ("max_side", "frames", "gop", "crf"):
+    for flag in ("max_side", "frames", "gop", "crf", "clip_frames", "workers", "shard_rows"):
         value = getattr(args, flag, None)
         if value is not None and value < (0 if flag == "crf" else 1):
             raise UsageError(f"--{flag.replace('_', '-')} must be positive, got {value}")
@@ -419,8 +447,40 @@ def _shape(text: str) -> tuple[int, int, int]:
     return b, h, w
 
 
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from .dataset.build import FAILURES, build_dataset
+
+    _check_common(args)
+    given = [flag for flag, value in (("--workers", args.workers), ("--gpus-per-worker", args.gpus_per_worker),
+                                      ("--ray-address", args.ray_address)) if value]
+    if args.engine == "local" and given:
+        raise UsageError(f"{given[0]} is for --engine ray")
+    if args.gpus_per_worker < 0:
+        raise UsageError(f"--gpus-per-worker must be 0 or more, got {args.gpus_per_worker:g}")
+    if args.engine == "ray" and args.device != "cpu":
+        raise UsageError("--device is for --engine local; Ray actors run on cuda with --gpus-per-worker G")
+    r = build_dataset(args.sources, args.out, model=args.model, max_side=args.max_side, frames=args.frames,
+                      clip_frames=args.clip_frames, gop=args.gop, rdo=args.rdo, coder=args.coder,
+                      also_otok=args.also_otok, device=args.device, engine=args.engine, workers=args.workers,
+                      gpus_per_worker=args.gpus_per_worker, ray_address=args.ray_address, shard_rows=args.shard_rows,
+                      overwrite=args.overwrite, progress=_show_progress(args))
+    if not args.quiet:
+        print(f"{args.out}: {_count(r.clips, 'clip')} of {_count(r.files, 'file')} in {_count(len(r.shards), 'new shard')}, "
+              f"{r.seconds:.1f} s ({r.clips / r.seconds if r.seconds else 0:.2f} clips/s)"
+              + (f"; {_count(r.skipped, 'file')} there already" if r.skipped else ""))
+    if r.failures:
+        print(f"otok: {'warning' if r.files else 'error'}: files failed: {len(r.failures)} of {r.files + len(r.failures)}, "
+              f"listed in {args.out / FAILURES} (first: {r.failures[0]['error']})", file=sys.stderr)
+        return 1 if r.files else 2
+    return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "tokens": cmd_tokens, "eval": cmd_eval,
-            "export": cmd_export}
+            "export": cmd_export, "dataset": cmd_dataset}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,6 +545,7 @@ def cli_message(exc: OtokError) -> str:
     name = getattr(exc, "argument", "")
     if name:
         flag = "--" + name.replace("_", "-")
+        message = re.sub(rf"\b{name}=True\b", flag, message)
         message = re.sub(rf"\b{name}=", f"{flag} ", message)
         message = re.sub(rf"^{name}\b", flag, message)
     return message
