@@ -278,7 +278,7 @@ def build_dataset(
             seen |= files
             bar.update(len(files))
     shards.flush()
-    failures += [{"path": p, "error": "no result came back: the worker that tokenized it died"}
+    failures += [{"path": p, "error": "no result came back: the worker tokenizing it died, at every try"}
                  for p in todo if p not in seen]
     write_atomically(out / FAILURES, "".join(json.dumps(f) + "\n" for f in failures).encode())
     return BuildResult(clips, len(todo) - len(failures), len(paths) - len(todo), failures, shards.written,

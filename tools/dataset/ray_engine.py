@@ -21,6 +21,9 @@ from ..errors import ModelError
 from .build import FileTokenizer, Options
 
 
+MAX_RETRIES = 2  # a file whose actor dies this many times more (a decoder crash, say) is listed as failed
+
+
 class RayTokenizer(FileTokenizer):
     """A Ray Data actor: loads the model once, then tokenizes each batch of paths it is given."""
 
@@ -47,8 +50,8 @@ def tokenize(paths: list[str], model, options: Options, out: Path, coder: str, a
     context, data_logger = ray.data.DataContext.get_current(), logging.getLogger("ray.data")
     saved = context.enable_progress_bars, context.max_errored_blocks, data_logger.level
     context.enable_progress_bars = False  # the command's own bar counts files
-    context.max_errored_blocks = -1  # a file whose actor died for good is listed as failed, not fatal
-    data_logger.setLevel(logging.ERROR)  # no INFO lines on each execution
+    context.max_errored_blocks = -1  # a file whose actor died MAX_RETRIES + 1 times is listed, not fatal
+    data_logger.setLevel(logging.CRITICAL)  # no INFO lines, nor a traceback for a file failures.jsonl lists
     try:
         resources = ray.cluster_resources()
         if workers is None:  # one actor per CPU of the instance, or per gpus_per_worker GPUs
@@ -58,7 +61,7 @@ def tokenize(paths: list[str], model, options: Options, out: Path, coder: str, a
         settings = (None if model is None else str(model), device, options, str(out), coder, also_otok, os.getcwd())
         rows = items.map_batches(RayTokenizer, fn_constructor_args=settings, batch_size=1, batch_format="pyarrow",
                                  compute=ray.data.ActorPoolStrategy(size=max(1, workers)), num_cpus=1,
-                                 num_gpus=gpus_per_worker or None)
+                                 num_gpus=gpus_per_worker or None, max_task_retries=MAX_RETRIES)
         yield from rows.iter_batches(batch_size=None, batch_format="pyarrow")
     finally:
         context.enable_progress_bars, context.max_errored_blocks = saved[:2]
