@@ -158,10 +158,16 @@ class PixelRefine(nn.Module):
 
     def filter(self, frames: Tensor) -> Tensor:
         """(N, 3, H, W) -> the filtered frames."""
+        frames = self.pair(frames)
+        return frames if self.wide_in is None else self.wide(frames)
+
+    def pair(self, frames: Tensor) -> Tensor:
+        """The full-resolution 3x3 pair alone: (N, 3, H, W) -> same shape."""
         frames = frames.contiguous(memory_format=torch.channels_last)  # faster convolutions on CPUs
-        frames = frames + self.conv_out(F.gelu(self.conv_in(frames)))
-        if self.wide_in is None:
-            return frames
+        return frames + self.conv_out(F.gelu(self.conv_in(frames)))
+
+    def wide(self, frames: Tensor) -> Tensor:
+        """The wide pass alone, on the pair's output: (N, 3, H, W) -> same shape."""
         y = self.wide_in(F.pixel_unshuffle(frames, 2))
         for block in self.wide_blocks:
             y = y + block(y)

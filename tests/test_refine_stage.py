@@ -109,3 +109,21 @@ def test_the_tube_refinement_sees_the_tube_frames_together():
     with torch.no_grad():
         after = (tok.decoder.tube_refine(tubes) - wanted).abs().mean()
     assert after < 0.5 * (tubes - wanted).abs().mean()
+
+
+def test_the_mean_term_of_a_wide_pass_leaves_the_frozen_pair_alone():
+    """With --wide-only the mean term holds what the wide pass changes, not what the frozen pair does: a pair
+    that corrects a colour offset on its own (as the shipped one corrects the heads' means) keeps doing so."""
+    torch.manual_seed(0)
+    decoded = [torch.rand(2, 3, 32, 32, dtype=torch.float16) * 1.2 - 0.6]
+    offset = torch.tensor([0.3, -0.2, 0.0])
+    source = [((decoded[0].float() + offset.view(1, 3, 1, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)]
+    tok = with_decoder(tiny(), refine=4, refine_blocks=1).eval()
+    with torch.no_grad():
+        tok.decoder.refine.conv_out.bias.copy_(offset)  # the pair alone turns the decode into the source
+    refine.train_refine(tok, decoded, source, steps=150, batch=4, crop=16, lr=1e-2, seed=0, wide_only=True,
+                        mean_weight=4.0, log=lambda line: None)
+    with torch.no_grad():
+        x = decoded[0].float()
+        moved = (tok.decoder.refine.filter(x) - x).mean((0, 2, 3))
+    torch.testing.assert_close(moved, offset, atol=0.05, rtol=0)

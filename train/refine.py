@@ -117,9 +117,10 @@ def train_refine(tok: Tokenizer, inputs, targets, steps: int, batch: int, crop: 
                  wide_only: bool = False, mean_weight: float = 0.0, log=print, part: str = "refine") -> Tokenizer:
     """Train `tok.decoder.refine` alone (L1 on crops, Adam, cosine decay), or with `wide_only` its wide pass
     alone, or with part="tube_refine" `tok.decoder.tube_refine` alone on crops of whole tubes; returns `tok` in
-    eval mode. `mean_weight` adds an L1 term on what the filter changes in the means of 2x2-patch squares: a
-    filter that may not move colours (one that learns the training footage's colours, e.g. a saturation boost,
-    then cannot carry them to other footage)."""
+    eval mode. `mean_weight` adds an L1 term on what the trained part changes in the means of 2x2-patch squares
+    (with `wide_only`, what the wide pass changes in the frozen pair's output): a filter that may not move
+    colours (one that learns the training footage's colours, e.g. a saturation boost, then cannot carry them to
+    other footage)."""
     c = tok.config
     module = getattr(tok.decoder, part)
     for p in tok.parameters():
@@ -143,7 +144,7 @@ def train_refine(tok: Tokenizer, inputs, targets, steps: int, batch: int, crop: 
         else:
             x, y = crops(inputs, targets, batch, crop, c.patch, g)
             out = module.filter(x)
-            change = out - x
+            change = out - (module.pair(x).detach() if wide_only else x)  # what the trained part changes
         loss = F.l1_loss(out, y)
         if mean_weight:
             loss = loss + mean_weight * F.avg_pool2d(change, 2 * c.patch).abs().mean()
