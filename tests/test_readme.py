@@ -89,36 +89,42 @@ def test_readme_points_to_files_that_exist(name):
 
 
 def test_readme_training_recipe_runs_as_written(tmp_path, monkeypatch):
-    """The "Training on your own videos" commands, run in order from the repository's layout, with a few
-    small steps in place of 2000 large ones: fine-tune, prior, encode, decode, tokens."""
+    """The "Training on your own videos" commands, run in order from the repository's layout, small: a bank
+    of two short videos and a photo, the GPU job on the CPU for one step, prior, encode, decode, tokens."""
     import numpy as np
 
-    from otok.tools import make_prior
+    from test_cli import write_clip
+
+    from otok.tools import make_dataset, make_prior
     from otok.tools.cli import main as otok_main
-    from otok.train.cli import main as train_main
+    from otok.train import gpu_job
 
     section = text()[text().index("## Training on your own videos"):text().index("## Read more")]
     (recipe,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     lines = [line.split("#")[0].strip() for line in recipe.replace("\\\n", " ").splitlines()]
-    small = {"--steps": "2", "--batch": "1", "--res": "32"}
-    (tmp_path / "my_videos").mkdir()
+    small = {"make_dataset.py": ["--video-size", "64x48", "--preset", "ultrafast"],
+             "gpu_job.py": ["--device", "cpu", "--steps", "1", "--res", "32", "--image-res", "32", "--tokens", "256",
+                            "--clip-frames", "9", "--skip-checks", "--work", str(tmp_path / "work")],
+             "make_prior.py": ["--frames", "5", "--max-side", "64"]}
+    for folder in ("my_videos", "my_photos"):
+        (tmp_path / folder).mkdir()
     (tmp_path / "clip.mp4").symlink_to(SAMPLE)
     (tmp_path / "my_videos" / "clip.mp4").symlink_to(SAMPLE)
+    write_clip(tmp_path / "my_videos" / "again.mp4", 20, 64, 48)  # two videos: one is held out
+    (tmp_path / "my_photos" / "still.png").symlink_to(ROOT / "docs" / "bigbuckbunny_compare.png")
     (tmp_path / "codec").symlink_to(ROOT / "codec")
     monkeypatch.chdir(tmp_path)
-    programs = {"train/run.py": train_main, "tools/make_prior.py": make_prior.main}
+    programs = {"tools/make_dataset.py": make_dataset.main, "train/gpu_job.py": gpu_job.main,
+                "tools/make_prior.py": make_prior.main}
     ran = []
     for line in filter(None, lines):
         argv = shlex.split(line)
-        argv = [small.get(argv[i - 1], a) if i else a for i, a in enumerate(argv)]
         if argv[0] == "python":
-            program, args = programs[argv[1]], argv[2:]
-            if argv[1] == "tools/make_prior.py":
-                args += ["--frames", "5", "--max-side", "64"]
+            program, args = programs[argv[1]], argv[2:] + small[Path(argv[1]).name]
         else:
             program, args = otok_main, argv[1:] + (["--frames", "5", "--max-side", "64"] if argv[1] == "encode" else [])
         assert program(args) == 0, line
         ran.append(argv[1])
-    assert ran == ["train/run.py", "tools/make_prior.py", "encode", "decode", "tokens"]
-    assert (tmp_path / "runs" / "mine" / "final.prior").is_file()
+    assert ran == ["tools/make_dataset.py", "train/gpu_job.py", "tools/make_prior.py", "encode", "decode", "tokens"]
+    assert (tmp_path / "runs" / "mine" / "otok-s.prior").is_file()
     assert np.load(tmp_path / "tokens.npy").shape[0] == 2
