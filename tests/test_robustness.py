@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codec_helpers import tiny
+from otok.codec import weights
 from otok.bitstream import CorruptError, Header, OtokError, OtokReader, OtokWarning, OtokWriter, read_tokens
 from otok.bitstream import container as ct
 from otok.bitstream.timeline import frames_in_steps
@@ -254,6 +255,27 @@ def test_forged_geometry_is_one_line(tmp_path, capsys, model_path, ten_frames, c
     assert status == 2, err
     assert err.startswith("otok: error: ") and len(err.strip().splitlines()) == 1 and message in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["forged.otok"]
+
+
+@pytest.mark.parametrize("names", ["absolute path", "relative path", "escape codes"])
+def test_a_file_never_names_a_path_to_open(tmp_path, capsys, model_path, ten_frames, monkeypatch, names):
+    """The header's model name selects among the models this installation ships: the weights file it names
+    (the very weights that made it, so loading them would decode) is not opened, and what it holds is
+    escaped in the one line."""
+    monkeypatch.chdir(model_path.parent)
+    model = {"absolute path": str(model_path), "relative path": model_path.name,
+             "escape codes": "\x1b[2J\a\r" + model_path.name}[names]
+    forged = tmp_path / "forged.otok"
+    forged.write_bytes(forge_header(ten_frames.read_bytes(), model=model))
+    opened = []
+    real_load_file = weights.load_file
+    monkeypatch.setattr(weights, "load_file", lambda path, *a, **k: opened.append(path) or real_load_file(path, *a, **k))
+    status, out, err = run(capsys, "decode", forged, tmp_path / "out.mkv", "-q")
+    assert status == 2 and opened == [], (err, opened)
+    assert "none is installed" in err and "pass the weights file that made it" in err
+    assert len(err.strip().splitlines()) == 1 and not any(c in err for c in "\x1b\a\r"), repr(err)
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["forged.otok"]
+    assert run(capsys, "decode", forged, tmp_path / "out.mkv", "--model", model_path, "-q")[0] == 0  # when the user names it
 
 
 def test_oversized_source_frames_name_the_limit(tmp_path, capsys, model_path, monkeypatch):

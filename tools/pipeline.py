@@ -25,7 +25,7 @@ import torch
 from otok.bitstream import CorruptError, CtxParams, Header, OtokError, OtokReader, OtokWarning, OtokWriter, Prior, read_header
 from otok.bitstream.container import ENCD
 from otok.bitstream.timeline import frames_in_steps
-from otok.codec import Tokenizer, WeightsError, load
+from otok.codec import Tokenizer, WeightsError, list_models, load
 from otok.codec.accelerate import accelerate as codec_accelerate
 
 from .defaults import DEFAULTS
@@ -134,8 +134,11 @@ def model_for_file(
         tokenizer = _load_engine(spec, device, backend, engine_dir)
     wanted = header.weights_sha256.hex()
     try:
-        tok = tokenizer or load_model(spec or header.model, device, backend, precision=precision, compile=compile,
-                                      weights_sha256=None if spec else wanted)
+        # A file selects among the models this installation ships, by name; what it names is never opened as a path.
+        unknown = tokenizer is None and not spec and header.model not in list_models()
+        tok = None if unknown else tokenizer or load_model(
+            spec or header.model, device, backend, precision=precision, compile=compile,
+            weights_sha256=None if spec else wanted)
     except ModelError:
         if spec or tokenizer:
             raise
@@ -147,9 +150,9 @@ def model_for_file(
                   f"the engine in {engine_dir} has {tok.weights_sha256()[:12]}" if backend != "torch" else
                   f"the given tokenizer has {tok.weights_sha256()[:12]}" if tokenizer else
                   f"model={spec} has {tok.weights_sha256()[:12]}" if spec else
-                  f"the installed {header.model!r} releases have other weights")
+                  f"the installed {ascii(header.model)} releases have other weights")
         raise ArgumentError(
-            "model", f"the file was made with {header.model} weights {wanted[:12]}, but {source}; pass the "
+            "model", f"the file was made with {ascii(header.model)[1:-1]} weights {wanted[:12]}, but {source}; pass the "
             "weights file that made it, model=PATH" + (" (and export an engine from it)" if backend != "torch" else "")
         )
     return tok
