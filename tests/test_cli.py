@@ -475,7 +475,8 @@ def test_info_shows_the_encoder_settings(tmp_path, capsys, model_path, clip):
     assert pipeline.file_info(coded)["encoder_settings"] == {"rdo": 0.02}
     prior = pipeline.model_prior(load(model_path))
     header, tokens = read_header(coded), read_tokens(coded, prior=prior)
-    for name, payload in (("none.otok", None), ("garbage.otok", b"\xff not json")):
+    hostile = {"nested.otok": b"[" * 100_000 + b"]" * 100_000, "nan.otok": b'{"rdo": NaN}'}  # not JSON objects
+    for name, payload in (("none.otok", None), ("garbage.otok", b"\xff not json"), *hostile.items()):
         with OtokWriter(tmp_path / name, header, prior=prior) as writer:
             if payload is not None:
                 writer.write_ancillary(ENCD, payload)
@@ -483,6 +484,28 @@ def test_info_shows_the_encoder_settings(tmp_path, capsys, model_path, clip):
         status, out, err = run(capsys, "info", tmp_path / name)
         assert status == 0, err
         assert "encoder:" not in out and pipeline.file_info(tmp_path / name)["encoder_settings"] is None
+    assert json.loads(run(capsys, "info", tmp_path / "nan.otok", "--json")[1])["encoder_settings"] is None
+
+
+def test_info_escapes_what_the_file_holds(tmp_path, capsys, model_path, clip):
+    """A model name and encoder settings with terminal control characters are printed escaped, on their line."""
+    import dataclasses
+
+    from otok.bitstream import OtokWriter, read_header
+    from otok.bitstream.container import ENCD
+    from otok.codec import load
+
+    coded = tmp_path / "c.otok"
+    assert run(capsys, "encode", clip, coded, "--model", model_path, "--quiet")[0] == 0
+    prior = pipeline.model_prior(load(model_path))
+    header = dataclasses.replace(read_header(coded), model="x\x1b[2J\a\ry")
+    with OtokWriter(tmp_path / "evil.otok", header, prior=prior) as writer:
+        writer.write_ancillary(ENCD, json.dumps({"rdo": "\x1b]0;owned\x07\n"}).encode())
+        writer.write(read_tokens(coded, prior=prior))
+    status, out, err = run(capsys, "info", tmp_path / "evil.otok")
+    assert status == 0, err
+    assert not any(c in out for c in "\x1b\a\r") and len(out.splitlines()) == 5, repr(out)
+    assert "model: x\\x1b[2J\\x07\\ry" in out and "--rdo \\x1b]0;owned\\x07\\n" in out
 
 
 def test_info_of_a_file_with_a_damaged_step_chunk(tmp_path, capsys, model_path, clip):

@@ -25,7 +25,7 @@ from otok.bitstream import OtokError
 
 from . import pipeline
 from .defaults import DEFAULTS
-from .errors import ArgumentError
+from .errors import ArgumentError, printable
 from .metrics import quality_line
 
 BACKENDS = ("torch", "onnx", "trt")
@@ -343,7 +343,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     rows = [
-        ("model", f"{info['model']} (weights {info['weights_sha256'][:16]}...)"),
+        ("model", f"{printable(info['model'])} (weights {info['weights_sha256'][:16]}...)"),
         ("video", f"{info['width']}x{info['height']} (padded {info['padded_width']}x{info['padded_height']}), "
                   + ("1 frame (an image)" if info["frames"] == 1 else
                      f"{info['frames']} frames at {info['fps']} fps, {info['duration_s']:.2f} s")),
@@ -361,7 +361,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if settings:
         described = [str(settings["encoder"])] if "encoder" in settings else []
         described += [f"--{k} {v}" for k, v in settings.items() if k != "encoder"]
-        rows.append(("encoder", ", ".join(described)))
+        rows.append(("encoder", printable(", ".join(described))))
     if not info["complete"]:
         rows.append(("warning", "no valid index/trailer: the file is truncated or damaged"))
     for key, value in rows:

@@ -28,3 +28,9 @@ class ModelError(OtokError):
 
 class MediaError(OtokError, ValueError):
     """A file that cannot be read or written as video or image; the message says why, in one line."""
+
+
+def printable(text: str) -> str:
+    """Text from a file, safe for a terminal and one line: every character that does not print (ESC, BEL, CR,
+    newlines) written as its escape, e.g. \\x1b."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)

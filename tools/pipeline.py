@@ -29,7 +29,7 @@ from otok.codec import Tokenizer, WeightsError, list_models, load
 from otok.codec.accelerate import accelerate as codec_accelerate
 
 from .defaults import DEFAULTS
-from .errors import ArgumentError, InputError, MediaError, ModelError
+from .errors import ArgumentError, InputError, MediaError, ModelError, printable
 from .metrics import VideoQuality, psnr, side_by_side, ssim
 from .metrics import _finite_mean as finite_mean  # the one mean of PSNRs that skips exact (infinite) frames
 from .video_io import VideoInfo, VideoReader, VideoWriter, check_video_suffix, frames_to_video, video_to_frames
@@ -150,9 +150,9 @@ def model_for_file(
                   f"the engine in {engine_dir} has {tok.weights_sha256()[:12]}" if backend != "torch" else
                   f"the given tokenizer has {tok.weights_sha256()[:12]}" if tokenizer else
                   f"model={spec} has {tok.weights_sha256()[:12]}" if spec else
-                  f"the installed {ascii(header.model)} releases have other weights")
+                  f"the installed '{printable(header.model)}' releases have other weights")
         raise ArgumentError(
-            "model", f"the file was made with {ascii(header.model)[1:-1]} weights {wanted[:12]}, but {source}; pass the "
+            "model", f"the file was made with {printable(header.model)} weights {wanted[:12]}, but {source}; pass the "
             "weights file that made it, model=PATH" + (" (and export an engine from it)" if backend != "torch" else "")
         )
     return tok
@@ -654,13 +654,17 @@ def coded_suffix(coded_bits_per_token: float | None, width: int = 0) -> str:
     return "" if coded_bits_per_token is None else f" ({coded_bits_per_token:{width}.3f} coded)"
 
 
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")
+
+
 def encoder_settings(reader: OtokReader) -> dict | None:
     """The `encd` chunk's settings (SPEC §2.3), or None: not there (written by another tool or before it
-    existed) or not a JSON object."""
+    existed) or not a JSON object (NaN and Infinity are not JSON)."""
     payload = reader.ancillary.get(ENCD)
     try:
-        settings = json.loads(payload.decode("utf-8")) if payload is not None else None
-    except (UnicodeDecodeError, ValueError):
+        settings = json.loads(payload.decode("utf-8"), parse_constant=_not_json) if payload is not None else None
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
         return None
     return settings if isinstance(settings, dict) else None
 
