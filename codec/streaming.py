@@ -60,11 +60,13 @@ class StreamEncoder(_Stream):
         self.frames = 0  # frames pushed so far
         self.last_features: list[Tensor] = []  # pre-quantization features of the last push (training)
 
+    @torch.no_grad()  # as `Tokenizer.encode`: autograd changes which kernels run, and so a near-tie's token
     def push(self, frames: Tensor) -> list[Tensor]:
         """frames (B, 3, n, H, W), n >= 0 -> the grids of the steps completed: (B, h, w) int64 each
         (KL models: latents (B, C, h, w))."""
         return [self._tokens(out) for out in self.push_quantized(frames)]
 
+    @torch.no_grad()
     def flush(self) -> list[Tensor]:
         """Pad and code a short last group; the next push starts a new segment."""
         return [self._tokens(out) for out in self.flush_quantized()]
@@ -137,6 +139,7 @@ class StreamEncoder(_Stream):
 class StreamDecoder(_Stream):
     """Token grids in, frames out. Build with `Tokenizer.stream_decoder(batch, height, width)`."""
 
+    @torch.no_grad()  # as `Tokenizer.decode`
     def push(self, grid: Tensor, frames: int | None = None) -> Tensor:
         """grid (B, h, w) int64 (KL: (B, C, h, w) float) -> frames (B, 3, 1 or t, H, W).
 

@@ -153,3 +153,19 @@ def test_stream_rejects_mismatched_frames():
         dec.push(torch.zeros(1, 3, 3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"token values must lie in \[0, 256\)"):
         dec.push(torch.full((1, 4, 4), 256))
+
+
+def test_streamed_tokens_equal_whole_clip_tokens_at_a_near_tie():
+    """A clip where one position's two nearest codes differ by one float32 step (the shipped otok-s, step 3 at
+    (20, 27)): pushed in two parts outside `torch.no_grad`, as the README does, it must give `encode`'s tokens
+    (autograd picks other kernels, whose last bit decided the tie)."""
+    from otok.codec import load
+
+    tok = load("otok-s")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(185)
+        video = torch.rand(1, 3, 17, 144, 256) * 2 - 1
+    tokens = tok.encode(video)
+    stream = tok.stream_encoder(batch=1, height=144, width=256)
+    grids = stream.push(video[:, :, :6]) + stream.push(video[:, :, 6:]) + stream.flush()
+    assert torch.equal(torch.stack(grids, 1), tokens)
