@@ -29,6 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from otok.codec import load
+from otok.train.gpu_checks import matmul_tflops
 
 JOB_TOKENS = 2**17  # train/gpu_job.py's default batch budget
 PASSES = ("parallel", "stepwise")
@@ -51,19 +52,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_rate(device: torch.device, repeat: int = 5) -> dict:
+def matmul_rate(device: torch.device) -> dict:
     """The dense matrix-product rate this run reads its figures against: bf16 8192^3 on CUDA, fp32 2048^3 on a CPU."""
     n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    a @ b
-    times = []
-    for _ in range(repeat):
-        _sync(device)
-        start = time.perf_counter()
-        a @ b
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return {"matmul": f"{str(dtype).removeprefix('torch.')} {n}^3", "tflops": 2 * n**3 / statistics.median(times) / 1e12}
+    return {"matmul": f"{str(dtype).removeprefix('torch.')} {n}^3",
+            "tflops": matmul_tflops(device, n, repeat=5, dtype=dtype, digits=None)}
 
 
 def batch_for(tokens: int, res: int, frames: int, patch: int, tubelet: int) -> int:

@@ -105,10 +105,11 @@ def stream_speed(name: str, height: int, width: int, batch: int, mode: str, devi
     return out
 
 
-def matmul_tflops(device: torch.device, n: int = 8192, repeat: int = 10) -> float:
-    """bf16 TFLOP/s of an n x n x n matrix product on random data (median of `repeat` after warm-up): the
+def matmul_tflops(device: torch.device, n: int = 8192, repeat: int = 10, dtype: torch.dtype = torch.bfloat16,
+                  digits: int | None = 1) -> float:
+    """TFLOP/s of an n x n x n matrix product of `dtype` on random data (median of `repeat` after warm-up): the
     ceiling that achieved figures are read against."""
-    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     for _ in range(3):
         a @ b
     times = []
@@ -118,7 +119,8 @@ def matmul_tflops(device: torch.device, n: int = 8192, repeat: int = 10) -> floa
         a @ b
         _sync(device)
         times.append(time.perf_counter() - start)
-    return round(2 * n**3 / statistics.median(times) / 1e12, 1)
+    rate = 2 * n**3 / statistics.median(times) / 1e12
+    return rate if digits is None else round(rate, digits)
 
 
 SPEED_SIZES = ((256, 256), (720, 1280), (1080, 1920))
