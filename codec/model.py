@@ -12,6 +12,7 @@ batch, the temporal blocks under a causal mask equal to the cache's sliding wind
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,10 +64,12 @@ class ClipLayout:
     image_frames: Tensor  # (images, 1): the frame of each image step
     tube_frames: Tensor  # (S - images, t): the frames of each tube step
     distance: Tensor  # (S, S) int64 over the grouped steps, `layers.causal_distances`
+    grouped: Tensor  # (S,): the steps in grouped order (the first `images` are the segment starts)
     in_time: Tensor  # (S,): for step s (in time order), its place among the grouped steps
     frame_order: Tensor  # (T,): for frame f, its place in [image steps' frames..., tube steps' frames...]
 
     @classmethod
+    @functools.lru_cache(maxsize=64)  # a training run has a few clip shapes: built once each, not every step
     def of(cls, steps: int, gop: int, tubelet: int, temporal_window: int, device: torch.device) -> "ClipLayout":
         starts = [is_segment_start(s, gop) for s in range(steps)]
         grouped = torch.tensor([s for s in range(steps) if starts[s]] + [s for s in range(steps) if not starts[s]])
@@ -76,7 +79,7 @@ class ClipLayout:
         segments = torch.tensor(starts).cumsum(0)[grouped]
         distance = causal_distances(grouped, segments, temporal_window)
         frame_order = torch.argsort(torch.cat([first[:images], tube_frames.flatten()]))
-        tensors = first[:images, None], tube_frames, distance, torch.argsort(grouped), frame_order
+        tensors = first[:images, None], tube_frames, distance, grouped, torch.argsort(grouped), frame_order
         return cls(images, *(t.to(device=device, dtype=torch.int64) for t in tensors))
 
 
@@ -456,9 +459,9 @@ class Tokenizer(nn.Module):
         codes = out.codes
         if rdo:
             in_time = out.indices.index_select(0, layout.in_time)
-            starts = [s for s in range(steps) if is_segment_start(s, gop)]
-            chosen = choose_clip_tokens(in_time, starts, self.quantizer.codes_from_indices, rdo)
-            chosen = chosen.index_select(0, torch.argsort(layout.in_time))  # grouped again
+            chosen = choose_clip_tokens(in_time, layout.grouped[: layout.images].tolist(),
+                                        self.quantizer.codes_from_indices, rdo)
+            chosen = chosen.index_select(0, layout.grouped)  # grouped again
             codes = codes + (self.quantizer.codes_from_indices(chosen).to(codes.dtype) - codes).detach()
         recon = self.decoder.forward_clip(codes, layout)[:, :, :frames, :height, :width]
         return TokenizerOutput(recon, out.loss, list(features.index_select(0, layout.in_time).unbind(0)), out.stats)
