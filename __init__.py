@@ -4,6 +4,7 @@
     tok = otok.load()                                   # the default model, otok-s (a torch.nn.Module)
     otok.encode_file("clip.mp4", "clip.otok")           # what `otok encode` does, with the same defaults
     otok.decode_file("clip.otok", "back.mp4")
+    otok.eval_file("clip.mp4").psnr                     # what `otok eval` measures
     tokens = otok.read_tokens("clip.otok")              # (S, h, w) int64 for a language model; no PyTorch
     rows = otok.open_dataset("shards/")                 # (tokens, metadata) of `otok dataset`'s Parquet shards
 
@@ -22,20 +23,25 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from otok.bitstream import OtokError
-    from otok.tools.api import ArgumentError, DecodeResult, EncodeResult, InputError, MediaError, ModelError
-    from otok.tools.api import DEFAULTS, decode_file, encode_file, installed_priors, load, open_dataset, read_tokens
+    from otok.tools.api import DEFAULTS, ArgumentError, InputError, MediaError, ModelError
+    from otok.tools.api import installed_priors, load, open_dataset, read_tokens
+    from otok.tools.decode import DecodeResult, decode_file
+    from otok.tools.encode import EncodeResult, encode_file
+    from otok.tools.evaluation.evaluate import EvalResult, eval_file
 
 _EXPORTS = {
-    "load": "otok.tools.api", "encode_file": "otok.tools.api", "decode_file": "otok.tools.api",
-    "read_tokens": "otok.tools.api", "installed_priors": "otok.tools.api", "EncodeResult": "otok.tools.api",
-    "DecodeResult": "otok.tools.api", "DEFAULTS": "otok.tools.api", "open_dataset": "otok.tools.api",
+    "load": "otok.tools.api", "read_tokens": "otok.tools.api", "installed_priors": "otok.tools.api",
+    "DEFAULTS": "otok.tools.api", "open_dataset": "otok.tools.api",
+    "encode_file": "otok.tools.encode", "EncodeResult": "otok.tools.encode",
+    "decode_file": "otok.tools.decode", "DecodeResult": "otok.tools.decode",
+    "eval_file": "otok.tools.evaluation.evaluate", "EvalResult": "otok.tools.evaluation.evaluate",
     "OtokError": "otok.bitstream.errors", "ArgumentError": "otok.tools.errors", "InputError": "otok.tools.errors",
     "MediaError": "otok.tools.errors", "ModelError": "otok.tools.errors",
 }
 __all__ = [
-    "DEFAULTS", "ArgumentError", "DecodeResult", "EncodeResult", "InputError", "MediaError", "ModelError",
-    "OtokError", "__version__", "decode_file", "encode_file", "installed_priors", "load", "open_dataset",
-    "read_tokens",
+    "DEFAULTS", "ArgumentError", "DecodeResult", "EncodeResult", "EvalResult", "InputError", "MediaError",
+    "ModelError", "OtokError", "__version__", "decode_file", "encode_file", "eval_file", "installed_priors", "load",
+    "open_dataset", "read_tokens",
 ]
 
 

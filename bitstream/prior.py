@@ -153,7 +153,7 @@ class Prior:
         _, version, nctx, k, table_bytes = _HEAD.unpack_from(data)
         if version == 1:
             raise UnsupportedError("prior table version 1 belongs to the pre-release ctx coder (coder id 2); "
-                                   "rebuild it with tools/make_prior.py")
+                                   "rebuild it with tools/release/make_prior.py")
         if version not in (2, VERSION):
             raise UnsupportedError(f"prior table version {version} is not supported (this otok reads versions 2 "
                                    f"and {VERSION})")

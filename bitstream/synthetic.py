@@ -1,4 +1,4 @@
-"""Synthetic token streams with a known entropy, for tests and `tools/bench_bitstream.py`.
+"""Synthetic token streams with a known entropy, for tests and `tools/bench/bitstream.py`.
 
 Each step after a segment's first repeats the previous step's token at each position with probability
 `repeat`, otherwise draws a fresh uniform token; a segment's first step is all fresh tokens.

@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 QUANTIZERS = ("vq", "fsq", "lfq", "kl")
 
 
+# The rate-distortion tolerance token models are encoded with by default (`otok.codec.rdo`; `otok encode
+# --rdo`); its measured trade-off is in docs/BENCHMARKS.md. KL models use 0.
+DEFAULT_RDO = 0.01
+
+
 @dataclass(frozen=True)
 class TokenizerConfig:
     """Everything that defines a tokenizer's architecture and its time layout.

@@ -16,9 +16,9 @@ import torch
 
 from .config import TokenizerConfig, get_config, list_models
 from .model import Tokenizer, with_decoder
+from .priors import PACKAGED_WEIGHTS
 
 FORMAT_VERSION = 1
-PACKAGED_WEIGHTS = Path(__file__).parent / "weights"
 
 
 class WeightsError(ValueError):

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from otok.codec import Tokenizer
+from otok.codec.priors import copy_prior_files, prior_files
 
 from .wrappers import STATE_IN, STATE_OUT, TOKEN_DTYPE, graph_io, step_modules
 
@@ -111,7 +112,8 @@ def write_codes(tokenizer: Tokenizer, path: Path) -> None:
 
 
 def export_onnx(tokenizer: Tokenizer, out_dir: str | os.PathLike, opset: int = 17, check: bool = True) -> dict:
-    """Write encoder_image/encoder_video/decoder_image/decoder_video.onnx and manifest.json to out_dir.
+    """Write encoder_image/encoder_video/decoder_image/decoder_video.onnx and manifest.json to out_dir,
+    with the model's prior tables (`otok.codec.priors`: model.prior and those of earlier releases).
 
     check: run the TensorRT op allowlist over every graph (raises `UnsupportedOpError`).
     Returns the manifest (a dict, as written).
@@ -154,6 +156,7 @@ def export_onnx(tokenizer: Tokenizer, out_dir: str | os.PathLike, opset: int = 1
     if c.quantizer == "vq":  # the code table, for rate-distortion token choice outside the graphs (codec.rdo)
         write_codes(tokenizer, out / CODES)
         manifest["codes"] = CODES
+    copy_prior_files(prior_files(tokenizer), out)  # the ctx coder's tables travel with the weights
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, out / MANIFEST)

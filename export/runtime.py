@@ -25,6 +25,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from otok.bitstream.errors import OtokError
 from otok.codec import StreamDecoder, StreamEncoder, Tokenizer, TokenizerConfig
 from otok.codec.quantizers import build_quantizer
 from otok.codec.rdo import choose_tokens
@@ -33,8 +34,9 @@ from .onnx_export import CODES, GRAPHS, MANIFEST
 from .wrappers import STATE_IN, STATE_OUT, TOKEN_DTYPE
 
 
-class EngineError(RuntimeError):
-    """An engine folder that is missing, incomplete, or does not match the weights it is used with."""
+class EngineError(OtokError, RuntimeError):
+    """An engine folder that is missing, incomplete, or does not match the weights it is used with (an
+    `OtokError`, as every error of otok's library functions)."""
 
 
 class Runner(Protocol):

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from otok.codec import TokenizerConfig
+from otok.codec.priors import copy_prior_files, engine_prior_files
 
 from .onnx_export import GRAPHS, MANIFEST
 from .runtime import EngineError, allocate_outputs, io_shapes, read_manifest
@@ -202,14 +203,13 @@ def build_trt_engines(
     }
     # keep the ONNX graphs beside the engines, for rebuilding on another GPU, the code table, and the ctx
     # coder's prior tables (model.prior and those kept from earlier releases), which the files reference
-    priors = sorted(p.name for p in onnx_dir.glob("*.prior"))
-    for name in ([manifest["graphs"][g]["file"] for g in GRAPHS] + ([manifest["codes"]] if "codes" in manifest else [])
-                 + priors):
+    for name in [manifest["graphs"][g]["file"] for g in GRAPHS] + ([manifest["codes"]] if "codes" in manifest else []):
         source = onnx_dir / name
         if not source.is_file():
             raise EngineError(f"{source} is missing; re-export {onnx_dir} with `otok export onnx`")
         if source.resolve() != (out / source.name).resolve():
             shutil.copyfile(source, out / source.name)
+    copy_prior_files(engine_prior_files(onnx_dir), out)
     (out / MANIFEST).write_text(json.dumps(trt_manifest, indent=2) + "\n")
     return trt_manifest
 

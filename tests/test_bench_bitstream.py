@@ -1,4 +1,4 @@
-"""tools/bench_bitstream.py runs end to end (its round trips are checked inside; the figures are not)."""
+"""tools/bench/bitstream.py runs end to end (its round trips are checked inside; the figures are not)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from otok.bitstream import Prior
 from otok.bitstream.synthetic import repetition_grids
-from otok.tools import bench_bitstream
+from otok.tools.bench import bitstream as bench_bitstream
 
 
 def test_real_token_bench_round_trips_every_coder(tmp_path, capsys):

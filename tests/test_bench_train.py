@@ -1,10 +1,10 @@
-"""tools/bench_train.py runs end to end and counts what it says (the timings are not checked)."""
+"""tools/bench/train.py runs end to end and counts what it says (the timings are not checked)."""
 
 from __future__ import annotations
 
 import json
 
-from otok.tools import bench_train
+from otok.tools.bench import train as bench_train
 
 
 def test_bench_compares_the_passes(capsys):

@@ -15,9 +15,16 @@ import pytest
 from codec_helpers import tiny
 from otok.bitstream import CtxParams, OtokReader, read_tokens
 from otok.codec import save
-from otok.tools import pipeline
+from otok.codec.priors import earlier_name
+from otok.tools import encode
+from otok.tools.decode import decode_file
+from otok.tools.encode import make_header
+from otok.tools.info import file_info
+from otok.tools.models import load_model, model_prior, model_priors
+from otok.tools.options import DEFAULTS
+from otok.tools.video_io import frames_to_video, video_to_frames
 from otok.tools.cli import main
-from otok.tools.metrics import psnr
+from otok.tools.evaluation.metrics import psnr
 from otok.tools.video_io import VideoReader, VideoWriter
 
 SAMPLE = Path(__file__).parents[1] / "tools" / "samples" / "bigbuckbunny_2s.mp4"
@@ -77,7 +84,7 @@ def test_odd_size_and_ntsc_rate_survive(tmp_path, capsys, model_path, clip, code
     reader = VideoReader(back)
     assert (reader.info.width, reader.info.height, reader.info.fps) == (70, 46, Fraction(30000, 1001))
     assert sum(1 for _ in reader) == 10
-    info = pipeline.file_info(coded)
+    info = file_info(coded)
     assert (info["coder"], info["gop"], info["segments"], info["steps"]) == (coder, 2, 2, 4)  # 10 frames = 2 segments of 1 + 4
 
 
@@ -87,7 +94,7 @@ def test_image_in_image_out(tmp_path, capsys, model_path):
     writer.write(np.full((30, 40, 3), 90, np.uint8))
     writer.close()
     assert run(capsys, "encode", png, tmp_path / "s.otok", "--model", model_path)[0] == 0
-    assert pipeline.file_info(tmp_path / "s.otok")["frames"] == 1
+    assert file_info(tmp_path / "s.otok")["frames"] == 1
     assert run(capsys, "decode", tmp_path / "s.otok", tmp_path / "back.png", "--model", model_path)[0] == 0
     frames = list(VideoReader(tmp_path / "back.png"))
     assert len(frames) == 1 and frames[0].shape == (30, 40, 3)
@@ -274,7 +281,7 @@ def test_ctrl_c(tmp_path, capsys, model_path, clip, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "frames_to_video", interrupt)
+    monkeypatch.setattr(encode, "frames_to_video", interrupt)
     status, _, err = run(capsys, "encode", clip, tmp_path / "out.otok", "--model", model_path)
     assert_clean_failure(status, err, tmp_path, expected_status=130, message="interrupted")
 
@@ -312,7 +319,7 @@ def test_prior_that_ships_beside_the_model_is_referenced(tmp_path, capsys, clip)
     from otok.bitstream import Prior, read_header
 
     model = save(tiny(), tmp_path / "m.safetensors")
-    tokens = tiny().encode(pipeline.frames_to_video(list(VideoReader(clip)), "cpu"))[0].numpy()
+    tokens = tiny().encode(frames_to_video(list(VideoReader(clip)), "cpu"))[0].numpy()
     prior = Prior.from_tokens([tokens[:5], tokens[5:]], 256)
     prior.save(tmp_path / "m.prior")
     coded = tmp_path / "c.otok"
@@ -383,7 +390,7 @@ def test_ten_bit_input_is_coded_as_8_bit_rgb(tmp_path, capsys, model_path):
         for packet in stream.encode():
             container.mux(packet)
     assert run(capsys, "encode", src, tmp_path / "t.otok", "--model", model_path)[0] == 0
-    info = pipeline.file_info(tmp_path / "t.otok")
+    info = file_info(tmp_path / "t.otok")
     assert (info["frames"], info["width"], info["height"], info["fps"]) == (6, 48, 40, "24/1")
 
 
@@ -407,16 +414,16 @@ def test_files_that_reference_an_earlier_prior_still_decode(tmp_path, capsys, cl
     from otok.bitstream import CtxParams, OtokWriter, Prior, read_header
 
     model = save(tiny(), tmp_path / "m.safetensors")
-    tokens = tiny().encode(pipeline.frames_to_video(list(VideoReader(clip)), "cpu"))[0].numpy()
+    tokens = tiny().encode(frames_to_video(list(VideoReader(clip)), "cpu"))[0].numpy()
     old = Prior(256, Prior.from_tokens([tokens[:5]], 256).mode_counts, Prior.uniform(256).part_counts)
     new = Prior.from_tokens([tokens[:5], tokens[5:]], 256)
-    old.save(tmp_path / pipeline.legacy_prior_name("m", old))
+    old.save(tmp_path / earlier_name("m", old.sha256.hex()))
     new.save(tmp_path / "m.prior")
-    tok = pipeline.load_model(model)
-    assert pipeline.model_priors(tok) == [new, old] and pipeline.model_prior(tok) == new
+    tok = load_model(model)
+    assert model_priors(tok) == [new, old] and model_prior(tok) == new
     (tmp_path / "m.0123456789abcdef.prior").write_bytes(b"not a prior")  # a damaged earlier table: left out
     with pytest.warns(UserWarning, match="m.0123456789abcdef.prior"):
-        assert pipeline.model_priors(tok) == [new, old]
+        assert model_priors(tok) == [new, old]
     (tmp_path / "m.0123456789abcdef.prior").unlink()
     coded = tmp_path / "c.otok"
     assert run(capsys, "encode", clip, coded, "--model", model)[0] == 0
@@ -431,9 +438,32 @@ def test_files_that_reference_an_earlier_prior_still_decode(tmp_path, capsys, cl
     if importlib.util.find_spec("onnxruntime") is not None:
         engines = tmp_path / "engines"
         assert run(capsys, "export", "onnx", "--model", model, "--out", engines)[0] == 0
-        assert {p.name for p in engines.glob("*.prior")} == {"model.prior", pipeline.legacy_prior_name("model", old)}
+        assert {p.name for p in engines.glob("*.prior")} == {"model.prior", earlier_name("model", old.sha256.hex())}
         status, _, err = run(capsys, "decode", older, tmp_path / "e.mp4", "--backend", "onnx", "--engine-dir", engines)
         assert status == 0, err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="needs onnxruntime")
+def test_engine_folders_from_the_api_and_the_cli_code_the_same_bytes(tmp_path, capsys, clip):
+    """`otok.export.export_onnx(tok, DIR)` and `otok export onnx` write the same prior tables beside the
+    graphs (`otok.codec.priors`), so an engine from either encodes the bytes the PyTorch backend writes."""
+    from otok.export import export_onnx
+
+    model = save(tiny(), tmp_path / "m.safetensors")
+    tokens = tiny().encode(frames_to_video(list(VideoReader(clip)), "cpu"))[0].numpy()
+    from otok.bitstream import Prior
+
+    Prior.from_tokens([tokens], 256).save(tmp_path / "m.prior")
+    export_onnx(load_model(model), tmp_path / "api")
+    assert run(capsys, "export", "onnx", "--model", model, "--out", tmp_path / "cli")[0] == 0
+    names = sorted(p.name for p in (tmp_path / "api").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "cli").iterdir()) and "model.prior" in names
+    coded = {}
+    for name, flags in (("torch", ()), ("api", ("--backend", "onnx", "--engine-dir", tmp_path / "api")),
+                        ("cli", ("--backend", "onnx", "--engine-dir", tmp_path / "cli"))):
+        assert run(capsys, "encode", clip, tmp_path / f"{name}.otok", "--model", model, *flags)[0] == 0
+        coded[name] = (tmp_path / f"{name}.otok").read_bytes()
+    assert coded["api"] == coded["cli"] == coded["torch"]
 
 
 def test_rdo_flag_chooses_the_tokens_the_model_chooses(tmp_path, capsys, model_path, clip):
@@ -443,8 +473,8 @@ def test_rdo_flag_chooses_the_tokens_the_model_chooses(tmp_path, capsys, model_p
 
     tok = load(model_path)
     with VideoReader(clip) as reader:
-        video = pipeline.frames_to_video(list(reader), tok.device)
-    for flag, tau in ((), pipeline.DEFAULT_RDO), (("--rdo", "0"), 0.0), (("--rdo", "0.4"), 0.4):
+        video = frames_to_video(list(reader), tok.device)
+    for flag, tau in ((), DEFAULTS.rdo), (("--rdo", "0"), 0.0), (("--rdo", "0.4"), 0.4):
         coded = tmp_path / f"rdo{tau}.otok"
         assert run(capsys, "encode", clip, coded, "--model", model_path, *flag)[0] == 0
         np.testing.assert_array_equal(read_tokens(coded), tok.encode(video, rdo=tau)[0].numpy())
@@ -472,8 +502,8 @@ def test_info_shows_the_encoder_settings(tmp_path, capsys, model_path, clip):
     assert run(capsys, "encode", clip, coded, "--model", model_path, "--rdo", "0.02", "--quiet")[0] == 0
     status, out, _ = run(capsys, "info", coded)
     assert status == 0 and "encoder: --rdo 0.02" in out
-    assert pipeline.file_info(coded)["encoder_settings"] == {"rdo": 0.02}
-    prior = pipeline.model_prior(load(model_path))
+    assert file_info(coded)["encoder_settings"] == {"rdo": 0.02}
+    prior = model_prior(load(model_path))
     header, tokens = read_header(coded), read_tokens(coded, prior=prior)
     hostile = {"nested.otok": b"[" * 100_000 + b"]" * 100_000, "nan.otok": b'{"rdo": NaN}'}  # not JSON objects
     for name, payload in (("none.otok", None), ("garbage.otok", b"\xff not json"), *hostile.items()):
@@ -483,7 +513,7 @@ def test_info_shows_the_encoder_settings(tmp_path, capsys, model_path, clip):
             writer.write(tokens)
         status, out, err = run(capsys, "info", tmp_path / name)
         assert status == 0, err
-        assert "encoder:" not in out and pipeline.file_info(tmp_path / name)["encoder_settings"] is None
+        assert "encoder:" not in out and file_info(tmp_path / name)["encoder_settings"] is None
     assert json.loads(run(capsys, "info", tmp_path / "nan.otok", "--json")[1])["encoder_settings"] is None
 
 
@@ -497,7 +527,7 @@ def test_info_escapes_what_the_file_holds(tmp_path, capsys, model_path, clip):
 
     coded = tmp_path / "c.otok"
     assert run(capsys, "encode", clip, coded, "--model", model_path, "--quiet")[0] == 0
-    prior = pipeline.model_prior(load(model_path))
+    prior = model_prior(load(model_path))
     header = dataclasses.replace(read_header(coded), model="x\x1b[2J\a\ry")
     with OtokWriter(tmp_path / "evil.otok", header, prior=prior) as writer:
         writer.write_ancillary(ENCD, json.dumps({"rdo": "\x1b]0;owned\x07\n"}).encode())
@@ -525,7 +555,7 @@ def test_info_of_a_file_with_a_damaged_step_chunk(tmp_path, capsys, model_path, 
     status, out, err = run(capsys, "info", damaged)
     assert status == 0, err
     assert "coded" not in out and "bits/token" in out
-    info = pipeline.file_info(damaged)
+    info = file_info(damaged)
     assert info["coded_bytes"] is None and info["coded_bits_per_token"] is None
 
 
@@ -571,19 +601,19 @@ def test_a_file_of_one_segment_decodes_as_one(tmp_path, model_path):
     the temporal cache across all its steps, as the whole-clip decoder does."""
     from otok.bitstream import OtokWriter
 
-    tok = pipeline.load_model(model_path)
+    tok = load_model(model_path)
     frames = list(VideoReader(write_clip(tmp_path / "long.mp4", frames=29, width=40, height=32)))
     height, width = frames[0].shape[:2]
-    tokens = tok.encode(pipeline.frames_to_video(frames, "cpu"), gop=100)  # 8 steps in one segment
+    tokens = tok.encode(frames_to_video(frames, "cpu"), gop=100)  # 8 steps in one segment
     assert tokens.shape[1] == 8 > tok.config.gop
-    header = pipeline.make_header(tok, width, height, Fraction(25), "zstd", gop=0)
+    header = make_header(tok, width, height, Fraction(25), "zstd", gop=0)
     coded = tmp_path / "one.otok"
     with OtokWriter(coded, header) as writer:
         for s in range(tokens.shape[1]):
             writer.write(tokens[0, s].numpy())
         writer.close(frames=len(frames))
-    expected = pipeline.video_to_frames(tok.decode(tokens, frames=len(frames), height=height, width=width, gop=100))
-    pipeline.decode_file(coded, tmp_path / "back.mkv", tokenizer=tok, codec="ffv1")
+    expected = video_to_frames(tok.decode(tokens, frames=len(frames), height=height, width=width, gop=100))
+    decode_file(coded, tmp_path / "back.mkv", tokenizer=tok, codec="ffv1")
     assert np.array_equal(np.stack(list(VideoReader(tmp_path / "back.mkv"))), expected)
-    segments = pipeline.video_to_frames(tok.decode(tokens, height=height, width=width))  # the model's gop: 26 frames
+    segments = video_to_frames(tok.decode(tokens, height=height, width=width))  # the model's gop: 26 frames
     assert not np.array_equal(segments, expected[: len(segments)])  # would decode something else

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from codec_helpers import random_video, tiny
-from otok.tools.bench_train import CountOps
+from otok.tools.bench.train import CountOps
 
 
 def _pass(tok, forward, video, **options):

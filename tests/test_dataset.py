@@ -20,7 +20,7 @@ import torch
 import otok
 from codec_helpers import tiny
 from otok.codec import save
-from otok.tools import pipeline
+from otok.tools import encode
 from otok.tools.cli import main
 from otok.tools.video_io import VideoReader, VideoWriter
 from test_cli import write_clip
@@ -109,14 +109,14 @@ def test_bad_files_are_listed_and_the_rest_land(tmp_path, capsys, models, corpus
     (tmp_path / "bad.mp4").write_bytes(b"not a video at all")
     listed = tmp_path / "list.txt"
     listed.write_text(f"# the list's relative paths start at its folder\nbad.mp4\nmissing.mp4\n{corpus / 'a.mp4'}\n")
-    encode_frames = pipeline.encode_frames
+    encode_frames = encode.encode_frames
 
     def crash_on_the_photo(frames, info, dst, tok, **options):  # as a bug deep inside a library might
         if options["name"].endswith("photo.png"):
             raise RuntimeError("out of memory\n(a second line)")
         return encode_frames(frames, info, dst, tok, **options)
 
-    monkeypatch.setattr(pipeline, "encode_frames", crash_on_the_photo)
+    monkeypatch.setattr(encode, "encode_frames", crash_on_the_photo)
     out = tmp_path / "shards"
     status, _, err = run(capsys, "dataset", listed, corpus / "sub", corpus / "photo.png", "--out", out,
                          "--model", models["vq"])

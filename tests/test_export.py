@@ -226,7 +226,7 @@ def test_stand_in_has_what_the_pipeline_uses(exported):
 def test_pipeline_encodes_with_the_engine(exported, tmp_path):
     av = pytest.importorskip("av")  # noqa: F841
     from otok.bitstream import OtokReader
-    from otok.tools.pipeline import encode_file
+    from otok.tools.encode import encode_file
     from otok.tools.video_io import VideoWriter
 
     tok, eng, _ = exported("vq")

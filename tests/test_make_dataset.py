@@ -1,4 +1,4 @@
-"""tools/make_dataset.py: the held-out files never reach a training folder, and training videos keep their
+"""tools/bank/make_dataset.py: the held-out files never reach a training folder, and training videos keep their
 frame count and rate when scaled. --bank: the bank file that otok.train.bank reads, built from generated
 sources: shapes, frame counts, round-trip quality, the held-out split and the size limit."""
 
@@ -8,7 +8,7 @@ from fractions import Fraction
 
 import torch
 
-from otok.tools import make_dataset
+from otok.tools.bank import make_dataset
 from otok.tools.video_io import VideoReader
 from test_cli import write_clip
 
@@ -61,7 +61,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from otok.tools import bank_writer  # noqa: E402
+from otok.tools.bank import writer as bank_writer  # noqa: E402
 from otok.tools.video_io import MediaError, VideoWriter  # noqa: E402
 from otok.train.bank import BankError, load_bank  # noqa: E402
 
@@ -255,7 +255,7 @@ def test_debian_licence_follows_the_last_matching_dep5_stanza(tmp_path):
 
 
 def test_camera_motion_is_smooth_and_stays_inside_the_photo():
-    from otok.tools.camera_motion import random_path, render_clip
+    from otok.tools.bank.camera_motion import random_path, render_clip
 
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -317,7 +317,7 @@ def test_negative_frame_counts_are_one_line_and_exit_1(sources, tmp_path, capsys
 
 
 def test_colour_statistics_of_a_bank_agree_with_its_decoded_tensors(bank_path, capsys):
-    from otok.tools import bank_colours
+    from otok.tools.bank import colours as bank_colours
 
     rows = {label: (share, m) for label, share, _, m in bank_colours.bank_colours(bank_path)}
     bank = load_bank(bank_path, workers=2)

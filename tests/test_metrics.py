@@ -1,4 +1,4 @@
-"""The measures of what a person sees (`otok.tools.metrics`, docs/METRICS.md), on constructed clips whose
+"""The measures of what a person sees (`otok.tools.evaluation.metrics`, docs/METRICS.md), on constructed clips whose
 answer is known."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from otok.tools.metrics import (
+from otok.tools.evaluation.metrics import (
     FrameLayout, VideoQuality, bicubic8, judder_ratio, mean_quality, psnr, seam_ratio, segment_pulse_db,
     side_by_side, video_quality,
 )

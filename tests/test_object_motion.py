@@ -1,4 +1,4 @@
-"""Synthetic object motion (`otok.tools.object_motion`): clips are functions of their seed, shapes and ranges
+"""Synthetic object motion (`otok.tools.bank.object_motion`): clips are functions of their seed, shapes and ranges
 are as documented, edges are anti-aliased, and the objects move on their own over the moving background
 (occluding and uncovering it, several pixels inside a 4-frame tube)."""
 
@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from otok.tools import object_motion as om
+from otok.tools.bank import object_motion as om
 
 OUT_W, OUT_H = 96, 54
 

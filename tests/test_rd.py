@@ -1,4 +1,4 @@
-"""The rate–distortion math of tools/rd.py: Bjøntegaard deltas and curve interpolation (tools/bd.py), and one
+"""The rate–distortion math of tools/evaluation/rd.py: Bjøntegaard deltas and curve interpolation (tools/evaluation/bd.py), and one
 tiny x264 encode to check how size and PSNR are measured."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from otok.tools import bd
+from otok.tools.evaluation import bd
 
 # A realistic x264-like curve: bpp and PSNR rising together, concave in log-rate.
 RATES = [0.02, 0.05, 0.11, 0.24, 0.5, 1.0]
@@ -98,7 +98,7 @@ def test_rate_at_psnr_is_the_inverse():
 
 def test_tiny_x264_encode_measures_stream_bytes_and_psnr():
     pytest.importorskip("av")
-    from otok.tools import rd
+    from otok.tools.evaluation import rd
 
     yy, xx = np.mgrid[0:32, 0:32]
     frames = [np.stack([(xx * 8 + t * 4) % 256, (yy * 8) % 256, ((xx + yy) * 4 + t * 8) % 256], -1).astype(np.uint8)
@@ -124,7 +124,7 @@ def test_tiny_x264_encode_measures_stream_bytes_and_psnr():
 
 
 def test_annexb_split_keeps_every_byte():
-    from otok.tools import rd
+    from otok.tools.evaluation import rd
 
     stream = (b"\x00\x00\x00\x01\x67abc" b"\x00\x00\x01\x06x264 - core 165 - opts\x00\x80"
               b"\x00\x00\x00\x01\x65\x00\x00\x03\x01xyz")
@@ -144,7 +144,7 @@ def test_rd_end_to_end_at_a_short_side(tmp_path):
 
     from codec_helpers import tiny
     from otok.codec import save
-    from otok.tools import rd
+    from otok.tools.evaluation import rd
     from otok.tools.video_io import VideoWriter, max_side_for
 
     yy, xx = np.mgrid[0:36, 0:60]

@@ -99,7 +99,8 @@ def test_readme_training_recipe_runs_as_written(tmp_path, monkeypatch):
 
     from test_cli import write_clip
 
-    from otok.tools import make_dataset, make_prior
+    from otok.tools.bank import make_dataset
+    from otok.tools.release import make_prior
     from otok.tools.cli import main as otok_main
     from otok.train import gpu_job
 
@@ -118,8 +119,8 @@ def test_readme_training_recipe_runs_as_written(tmp_path, monkeypatch):
     (tmp_path / "my_photos" / "still.png").symlink_to(ROOT / "docs" / "bigbuckbunny_compare.png")
     (tmp_path / "codec").symlink_to(ROOT / "codec")
     monkeypatch.chdir(tmp_path)
-    programs = {"tools/make_dataset.py": make_dataset.main, "train/gpu_job.py": gpu_job.main,
-                "tools/make_prior.py": make_prior.main}
+    programs = {"tools/bank/make_dataset.py": make_dataset.main, "train/gpu_job.py": gpu_job.main,
+                "tools/release/make_prior.py": make_prior.main}
     ran = []
     for line in filter(None, lines):
         argv = shlex.split(line)
@@ -129,6 +130,6 @@ def test_readme_training_recipe_runs_as_written(tmp_path, monkeypatch):
             program, args = otok_main, argv[1:] + (["--frames", "5", "--max-side", "64"] if argv[1] == "encode" else [])
         assert program(args) == 0, line
         ran.append(argv[1])
-    assert ran == ["tools/make_dataset.py", "train/gpu_job.py", "tools/make_prior.py", "encode", "decode", "tokens"]
+    assert ran == ["tools/bank/make_dataset.py", "train/gpu_job.py", "tools/release/make_prior.py", "encode", "decode", "tokens"]
     assert (tmp_path / "runs" / "mine" / "otok-s.prior").is_file()
     assert np.load(tmp_path / "tokens.npy").shape[0] == 2

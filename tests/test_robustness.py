@@ -28,7 +28,7 @@ from otok.bitstream import CorruptError, Header, OtokError, OtokReader, OtokWarn
 from otok.bitstream import container as ct
 from otok.bitstream.timeline import frames_in_steps
 from otok.codec import save
-from otok.tools import pipeline
+from otok.tools import limits
 from otok.tools.cli import main
 from otok.tools.video_io import VideoReader, VideoWriter
 
@@ -279,7 +279,7 @@ def test_a_file_never_names_a_path_to_open(tmp_path, capsys, model_path, ten_fra
 
 
 def test_oversized_source_frames_name_the_limit(tmp_path, capsys, model_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "MAX_FRAME_PIXELS", 24 * 16 - 1)
+    monkeypatch.setattr(limits, "MAX_FRAME_PIXELS", 24 * 16 - 1)
     src = write_frames(tmp_path / "in.mkv", 24, 16, 2)
     status, _, err = run(capsys, "encode", src, tmp_path / "out.otok", "--model", model_path)
     assert status == 2 and "over otok's limit" in err and "--max-side 4096" in err, err
@@ -484,7 +484,7 @@ def test_frames_too_large_for_the_memory_are_one_line(tmp_path, capsys, model_pa
     src = write_frames(tmp_path / "in.mkv", 64, 48, 2)
     coded = tmp_path / "c.otok"
     assert run(capsys, "encode", src, coded, "--model", model_path, "-q")[0] == 0
-    monkeypatch.setattr(pipeline, "available_memory", lambda: pipeline.BASE_BYTES + 100 * 64 * 48)
+    monkeypatch.setattr(limits, "available_memory", lambda: limits.BASE_BYTES + 100 * 64 * 48)
     status, _, err = run(capsys, "encode", src, tmp_path / "out.otok", "--model", model_path)
     assert status == 2 and "more than the" in err and "--max-side " in err, err
     status, _, err = run(capsys, "decode", coded, tmp_path / "out.mkv", "--model", model_path)
@@ -493,5 +493,5 @@ def test_frames_too_large_for_the_memory_are_one_line(tmp_path, capsys, model_pa
 
 
 def test_available_memory_reads_this_machine():
-    have = pipeline.available_memory()
+    have = limits.available_memory()
     assert have is None or have > 0

@@ -13,8 +13,8 @@ import torch
 from otok.bitstream import Prior
 from otok.codec import load
 from otok.codec.weights import PACKAGED_WEIGHTS
-from otok.tools.metrics import psnr
-from otok.tools.pipeline import frames_to_video, video_to_frames
+from otok.tools.evaluation.metrics import psnr
+from otok.tools.video_io import frames_to_video, video_to_frames
 from otok.tools.video_io import VideoReader
 
 SAMPLE = Path(__file__).parents[1] / "tools" / "samples" / "bigbuckbunny_2s.mp4"
@@ -60,12 +60,13 @@ def test_shipped_model_reconstructs_real_footage(name):
 def test_default_rdo_buys_bytes_for_little_quality(tmp_path):
     """`otok encode`'s default tolerance on real footage with the default model: a clearly smaller file for
     a small PSNR loss (the measured trade-off over the held-out set is in the README)."""
-    from otok.tools.pipeline import DEFAULT_RDO, eval_file
+    from otok.tools.evaluation.evaluate import eval_file
+    from otok.tools.options import DEFAULTS
 
     tok = load("otok-s")
     nearest = eval_file(SAMPLE, tokenizer=tok, frames=17, rdo=0.0)
     chosen = eval_file(SAMPLE, tokenizer=tok, frames=17)
-    assert chosen.rdo == DEFAULT_RDO > 0
+    assert chosen.rdo == DEFAULTS.rdo > 0
     assert chosen.bytes < 0.92 * nearest.bytes
     assert chosen.psnr > nearest.psnr - 0.3
 
@@ -81,7 +82,7 @@ def test_earlier_weights_are_named_by_their_hash(path):
 def test_files_of_earlier_releases_still_decode(otok_file, tmp_path):
     """A file written by an earlier release (its weights and prior table are kept beside the current ones):
     `otok decode` picks the weights and prior it names and gives back the clip it was made from."""
-    from otok.tools.pipeline import decode_file
+    from otok.tools.decode import decode_file
 
     out = decode_file(otok_file, tmp_path / "back.mkv", codec="ffv1")
     assert out.frames == 9

@@ -1,4 +1,5 @@
-"""The functions `import otok` gives: load, encode_file, decode_file, read_tokens, open_dataset.
+"""The functions `import otok` gives beside `encode_file`, `decode_file` and `eval_file` (which live in
+`otok.tools.encode`, `.decode` and `.evaluation.evaluate`): load, read_tokens, installed_priors, open_dataset.
 
 PyTorch is imported only by the functions that run the model, so `read_tokens` serves a language-model
 pipeline that has numpy and the bitstream's packages only.
@@ -6,29 +7,29 @@ pipeline that has numpy and the bitstream's packages only.
 
 from __future__ import annotations
 
-import importlib.util
+import io
 import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO, Union
 
 import numpy as np
 
-from otok.bitstream import OtokError, Prior, UsageError, read_header
+from otok.bitstream import OtokError, OtokReader, Prior, UsageError
 from otok.bitstream import read_tokens as _read_tokens
+from otok.codec.priors import packaged_prior_files
 
-from .defaults import DEFAULTS, EncodeDefaults
 from .errors import ArgumentError, InputError, MediaError, ModelError
+from .options import DEFAULTS, EncodeDefaults
 
 if TYPE_CHECKING:
     from otok.codec import Tokenizer
     from otok.tools.dataset.read import TokenDataset
-    from otok.tools.pipeline import DecodeResult, EncodeResult
 
 __all__ = [
-    "ArgumentError", "DEFAULTS", "DecodeResult", "EncodeDefaults", "EncodeResult", "InputError", "MediaError",
-    "ModelError", "OtokError", "decode_file", "encode_file", "installed_priors", "load", "open_dataset", "read_tokens",
+    "ArgumentError", "DEFAULTS", "EncodeDefaults", "InputError", "MediaError", "ModelError", "OtokError",
+    "installed_priors", "load", "open_dataset", "read_tokens",
 ]
 
 
@@ -46,40 +47,12 @@ def load(model: str | os.PathLike = DEFAULTS.model, *, device: str = "cpu", pret
         raise ModelError(str(exc)) from None
 
 
-def encode_file(src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
-                **options) -> EncodeResult:
-    """Encode a video or image file into `dst` (an `.otok` file), streaming, with `otok encode`'s defaults
-    (`otok.DEFAULTS`). options: coder, gop, rdo, max_side, frames, device, tokenizer, progress, ...
-    (`otok.tools.pipeline.encode_file`). Returns frames, steps, size and bytes (an EncodeResult)."""
-    from otok.tools import pipeline
-
-    return pipeline.encode_file(src, dst, model=model, **options)
-
-
-def decode_file(src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
-                **options) -> DecodeResult:
-    """Decode an `.otok` file into a video (.mp4/.mkv/.mov/.webm) or, for one frame, an image (.png/.jpg)
-    of the source's size and frame rate. model: the weights that wrote the file when they are not the
-    installed release it names (files name their weights by hash). options: device, codec, crf, ..."""
-    from otok.tools import pipeline
-
-    return pipeline.decode_file(src, dst, model=model, **options)
-
-
-def _weights_folder() -> Path | None:
-    """The installed models' folder (`otok/codec/weights`), found without importing otok.codec (PyTorch)."""
-    spec = importlib.util.find_spec("otok.codec")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / "weights"
-
-
 def installed_priors() -> list[Prior]:
-    """Every prior table that ships with the installed models, current and superseded (NAME.<hash>.prior):
-    the tables `ctx` files reference by hash. A table that does not load is skipped with a warning."""
-    folder = _weights_folder()
+    """Every prior table that ships with the installed models, current and superseded
+    (`otok.codec.priors`): the tables `ctx` files reference by hash. A table that does not load is
+    skipped with a warning."""
     priors = []
-    for path in sorted(folder.glob("*.prior")) if folder is not None and folder.is_dir() else []:
+    for path in packaged_prior_files():
         try:
             priors.append(Prior.load(path))
         except OtokError as exc:
@@ -87,30 +60,74 @@ def installed_priors() -> list[Prior]:
     return priors
 
 
-def read_tokens(path: str | os.PathLike, *, prior: Prior | str | os.PathLike | Iterable | None = None,
-                allow_truncated: bool = False) -> np.ndarray:
+TokenSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+PriorArgument = Union[Prior, str, os.PathLike, Iterable[Union[Prior, str, os.PathLike]], None]
+
+
+def read_tokens(source: TokenSource, *, prior: PriorArgument = None, allow_truncated: bool = False) -> np.ndarray:
     """The tokens of an `.otok` file: int64 (S, h, w) (S steps of an h x w grid; a KL model's file gives
-    float16 latents (S, C, h, w)). The `ctx` coder's prior table the file names by hash is found among the
-    installed models' tables, current and superseded; `prior` (a Prior, a .prior path, or a list) adds
-    others, e.g. the table beside your own weights. allow_truncated: return the intact steps of a damaged
-    file (with a warning) instead of raising."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file" if not path.exists() else f"{path}: is not a file")
-    given = [] if prior is None else [prior] if isinstance(prior, (Prior, str, os.PathLike)) else list(prior)
-    priors = [p if isinstance(p, Prior) else Prior.load(p) for p in given] + installed_priors()
+    float16 latents (S, C, h, w)). source: a path, the file's bytes, or a binary file object (read from
+    where it stands). The `ctx` coder's prior table the file names by hash is found among the installed
+    models' tables, current and superseded; `prior` (a Prior, a .prior path, or a list of them) adds others,
+    e.g. the table beside your own weights. allow_truncated: return the intact steps of a damaged file
+    (with a warning) instead of raising."""
+    source = _token_source(source)
+    priors = _given_priors(prior) + installed_priors()
+    start = None if isinstance(source, Path) else source.tell() if source.seekable() else None
     try:
-        return _read_tokens(path, prior=priors, allow_truncated=allow_truncated)
+        return _read_tokens(source, prior=priors, allow_truncated=allow_truncated)
     except UsageError:
-        header = read_header(path)
+        if not isinstance(source, Path) and start is None:
+            raise
+        if start is not None:
+            source.seek(start)
+        with OtokReader(source) as reader:  # the header, which names the table (opening reads no step)
+            header = reader.header
         wanted = getattr(header.coder_params, "prior_sha256", b"")
         if not wanted or any(p.sha256 == wanted for p in priors):
             raise
         raise ArgumentError(
-            "prior", f"{path} was coded with the prior table {wanted.hex()[:16]}... of {header.model} weights "
-            f"{header.weights_sha256.hex()[:12]}, which is not installed; pass the .prior file that ships beside "
-            "those weights, prior=FILE"
+            "prior", f"{_name(source)} was coded with the prior table {wanted.hex()[:16]}... of {header.model} "
+            f"weights {header.weights_sha256.hex()[:12]}, which is not installed; pass the .prior file that ships "
+            "beside those weights, prior=FILE"
         ) from None
+
+
+def _token_source(source: object) -> Path | BinaryIO:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file" if not path.exists() else f"{path}: is not a file")
+        return path
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(source))
+    if isinstance(source, io.TextIOBase) or not callable(getattr(source, "read", None)):
+        raise ArgumentError("source", f"read_tokens takes a path, bytes or a binary file object, not {type(source).__name__}")
+    return source  # type: ignore[return-value]
+
+
+def _given_priors(prior: object) -> list[Prior]:
+    if prior is None:
+        return []
+    items = [prior] if isinstance(prior, (Prior, str, os.PathLike)) else prior
+    if isinstance(items, (bytes, bytearray, memoryview, int)) or not isinstance(items, Iterable):
+        raise ArgumentError("prior", f"prior must be a Prior, a .prior path or a list of them, not {type(prior).__name__}")
+    priors = []
+    for item in items:
+        if isinstance(item, Prior):
+            priors.append(item)
+        elif isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            if not path.is_file():
+                raise InputError(f"prior {path}: no such file" if not path.exists() else f"prior {path}: is not a file")
+            priors.append(Prior.load(path))
+        else:
+            raise ArgumentError("prior", f"prior must be a Prior, a .prior path or a list of them; got a {type(item).__name__} in it")
+    return priors
+
+
+def _name(source: Path | BinaryIO) -> str:
+    return str(source) if isinstance(source, Path) else str(getattr(source, "name", "the file"))
 
 
 def open_dataset(folder: str | os.PathLike) -> TokenDataset:

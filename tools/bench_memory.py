@@ -39,15 +39,16 @@ def child(mode: str, model: str, src: str, dst: str) -> None:
     import torch
 
     from otok.codec import load
-    from otok.tools import pipeline
+    from otok.tools.decode import decode_file
+    from otok.tools.encode import encode_file
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     pretrained = model.endswith(".safetensors")
     tok = load(model, pretrained=pretrained, seed=0) if not pretrained else load(model)
     if mode == "encode":
-        pipeline.encode_file(src, dst, tokenizer=tok)
+        encode_file(src, dst, tokenizer=tok)
     else:
-        pipeline.decode_file(src, dst, tokenizer=tok)
+        decode_file(src, dst, tokenizer=tok)
 
 
 def peak_rss_mb(args: list[str]) -> float:

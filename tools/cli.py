@@ -21,23 +21,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import otok
-from otok.bitstream import OtokError
+from otok.bitstream import OtokError, UsageError
 
-from . import pipeline
-from .defaults import DEFAULTS
-from .errors import ArgumentError, printable
-from .metrics import quality_line
+from .decode import decode_with
+from .encode import EncodeResult, Progress, encode_with
+from .errors import printable
+from .evaluation.evaluate import eval_with
+from .evaluation.metrics import quality_line
+from .files import atomic_output, check_input, check_output, is_stream, open_video
+from .info import coded_suffix, file_info
+from .models import load_model
+from .options import BACKENDS, CODERS, DEFAULTS, PRECISIONS, DecodeOptions, EncodeOptions, RunOptions, option_names
 
-BACKENDS = ("torch", "onnx", "trt")
-CODERS = ("ctx", "zstd", "raw")
 SAMPLE = "tools/samples/bigbuckbunny_2s.mp4"
-
-
-class UsageError(ArgumentError):
-    """A command line that does not parse (exit status 2, one line)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__("", message)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,7 +68,7 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="inference backend, e.g. --backend onnx")
     p.add_argument("--engine-dir", type=Path, metavar="DIR",
                    help="folder made by `otok export`, for --backend onnx|trt, e.g. --engine-dir engines/ (default: none)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="torch backend: auto = bf16 autocast on CUDA, fp32 on the CPU")
     p.add_argument("--compile", action="store_true", help="torch backend: torch.compile the step functions (default: off)")
 
@@ -218,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool, total: int | None, label: str) -> Iterator[pipeline.Progress | None]:
+def _progress(enabled: bool, total: int | None, label: str) -> Iterator[Progress | None]:
     if not enabled:
         yield None
         return
@@ -232,15 +228,14 @@ def _show_progress(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
 
 
-def _check_common(args: argparse.Namespace) -> None:
-    if getattr(args, "backend", "torch") != "torch" and args.engine_dir is None:
-        raise UsageError(f"--backend {args.backend} needs --engine-dir DIR (made by `otok export`)")
-    if getattr(args, "backend", "torch") != "torch" and (args.compile or args.precision != "auto"):
-        raise UsageError("--precision and --compile apply to --backend torch (engines fix theirs at export)")
-    for flag in ("max_side", "frames", "gop", "crf", "clip_frames", "workers", "shard_rows"):
-        value = getattr(args, flag, None)
-        if value is not None and value < (0 if flag == "crf" else 1):
-            raise UsageError(f"--{flag.replace('_', '-')} must be positive, got {value}")
+def _options(kind: type[RunOptions], args: argparse.Namespace) -> RunOptions:
+    """The command's options object from its flags (each field is a flag of the same name), checked once."""
+    return kind(**{name: getattr(args, name) for name in option_names(kind) if hasattr(args, name)})
+
+
+def _load(options: RunOptions):
+    o = options
+    return load_model(o.model, o.device, o.backend, o.engine_dir, o.precision, o.compile)
 
 
 def _shard(items: list[Path]) -> list[Path]:
@@ -250,7 +245,7 @@ def _shard(items: list[Path]) -> list[Path]:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    _check_common(args)
+    options = _options(EncodeOptions, args)
     out = Path(args.output)
     if len(args.inputs) > 1 or out.is_dir() or args.output.endswith(("/", os.sep)):
         if out.exists() and not out.is_dir():
@@ -260,15 +255,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
     else:
         jobs = [(args.inputs[0], out)]
     for src, dst in jobs:
-        pipeline.check_input(src)
-        pipeline.check_output(dst, [src])
-    tok = _model(args)
+        check_input(src)
+        check_output(dst, [src])
+    tok = _load(options)
     for i, (src, dst) in enumerate(jobs):
         try:
             total = _frames_of(src, args.frames) if _show_progress(args) else None
             with _progress(_show_progress(args), total, f"encode {src.name}") as progress:
-                r = pipeline.encode_file(src, dst, coder=args.coder, gop=args.gop, max_side=args.max_side,
-                                         frames=args.frames, progress=progress, tokenizer=tok, rdo=args.rdo)
+                r = encode_with(src, dst, options, tok, progress)
         except OtokError as exc:
             if len(jobs) == 1:
                 raise
@@ -296,7 +290,7 @@ def _distinct_stems(inputs: list[Path], folder: Path) -> list[Path]:
     return list(seen.values())
 
 
-def _encode_summary(dst: Path, r: pipeline.EncodeResult) -> str:
+def _encode_summary(dst: Path, r: EncodeResult) -> str:
     """One line: an image's size in bits per pixel, a video's rate in kbit/s."""
     if r.frames == 1:
         bpp = 8 * r.bytes / (r.width * r.height)
@@ -309,25 +303,19 @@ def _encode_summary(dst: Path, r: pipeline.EncodeResult) -> str:
 def _frames_of(src: Path, limit: int | None) -> int | None:
     """The container's frame count (an estimate, for the progress bar's ETA), capped by --frames. A pipe is
     not opened for it: it can be read only once."""
-    if pipeline.is_stream(src):
+    if is_stream(src):
         return limit
-    with pipeline.open_video(src) as reader:
+    with open_video(src) as reader:
         count = reader.info.frames
     return min(count, limit) if count and limit else count or limit
 
 
-def _model(args: argparse.Namespace):
-    return pipeline.load_model(args.model, args.device, args.backend, args.engine_dir, args.precision, args.compile)
-
-
 def cmd_decode(args: argparse.Namespace) -> int:
-    _check_common(args)
-    total = pipeline.file_info(args.input)["frames"] if _show_progress(args) and not pipeline.is_stream(args.input) \
+    options = _options(DecodeOptions, args)
+    total = file_info(args.input)["frames"] if _show_progress(args) and not is_stream(args.input) \
         else None
     with _progress(_show_progress(args), total, f"decode {args.input.name}") as progress:
-        r = pipeline.decode_file(args.input, args.output, model=args.model, device=args.device,
-                                 backend=args.backend, codec=args.codec, crf=args.crf, progress=progress,
-                                 engine_dir=args.engine_dir, precision=args.precision, compile=args.compile)
+        r = decode_with(args.input, args.output, options, progress=progress)
     if r.damage:
         print(f"otok: warning: {r.damage}; decoded the {r.frames} frames before it", file=sys.stderr)
     elif r.untrusted:
@@ -338,7 +326,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = pipeline.file_info(args.input)
+    info = file_info(args.input)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -354,7 +342,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                    f"{info['format_version']}, {info['bytes']:,} bytes"
                    + (f" ({info['coded_bytes']:,} of coded steps), " if info["coded_bytes"] is not None else ", ")
                    + (f"{info['bits_per_token']:.3f} bits/token"
-                      f"{pipeline.coded_suffix(info['coded_bits_per_token'])}, " if info["bits_per_token"] else "")
+                      f"{coded_suffix(info['coded_bits_per_token'])}, " if info["bits_per_token"] else "")
                    + (f"{info['bpp']:.4f} bpp" if info["bpp"] else "")),
     ]
     settings = info["encoder_settings"]
@@ -376,8 +364,8 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     if args.output.suffix != ".npy":
         raise UsageError(f"OUT is a .npy file; got {args.output}")
     tokens = otok.read_tokens(args.input, prior=args.prior)
-    pipeline.check_output(args.output, [args.input])
-    with pipeline.atomic_output(args.output) as tmp:
+    check_output(args.output, [args.input])
+    with atomic_output(args.output) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, tokens)
     if not args.quiet:
@@ -386,13 +374,10 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    _check_common(args)
+    options = _options(EncodeOptions, args)
     total = _frames_of(args.input, args.frames) if _show_progress(args) else None
     with _progress(_show_progress(args), total, f"eval {args.input.name}") as progress:
-        tok = _model(args)
-        r = pipeline.eval_file(args.input, coder=args.coder, gop=args.gop, max_side=args.max_side,
-                               frames=args.frames, progress=progress, tokenizer=tok, rdo=args.rdo,
-                               compare=args.compare)
+        r = eval_with(args.input, options, args.compare, _load(options), progress)
     record = {
         "model": r.model, "coder": r.coder, "frames": r.frames, "width": r.width, "height": r.height,
         "bytes": r.bytes, "psnr": r.psnr, "ssim": r.ssim, "bpp": r.bpp, "bits_per_token": r.bits_per_token,
@@ -407,7 +392,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({**record, "psnr_per_frame": r.psnr_per_frame, "ssim_per_frame": r.ssim_per_frame}))
     else:
         print(f"{args.input}: {r.frames} frames {r.width}x{r.height}  PSNR {r.psnr:.2f} dB  SSIM {r.ssim:.4f}  "
-              f"{r.bpp:.4f} bpp  {r.bits_per_token:.3f} bits/token{pipeline.coded_suffix(r.coded_bits_per_token)}  "
+              f"{r.bpp:.4f} bpp  {r.bits_per_token:.3f} bits/token{coded_suffix(r.coded_bits_per_token)}  "
               f"encode {r.encode_fps:.1f} f/s  decode {r.decode_fps:.1f} f/s")
         print(f"  {quality_line(r.quality)}")
         for path in r.compare:
@@ -416,13 +401,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from otok.export import EngineError, UnsupportedOpError, build_trt_engines
+    from otok.export import EngineError, UnsupportedOpError, build_trt_engines, export_onnx
 
     try:
         if args.target == "onnx":
             if args.out.exists() and not args.out.is_dir():
                 raise UsageError(f"{args.out} exists and is not a folder")
-            manifest = pipeline.export_engine(args.model, args.out, args.opset)
+            manifest = export_onnx(load_model(args.model), args.out, opset=args.opset)
             what = f"{len(manifest['graphs'])} ONNX graphs of {manifest['model']}"
         else:
             shapes = {f"{k}_shape": _shape(getattr(args, f"{k}_shape")) for k in ("min", "opt", "max")}
@@ -450,7 +435,11 @@ def _shape(text: str) -> tuple[int, int, int]:
 def cmd_dataset(args: argparse.Namespace) -> int:
     from .dataset.build import FAILURES, build_dataset
 
-    _check_common(args)
+    _options(EncodeOptions, args)  # the flags it shares with encode, checked as encode checks them
+    for flag in ("clip_frames", "workers", "shard_rows"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be positive, got {value}")
     given = [flag for flag, value in (("--workers", args.workers), ("--gpus-per-worker", args.gpus_per_worker),
                                       ("--ray-address", args.ray_address)) if value]
     if args.engine == "local" and given:
@@ -516,10 +505,6 @@ def _main(argv: list[str], debug: bool) -> int:
             traceback.print_exc()
         return _fail(f"{exc.strerror or exc}{_where(exc)}", 2 if exc.errno in USER_ERRNOS else 1)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
-        # an engine folder that does not fit is the user's to fix (otok.export is imported only when used)
-        engine_error = getattr(sys.modules.get("otok.export.runtime"), "EngineError", None)
-        if engine_error is not None and isinstance(exc, engine_error):
-            return _fail(str(exc), 2)
         if debug:
             traceback.print_exc()
         return _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)", 1)

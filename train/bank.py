@@ -1,6 +1,6 @@
 """The data bank: all training footage, training photos and the held-out set in one file, read without PyAV.
 
-Written by `tools/make_dataset.py --bank FILE` on a machine with PyAV; read here with cv2 (opencv-python-headless)
+Written by `tools/bank/make_dataset.py --bank FILE` on a machine with PyAV; read here with cv2 (opencv-python-headless)
 and numpy only, so a training machine needs neither PyAV nor constriction nor zstandard.
 
 File format (version 1): an uncompressed ZIP (ZIP_STORED: the media are compressed already) holding
@@ -179,7 +179,7 @@ def load_bank(path, device="cpu", workers: int = 8) -> Bank:
 # ----- sampling ----------------------------------------------------------------------------------------
 def video_sources(manifest: dict) -> list[str]:
     """The source of each training video: its "source" field, or for a bank written before that field
-    existed, derived the way `tools/make_dataset.py` names them (the Big Buck Bunny film and its clip are
+    existed, derived the way `tools/bank/make_dataset.py` names them (the Big Buck Bunny film and its clip are
     one source, ViSP's camera sequences one, the camera-motion clips one; any other video is its own)."""
     out = []
     for v in manifest.get("videos", []):

@@ -7,7 +7,7 @@
 
 In order, each phase bounded so that the whole job ends within --minutes:
 1. checks the machine (CUDA, bf16, torchvision) and fails in seconds with one line if something is missing;
-2. loads the data bank (`tools/make_dataset.py --bank`) into device memory as uint8;
+2. loads the data bank (`tools/bank/make_dataset.py --bank`) into device memory as uint8;
 3. GPU checks (unless --skip-checks): CPU/CUDA token parity, streaming frames/s and peak memory;
 4. evaluates the starting weights on the bank's held-out set;
 5. trains with `train/`'s `Trainer` (its losses, quantizer terms, codebook restarts, EMA) on batches sampled
@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="folder for the weights, log.jsonl and report.json")
     p.add_argument("--bank", type=Path, default=REPO / "data" / "otok-bank.zip",
-                   help="data bank from tools/make_dataset.py --bank")
+                   help="data bank from tools/bank/make_dataset.py --bank")
     p.add_argument("--minutes", type=float, default=9.0, help="wall time of the whole job, checks and evaluation included")
     p.add_argument("--model", default="otok-s", help="registry name of the model to train")
     p.add_argument("--init", help="weights to start from (default: the model's shipped weights, else a random init)")
@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cpu":
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if not args.bank.is_file():
-        print(f"gpu_job: error: no data bank at {args.bank} (build one with tools/make_dataset.py --bank)", file=sys.stderr)
+        print(f"gpu_job: error: no data bank at {args.bank} (build one with tools/bank/make_dataset.py --bank)", file=sys.stderr)
         return 2
     if args.init and not Path(args.init).is_file():
         print(f"gpu_job: error: --init {args.init} is not a file", file=sys.stderr)

@@ -31,7 +31,7 @@ from otok.codec import WeightsError, load, save, with_decoder
 from otok.codec.model import Tokenizer
 from otok.codec.pixels import from_uint8
 from otok.codec.timeline import is_segment_start, num_steps, step_start_frame
-from otok.tools.defaults import DEFAULTS
+from otok.codec.config import DEFAULT_RDO
 from otok.train.bank import BankError, load_bank, sampling_weights
 
 
@@ -175,7 +175,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--init", required=True, help="the weights to start from (a file or a model name)")
-    p.add_argument("--bank", default="data/otok-bank.zip", help="the data bank (tools/make_dataset.py --bank)")
+    p.add_argument("--bank", default="data/otok-bank.zip", help="the data bank (tools/bank/make_dataset.py --bank)")
     p.add_argument("--out", required=True, help="the weights file to write (float16)")
     p.add_argument("--refine", type=int, default=-1,
                    help="refinement channels (a new refinement starts as the identity); -1 keeps --init's")
@@ -197,7 +197,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--crop", type=int, default=96, help="crop side in pixels (a multiple of the patch)")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--rdo", type=float, default=DEFAULTS.rdo,
+    p.add_argument("--rdo", type=float, default=DEFAULT_RDO,
                    help="the tokens' rate-distortion tolerance (a KL model's latents: always 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")

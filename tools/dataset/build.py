@@ -1,7 +1,7 @@
 """`otok dataset`: sources into Parquet shards of tokens (the folder's layout: the package's docstring).
 
 A clip's tokens are those `otok encode` writes and `otok.read_tokens` reads back, by construction: each clip
-goes through `pipeline.encode_frames` into a scratch `.otok` file (the raw coder, unless the file is kept)
+goes through `otok.tools.encode.encode_frames` into a scratch `.otok` file (the raw coder, unless the file is kept)
 and is read back with `read_tokens`.
 """
 
@@ -25,9 +25,11 @@ from tqdm import tqdm
 
 from otok.bitstream import OtokError
 
-from .. import pipeline
+from .. import encode
+from ..files import atomic_output, check_input, open_video
+from ..models import load_model, model_priors
 from ..api import read_tokens
-from ..defaults import DEFAULTS
+from ..options import DEFAULTS
 from ..errors import ArgumentError, InputError, MediaError
 from ..video_io import media_files
 
@@ -42,7 +44,7 @@ class Options:
 
     model: str
     weights_sha256: str
-    device: str  # cpu or cuda (bf16 autocast there, `pipeline.accelerate`: its tokens may differ)
+    device: str  # cpu or cuda (bf16 autocast there, `otok.tools.models.accelerate`: its tokens may differ)
     max_side: int | None
     frames: int | None
     clip_frames: int | None
@@ -115,7 +117,7 @@ class FileTokenizer:
 
     def __init__(self, tok, options: Options, out: Path, coder: str = DEFAULTS.coder, also_otok: bool = False):
         self.tok, self.options, self.out, self.coder, self.also_otok = tok, options, Path(out), coder, also_otok
-        self.priors = pipeline.model_priors(tok)
+        self.priors = model_priors(tok)
         self.schema = schema(not tok.config.discrete, error=True)
         self.column = "tokens" if tok.config.discrete else "latents"
         self.scratch = tempfile.TemporaryDirectory(prefix="otok-dataset-")
@@ -130,15 +132,15 @@ class FileTokenizer:
 
     def rows(self, path: str) -> list[dict]:
         o = self.options
-        pipeline.check_input(Path(path))
+        check_input(Path(path))
         rows: list[dict] = []
-        with pipeline.open_video(Path(path), o.max_side, o.frames) as reader:
+        with open_video(Path(path), o.max_side, o.frames) as reader:
             frames, start = iter(reader), 0
             while (first := next(frames, None)) is not None:
                 clip = itertools.chain([first], itertools.islice(frames, o.clip_frames - 1 if o.clip_frames else None))
                 kept = f"{OTOK}/{otok_name(path, start if o.clip_frames else None)}" if self.also_otok else None
                 dst = self.out / kept if kept else Path(self.scratch.name) / "clip.otok"
-                r = pipeline.encode_frames(clip, reader.info, dst, self.tok, coder=self.coder if kept else "raw",
+                r = encode.encode_frames(clip, reader.info, dst, self.tok, coder=self.coder if kept else "raw",
                                            gop=o.gop, rdo=o.rdo, name=path)
                 tokens = read_tokens(dst, prior=self.priors)
                 rows.append({"path": path, "start": start, "frames": r.frames, "fps": float(r.fps), "width": r.width,
@@ -186,7 +188,7 @@ def prepare(out: Path, options: Options, overwrite: bool) -> set[str]:
 def write_atomically(path: Path, data: bytes | pa.Table) -> None:
     """Write under a temporary name beside `path`, fsync, rename, fsync the folder: after a crash or a kill
     `path` is whole or absent (the temporary `.NAME.PID.partial` is hidden from pyarrow and HF datasets)."""
-    with pipeline.atomic_output(path) as tmp:
+    with atomic_output(path) as tmp:
         if isinstance(data, pa.Table):
             pq.write_table(data, tmp, row_group_size=ROW_GROUP_ROWS)
         else:
@@ -249,13 +251,13 @@ def build_dataset(
         except ImportError:
             raise ArgumentError("engine", "engine ray needs Ray Data: pip install 'otok-codec[ray]'") from None
     paths = list_sources(sources)
-    tok = pipeline.load_model(model, device if engine == "local" else "cpu")
+    tok = load_model(model, device if engine == "local" else "cpu")
     gop = tok.config.gop if gop is None else gop
     if gop < 1:
         raise ArgumentError("gop", f"gop must be at least 1 step, got {gop}")
     where = device.split(":")[0] if engine == "local" else "cuda" if gpus_per_worker else "cpu"
     options = Options(tok.config.name, tok.weights_sha256(), where, max_side, frames, clip_frames, gop,
-                      pipeline.rdo_for(tok, rdo))
+                      encode.rdo_for(tok, rdo))
     done = prepare(out, options, overwrite)
     todo = [p for p in paths if p not in done]
     start = time.perf_counter()

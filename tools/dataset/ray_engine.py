@@ -16,7 +16,7 @@ import pyarrow as pa
 import ray
 import ray.data
 
-from .. import pipeline
+from ..models import load_model
 from ..errors import ModelError
 from .build import FileTokenizer, Options
 
@@ -30,7 +30,7 @@ class RayTokenizer(FileTokenizer):
     def __init__(self, model, device: str, options: Options, out: str, coder: str, also_otok: bool, cwd: str):
         with contextlib.suppress(OSError):  # relative paths mean what they meant to the command
             os.chdir(cwd)
-        tok = pipeline.load_model(model, device)
+        tok = load_model(model, device)
         if tok.weights_sha256() != options.weights_sha256:
             raise ModelError(f"model={model} on this node has weights {tok.weights_sha256()[:12]}, not the "
                              f"{options.weights_sha256[:12]} the command loaded")

@@ -1,6 +1,6 @@
 """Build the `ctx` coder's prior table for a model from sample footage, and save it beside the weights.
 
-    python tools/make_prior.py --model codec/weights/otok-s.safetensors --data DIR [--data DIR ...]
+    python tools/release/make_prior.py --model codec/weights/otok-s.safetensors --data DIR [--data DIR ...]
 
 Every video and image under the folders is encoded (scaled so the longer side is at most --max-side, at
 most --frames frames each); the token grids, cut into segments, give the mode-context, literal and group
@@ -19,8 +19,9 @@ import torch
 
 from otok.bitstream import Prior
 from otok.bitstream.prior import code_order
+from otok.codec.priors import earlier_name
 from otok.codec import load
-from otok.tools.pipeline import DEFAULT_RDO
+from otok.tools.options import DEFAULTS
 from otok.tools.video_io import VideoReader, frames_to_video, media_files
 
 
@@ -50,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", action="append", type=Path, required=True)
     parser.add_argument("--max-side", type=int, default=256)
     parser.add_argument("--frames", type=int, default=85)
-    parser.add_argument("--rdo", type=float, default=DEFAULT_RDO,
-                        help=f"the tokens' rate-distortion tolerance: what `otok encode` codes (default {DEFAULT_RDO})")
+    parser.add_argument("--rdo", type=float, default=DEFAULTS.rdo,
+                        help=f"the tokens' rate-distortion tolerance: what `otok encode` codes (default {DEFAULTS.rdo})")
     args = parser.parse_args(argv)
     if not 0 <= args.rdo < float("inf"):  # also refuses nan
         parser.error(f"--rdo must be a number >= 0, got {args.rdo}")
@@ -63,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path.name}: {len(segments)} segments so far", flush=True)
     prior = Prior.from_tokens(segments, tok.config.codebook_size, order=model_code_order(tok))
     out = Path(args.model).with_suffix(".prior")
+    if out.is_file():  # the table it replaces stays, for the files that name it (`otok.codec.priors`)
+        replaced = Prior.load(out)
+        if replaced != prior:
+            replaced.save(out.with_name(earlier_name(out.stem, replaced.sha256.hex())))
+            print(f"kept the table it replaces as {out.with_name(earlier_name(out.stem, replaced.sha256.hex()))}")
     prior.save(out)
     print(f"wrote {out} ({out.stat().st_size:,} bytes, sha256 {prior.sha256.hex()[:16]}...) from "
           f"{len(files)} files, {len(segments)} segments")

@@ -4,7 +4,7 @@ Optical-flow data sets (FlyingChairs, FlyingThings3D) teach motion with objects 
 does the same for the tokenizer, so that its clips show occlusion, disocclusion and motion of several pixels
 inside a 4-frame tube, not only a camera's rigid drift.
 
-A clip is a camera move over a background photo (the paths of `otok.tools.camera_motion`) and a few objects
+A clip is a camera move over a background photo (the paths of `otok.tools.bank.camera_motion`) and a few objects
 drawn back to front. An object is a random shape (a polygon, an ellipse or a smooth blob) cut from a patch of
 a photo; it moves on its own path (a constant velocity plus a constant acceleration), spins at its own rate
 and grows or shrinks exponentially. Objects enter and leave the frame. Each frame is rendered at
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from otok.tools.camera_motion import RENDER_SCALE, render_frames
+from otok.tools.bank.camera_motion import RENDER_SCALE, render_frames
 
 SHAPES = ("polygon", "ellipse", "blob")
 OBJECTS = (2, 5)  # objects per clip, inclusive

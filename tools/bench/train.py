@@ -1,8 +1,8 @@
 """Training speed: steps/s, clips/s and achieved FLOP/s of a training step, against the machine's dense matmul rate.
 
-    python tools/bench_train.py                                # this machine's device, otok-s, the job's shapes
-    python tools/bench_train.py --models otok-s,otok-b --res 128 --tokens 2560 --passes stepwise,parallel
-    python tools/bench_train.py --device cuda --compile --json
+    python tools/bench/train.py                                # this machine's device, otok-s, the job's shapes
+    python tools/bench/train.py --models otok-s,otok-b --res 128 --tokens 2560 --passes stepwise,parallel
+    python tools/bench/train.py --device cuda --compile --json
 
 A step is what the trainer does per batch without its extras: the forward pass, an L1 + quantizer loss,
 backward and an AdamW step (fused on CUDA), under bf16 autocast on CUDA and in fp32 on the CPU; EMA, GAN and
@@ -134,7 +134,7 @@ def _table(rows: list[dict], rate: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tools/bench_train.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="tools/bench/train.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--models", default="otok-s", help="comma-separated registry models, e.g. otok-s,otok-b")
     p.add_argument("--res", default=None, help="comma-separated clip sizes (default: the job's 128,192,256 on "

@@ -1,6 +1,6 @@
 """Writing a data bank (the format: otok.train.bank): frames cover-cropped to one size, H.264 videos checked
 against cv2's decoder, square JPEG photos, held-out items at short side 256, and the manifest. What goes in
-(and the held-out split) is decided by tools/make_dataset.py; this module only turns Sources into the file.
+(and the held-out split) is decided by tools/bank/make_dataset.py; this module only turns Sources into the file.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from otok.tools.pipeline import atomic_output
+from otok.tools.files import atomic_output
 from otok.tools.video_io import MediaError, VideoReader
 
 MIN_VIDEO_FRAMES = 17  # every bank video has at least this many (one training clip)
@@ -279,7 +279,7 @@ def real_videos(zf, work: Path, sources: list[Source], s: BankSettings) -> list[
 
 def synthetic_videos(zf, work: Path, photos: list[Source], frames_needed: int, s: BankSettings) -> list[dict]:
     """Camera-motion clips over the high-resolution photos, round-robin, until `frames_needed` frames."""
-    from otok.tools.camera_motion import render_clip
+    from otok.tools.bank.camera_motion import render_clip
 
     big = [p for p in photos if min(_upright_size(p)) >= s.motion_min_side]
     entries: list[dict] = []
@@ -307,13 +307,13 @@ def synthetic_videos(zf, work: Path, photos: list[Source], frames_needed: int, s
 
 
 def object_videos(zf, work: Path, photos: list[Source], frames_needed: int, s: BankSettings) -> list[dict]:
-    """Object-motion clips (otok.tools.object_motion) until `frames_needed` frames: objects cut from the
+    """Object-motion clips (otok.tools.bank.object_motion) until `frames_needed` frames: objects cut from the
     training photos over a camera move across a background photo (those with a shorter side of at least
     s.object_min_side, each in turn, in a seeded order). A clip records its background's licence and the
     licence of every photo its objects were cut from."""
     import cv2
 
-    from otok.tools.object_motion import plan_clip, render_plan
+    from otok.tools.bank.object_motion import plan_clip, render_plan
 
     if frames_needed <= 0:
         return []

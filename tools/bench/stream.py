@@ -1,8 +1,8 @@
 """Streaming speed and memory of the tokenizer on this machine.
 
-    python tools/bench_stream.py                       # otok-s and otok-b at 256x256
-    python tools/bench_stream.py --models otok-tiny --size 128 --steps 60
-    python tools/bench_stream.py --models --rdo-grids 32x32 45x80 135x240   # only the rdo token choice
+    python tools/bench/stream.py                       # otok-s and otok-b at 256x256
+    python tools/bench/stream.py --models otok-tiny --size 128 --steps 60
+    python tools/bench/stream.py --models --rdo-grids 32x32 45x80 135x240   # only the rdo token choice
 
 For each model: encode and decode frames/s (median video step), the stream's state bytes, and the median
 step time over steps 5-25 against steps 140-160 (the temporal window slides over the whole run: the
@@ -34,7 +34,7 @@ def median_ms(times: list[float]) -> float:
 class StreamPair:
     """An encoder and a decoder stream of one model or engine, past their image step, stepped together.
     Their segment holds `steps` video steps, so the temporal window slides the whole run. Used by this
-    bench and by tools/bench_backends.py."""
+    bench and by tools/bench/backends.py."""
 
     def __init__(self, tok, size: int, group: torch.Tensor, steps: int, sync=lambda: None) -> None:
         self.encoder = tok.stream_encoder(1, size, size, gop=steps + 1)
@@ -103,7 +103,7 @@ def bench(name: str, size: int, late: int, threads: int) -> dict:
 def bench_rdo(grid: tuple[int, int], repeat: int = 20) -> float:
     """Median milliseconds of one step's rdo token choice on a (h, w) grid with otok-s's codebook size."""
     from otok.codec.rdo import choose_tokens
-    from otok.tools.pipeline import DEFAULT_RDO
+    from otok.tools.options import DEFAULTS
 
     tok = load("otok-s", pretrained=False, seed=0)
     g = torch.Generator().manual_seed(0)
@@ -115,7 +115,7 @@ def bench_rdo(grid: tuple[int, int], repeat: int = 20) -> float:
             nearest = torch.where(torch.rand(1, *grid, generator=g) < 0.5, previous,
                                   torch.randint(0, k, (1, *grid), generator=g))
             start = time.perf_counter()
-            choose_tokens(nearest, previous, tok.quantizer.codes_from_indices, DEFAULT_RDO)
+            choose_tokens(nearest, previous, tok.quantizer.codes_from_indices, DEFAULTS.rdo)
             times.append(time.perf_counter() - start)
     return median_ms(times)
 

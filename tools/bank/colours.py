@@ -1,6 +1,6 @@
 """Colour statistics of a data bank: what the trainer's sampler feeds the model against real footage.
 
-    python -m otok.tools.bank_colours data/otok-bank-v2.zip            # a Markdown table on stdout
+    python -m otok.tools.bank.colours data/otok-bank-v2.zip            # a Markdown table on stdout
 
 For every training video, the per-channel mean and standard deviation of R, G and B (0..255) and the mean
 HSV saturation ((max - min) / max of a pixel's channels) over all its frames; then the same for mixtures:
@@ -23,7 +23,7 @@ import numpy as np
 
 from otok.train.bank import MAX_SOURCE_SHARE, BankError, decode_image, read_manifest, sampling_weights, video_sources
 
-# What kind of footage each source of tools/make_dataset.py is; a source not named here is camera footage.
+# What kind of footage each source of tools/bank/make_dataset.py is; a source not named here is camera footage.
 CONTENT = {"big_buck_bunny": "animation", "cv_Megamind": "animation", "gnome_dual_monitors": "screen recording",
            "visp": "camera, grey", "camera_motion": "synthetic camera motion", "object_motion": "synthetic object motion"}
 
@@ -146,7 +146,7 @@ def table(rows) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("bank", help="data bank (tools/make_dataset.py --bank)")
+    p.add_argument("bank", help="data bank (tools/bank/make_dataset.py --bank)")
     p.add_argument("--cap", type=float, default=MAX_SOURCE_SHARE, help="largest share of any one source")
     args = p.parse_args(argv)
     try:

@@ -1,6 +1,6 @@
 """Rate–distortion of otok against x264 and x265 on evaluation clips: CSV, PNG plot, summary with BD figures.
 
-    python tools/rd.py --clips FILE [FILE ...] [--short-side 256 | --max-side PX] [--frames N] --models otok-s \
+    python tools/evaluation/rd.py --clips FILE [FILE ...] [--short-side 256 | --max-side PX] [--frames N] --models otok-s \
         [--coders ctx zstd raw] [--crf 18,23,28,33,38,43,48] [--rdo 0,0.01,0.02,0.03,0.05] --out DIR
 
 For each clip (a video, or an image as a 1-frame clip), frames are read as 8-bit RGB scaled down so the
@@ -13,7 +13,7 @@ the same frames otok sees), then:
   raw Annex-B elementary stream (parameter sets and the encoder's version/options SEI included, no
   container); the stream is decoded again and compared with the RGB source frames.
 - otok: every model × coder × rate-distortion tolerance (--rdo, `otok encode --rdo`; token models) through
-  `otok.tools.pipeline.eval_file`, a real `.otok` file; size = the whole file (header, index and trailer
+  `otok.tools.evaluation.evaluate.eval_file`, a real `.otok` file; size = the whole file (header, index and trailer
   included). Each model × coder is one curve over its --rdo points.
 
 PSNR is the mean over frames of per-frame RGB PSNR (tools/metrics.psnr, peak 255; as `otok eval`), SSIM
@@ -22,7 +22,7 @@ the mean per-frame SSIM. bpp = 8 × bytes / (frames × width × height); kbps at
 Writes DIR/rd.csv (one row per clip × codec × operating point; `#` lines above the header record the
 command, versions and encoder option strings), DIR/rd.png (PSNR vs bpp per clip, log x) and
 DIR/summary.txt (the printed summary: otok's points against x264/x265 at the same bpp, and Bjøntegaard
-BD-rate / BD-PSNR, tools/bd.py).
+BD-rate / BD-PSNR, tools/evaluation/bd.py).
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ import av
 import numpy as np
 
 from otok.bitstream import OtokError
-from otok.tools import bd
-from otok.tools.metrics import _finite_mean as finite_mean
-from otok.tools.metrics import psnr, ssim
+from otok.tools.evaluation import bd
+from otok.tools.evaluation.metrics import finite_mean
+from otok.tools.evaluation.metrics import psnr, ssim
 from otok.tools.video_io import VideoReader, max_side_for
 
 ENCODERS = {"x264": ("libx264", "h264"), "x265": ("libx265", "hevc")}  # name: (encoder, decoder)
@@ -200,7 +200,7 @@ def summarize(points: list[Point], models: list[str], clips: list[str]) -> str:
     lines = [
         "Each otok point against x264/x265: their PSNR at otok's bpp, and the bpp they need for otok's PSNR,",
         "interpolated piecewise-linearly in log10(bpp) between measured CRF points (no fit; '—' = outside the",
-        "measured sweep, not extrapolated). BD figures: Bjøntegaard cubic fits (tools/bd.py), rate = bpp.",
+        "measured sweep, not extrapolated). BD figures: Bjøntegaard cubic fits (tools/evaluation/bd.py), rate = bpp.",
     ]
     bd_rates: dict[str, list[float]] = {}
     for clip in clips:
@@ -419,13 +419,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{clip}: no such file")
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from otok.tools import pipeline
+    from otok.tools.evaluation.evaluate import eval_file
+    from otok.tools.models import load_model
 
     command = shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None else shlex.join(["rd.py", *argv])
     meta = {"command": command, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             **versions()}
     try:
-        toks = {model_label(m): pipeline.load_model(m) for m in args.models}
+        toks = {model_label(m): load_model(m) for m in args.models}
     except OtokError as exc:
         print(f"rd: error: {exc}", file=sys.stderr)
         return 2
@@ -464,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             for coder in coders:
                 for tau in rdos if tok.config.discrete else [0.0]:
                     tick = time.perf_counter()
-                    r = pipeline.eval_file(clip, tokenizer=tok, coder=coder, max_side=max_side, frames=args.frames,
+                    r = eval_file(clip, tokenizer=tok, coder=coder, max_side=max_side, frames=args.frames,
                                            rdo=tau)
                     p = Point(name, f"{model}:{r.coder}", f"rdo={tau:g}", r.frames, r.width, r.height, r.bytes,
                               r.bpp, 8 * r.bytes / (r.frames / float(fps)) / 1000, r.psnr, r.ssim)
@@ -480,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         "encoders' informational SEI (version/options text, not needed to decode) "
         + ("counted" if args.count_info_sei else "left out") + (f" ({sei} per stream)" if sei else "")
         + ". otok bytes: the whole .otok file (header, index, trailer).",
-        "psnr: mean over frames of per-frame RGB PSNR (peak 255); ssim: mean per-frame SSIM (tools/metrics.py); "
+        "psnr: mean over frames of per-frame RGB PSNR (peak 255); ssim: mean per-frame SSIM (tools/evaluation/metrics.py); "
         "bpp = 8*bytes/(frames*width*height).",
         f"x264 preset {args.x264_preset}, x265 preset {args.x265_preset}, threads {args.threads}; "
         "RGB -> yuv420p (even sizes) or yuv444p (odd) with swscale defaults.",

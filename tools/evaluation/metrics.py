@@ -72,7 +72,7 @@ def _psnr_of_mse(mse: float) -> float:
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
-def _finite_mean(values) -> float | None:
+def finite_mean(values) -> float | None:
     """Mean of the finite values; inf when every value is inf (exact frames); None when there are none."""
     values = list(values)
     finite = [v for v in values if np.isfinite(v)]
@@ -217,7 +217,7 @@ class VideoQuality:
             judder = (_ratio(m["decoded"][0] / m["decoded"][1], m["decoded"][2] / m["decoded"][3])
                       / _ratio(m["source"][0] / m["source"][1], m["source"][2] / m["source"][3]))
         seams_decoded, seams_source = (_seam_ratio_of_sums(self._seams[k]) for k in ("decoded", "source"))
-        image, video = _finite_mean(self._image_psnr), _finite_mean(self._video_psnr)
+        image, video = finite_mean(self._image_psnr), finite_mean(self._video_psnr)
         pulse = image - video if image is not None and video is not None and np.isfinite(image - video) else None
         # (None too when both are exact: inf - inf)
         rgb, cbcr = ("r", "g", "b"), ("cb", "cr")
@@ -229,9 +229,9 @@ class VideoQuality:
             "psnr_image_steps": image,
             "psnr_video_steps": video,
             "channel_bias": {c: float(v / n) for c, v in zip(rgb, self._bias)},
-            "channel_psnr": {c: _finite_mean(p[i] for p in self._channel_psnr) for i, c in enumerate(rgb)},
-            "chroma_psnr": {c: _finite_mean(p[i] for p in self._chroma_psnr) for i, c in enumerate(cbcr)},
-            "psnr_bicubic8": _finite_mean(self._bicubic),
+            "channel_psnr": {c: finite_mean(p[i] for p in self._channel_psnr) for i, c in enumerate(rgb)},
+            "chroma_psnr": {c: finite_mean(p[i] for p in self._chroma_psnr) for i, c in enumerate(cbcr)},
+            "psnr_bicubic8": finite_mean(self._bicubic),
             "psnr_min": float(min(self._psnr)) if self._psnr else None,
         }
 

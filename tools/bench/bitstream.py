@@ -1,8 +1,8 @@
 """Benchmark the `.otok` coders: bits/token and M tokens/s (encode, decode) per coder.
 
-    python tools/bench_bitstream.py                              # synthetic 360p and 1080p grids (patch 8)
-    python tools/bench_bitstream.py --json                       # the same as one JSON object
-    python tools/bench_bitstream.py --tokens a.otok b.otok ...   # real token grids: .otok files, or .npy
+    python tools/bench/bitstream.py                              # synthetic 360p and 1080p grids (patch 8)
+    python tools/bench/bitstream.py --json                       # the same as one JSON object
+    python tools/bench/bitstream.py --tokens a.otok b.otok ...   # real token grids: .otok files, or .npy
                                                                  # int (S, h, w) or (1, S, h, w)
 
 Synthetic streams: uniform tokens, and 70/80/90 % "same token as the previous step" (segments of 5 steps,

