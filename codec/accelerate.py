@@ -17,8 +17,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def accelerate(tok: Tokenizer, precision: str = "auto", compile: bool = False) -> Tokenizer:
     """bf16 autocast and torch.compile of the step functions. Returns `tok`, changed in place.
 
-    precision: "fp32" nothing in bf16; "bf16" the encoder and the decoder (fastest; on an H200 about 97 % of
-    the tokens equal fp32's: bf16 moves features enough to flip near-tied codes); "auto" the decoder only on
+    precision: "fp32" nothing in bf16; "bf16" the encoder and the decoder (fastest; bf16 moves features enough
+    to flip near-tied codes, so some tokens differ from fp32's: docs/BENCHMARKS.md); "auto" the decoder only on
     CUDA and nothing on the CPU, so tokens are the same on every machine, which a tokenizer that feeds a
     language model needs, and decoding still runs in bf16."""
     if precision not in PRECISIONS:

@@ -131,12 +131,6 @@ def find_problems(model) -> list[Finding]:
     return problems
 
 
-def op_types(path_or_model) -> set[str]:
-    """The op types in a graph (path or ModelProto)."""
-    model = _load(path_or_model)
-    return {node.op_type for node in model.graph.node}
-
-
 def check_graph(path_or_model) -> None:
     """Raise UnsupportedOpError listing every problem TensorRT 10 or 11 would have with the graph."""
     model = _load(path_or_model)

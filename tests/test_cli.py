@@ -63,6 +63,27 @@ def files_in(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()}
 
 
+def test_colours_come_back_in_their_channels(tmp_path, capsys):
+    """Red, green and blue bands through encode and decode with the shipped model, lossless on both sides of
+    it: each band comes back in its own channel (a red/blue swap anywhere between the files and the model,
+    which a random model's output cannot show, fails here)."""
+    source, coded, back = tmp_path / "bands.mkv", tmp_path / "bands.otok", tmp_path / "back.mkv"
+    writer = VideoWriter(source, 96, 64, Fraction(25), codec="ffv1")
+    frame = np.zeros((64, 96, 3), np.uint8)
+    for channel in range(3):
+        frame[:, 32 * channel: 32 * (channel + 1), channel] = 230
+    for _ in range(5):
+        writer.write(frame)
+    writer.close()
+    assert run(capsys, "encode", source, coded, "--quiet")[0] == 0
+    assert run(capsys, "decode", coded, back, "--codec", "ffv1", "--quiet")[0] == 0
+    decoded = np.stack(list(VideoReader(back))).astype(float)
+    for channel in range(3):
+        band = decoded[:, 8:56, 32 * channel + 6: 32 * (channel + 1) - 6]  # inside the band, away from its edges
+        means = band.reshape(-1, 3).mean(0)
+        assert means[channel] > 150 and all(means[other] < 90 for other in range(3) if other != channel), (channel, means)
+
+
 def test_round_trip_of_a_real_clip(tmp_path, capsys, model_path):
     coded, back = tmp_path / "bbb.otok", tmp_path / "bbb.mp4"
     status, out, err = run(capsys, "encode", SAMPLE, coded, "--model", model_path, "--quiet")
@@ -617,3 +638,29 @@ def test_a_file_of_one_segment_decodes_as_one(tmp_path, model_path):
     assert np.array_equal(np.stack(list(VideoReader(tmp_path / "back.mkv"))), expected)
     segments = video_to_frames(tok.decode(tokens, height=height, width=width))  # the model's gop: 26 frames
     assert not np.array_equal(segments, expected[: len(segments)])  # would decode something else
+
+
+def test_info_reports_a_closed_or_full_stdout(tmp_path, capsys, model_path, clip):
+    """`otok info FILE >&-` printed nothing and exited 0; a full stdout must not pass silently either."""
+    import subprocess
+    import sys
+
+    coded = tmp_path / "c.otok"
+    assert run(capsys, "encode", clip, coded, "--model", model_path, "--quiet")[0] == 0
+    command = f'"{sys.executable}" -m otok.tools.cli info "{coded}"'
+    closed = subprocess.run(["bash", "-c", command + " >&-"], capture_output=True, text=True)
+    assert closed.returncode == 2 and "standard output is closed" in closed.stderr
+    if Path("/dev/full").exists():
+        full = subprocess.run(["bash", "-c", command + " >/dev/full"], capture_output=True, text=True)
+        assert full.returncode == 1 and "no space left" in full.stderr
+    assert subprocess.run(["bash", "-c", command], capture_output=True).returncode == 0
+
+
+def test_info_warns_about_a_damaged_index(tmp_path, capsys, model_path, clip):
+    coded, damaged = tmp_path / "c.otok", tmp_path / "d.otok"
+    assert run(capsys, "encode", clip, coded, "--model", model_path, "--quiet")[0] == 0
+    data = bytearray(coded.read_bytes())
+    data[data.rindex(b"indx") + 8] ^= 0xFF  # a byte of the index chunk's payload: its CRC no longer holds
+    damaged.write_bytes(bytes(data))
+    status, out, _ = run(capsys, "info", damaged)
+    assert status == 0 and "warning" in out and "damaged" in out

@@ -26,5 +26,6 @@ def _clip() -> torch.Tensor:
 def test_shipped_model_tokens_match_the_cpu():
     figures = token_parity(load("otok-s"), _clip())
     assert figures["tokens_equal_fp32"] >= 0.999, figures
-    assert figures["tokens_equal_bf16"] >= 0.999, figures
+    assert figures["tokens_equal_auto"] >= 0.999, figures  # what `--precision auto` promises: tokens as fp32's
+    assert figures["tokens_equal_bf16"] >= 0.95, figures  # bf16 features flip near-tied codes (BENCHMARKS)
     assert figures["decode_max_abs_diff_fp32"] < 1e-2, figures

@@ -51,3 +51,11 @@ def test_train_progress_bar_only_on_a_terminal(monkeypatch):
     monkeypatch.setattr("sys.stderr", io.StringIO())  # a log file, not a terminal
     assert parse_args(args).progress is False
     assert parse_args([*args, "--no-progress"]).progress is False
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stderr", Terminal())  # a person at a terminal: a bar, unless told not to
+    assert parse_args(args).progress is True
+    assert parse_args([*args, "--no-progress"]).progress is False

@@ -90,4 +90,4 @@ def test_files_of_earlier_releases_still_decode(otok_file, tmp_path):
         source = list(reader)
     with VideoReader(tmp_path / "back.mkv") as reader:
         decoded = list(reader)
-    assert np.mean([psnr(a, b) for a, b in zip(source, decoded)]) > 21.5  # 22.37 dB when it was written
+    assert np.mean([psnr(a, b) for a, b in zip(source, decoded)]) > 21.5  # the card's figure, less a margin

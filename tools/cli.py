@@ -468,6 +468,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+PRINTS_ITS_RESULT = ("info", "eval")  # the others write files and print only a summary
 COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "tokens": cmd_tokens, "eval": cmd_eval,
             "export": cmd_export, "dataset": cmd_dataset}
 
@@ -489,7 +490,12 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str], debug: bool) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        if sys.stdout is None and args.command in PRINTS_ITS_RESULT:  # started with stdout closed (`>&-`)
+            raise UsageError(f"standard output is closed, and otok {args.command} prints its result there")
+        status = COMMANDS[args.command](args)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a write error (a full disk, a closed pipe) is reported here, not lost at exit
+        return status
     except SystemExit as exc:  # --help, --version
         return int(exc.code or 0)
     except OtokError as exc:  # the library's errors, MediaError and ModelError included

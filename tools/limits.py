@@ -23,8 +23,8 @@ def check_frame_size(width: int, height: int, what: str, error: type[OtokError] 
         raise error(message)
 
 
-# Peak memory of coding one frame on the CPU, measured with otok-s (docs: issue 20): about 0.43 GB at
-# start-up plus 870 bytes a pixel (0.75 MP: 1.1 GB, 3 MP: 3.0 GB, 12 MP: 10.6 GB).
+# Peak memory of coding one frame on the CPU with otok-s: a start-up base plus a cost a pixel, rounded up
+# from the measurement in docs/BENCHMARKS.md ("large frames").
 BYTES_PER_PIXEL = 900
 BASE_BYTES = 1 << 29
 

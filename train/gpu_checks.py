@@ -40,7 +40,8 @@ def _sync(device: torch.device) -> None:
 
 def token_parity(cpu: Tokenizer, clip: Tensor) -> dict:
     """Tokens of `clip` (float (1, 3, T, H, W) in [-1, 1]) by `cpu` (a model on the CPU) in fp32 against
-    CUDA in fp32 and in bf16 autocast: the fraction of equal tokens and the reconstructions' max difference."""
+    CUDA in fp32, with `--precision auto` (the decoder in bf16) and in bf16 autocast throughout: the fraction
+    of equal tokens and the reconstructions' max difference."""
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32 here
     try:
@@ -53,11 +54,13 @@ def _parity(cpu: Tokenizer, clip: Tensor) -> dict:
     reference = cpu.encode(clip)
     gpu = _copy(cpu, "cuda")
     fp32 = gpu.encode(clip.cuda()).cpu()
+    auto = accelerate(_copy(cpu, "cuda"), "auto").encode(clip.cuda()).cpu()  # the encoder in fp32: the same tokens
     bf16 = accelerate(_copy(cpu, "cuda"), "bf16").encode(clip.cuda()).cpu()
     recon_cpu = cpu.decode(reference, frames=clip.shape[2])
     recon_gpu = gpu.decode(reference.cuda(), frames=clip.shape[2]).cpu()
     return {
         "tokens_equal_fp32": float((fp32 == reference).float().mean()),
+        "tokens_equal_auto": float((auto == reference).float().mean()),
         "tokens_equal_bf16": float((bf16 == reference).float().mean()),
         "decode_max_abs_diff_fp32": float((recon_cpu - recon_gpu).abs().max()),
     }

@@ -36,7 +36,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -256,7 +256,7 @@ def summarize(points: list[Point], models: list[str], clips: list[str]) -> str:
 
 
 # ----- plot ---------------------------------------------------------------------------------------------
-def plot(points: list[Point], clips: list[str], path: Path, title: str) -> None:
+def plot(points: list[Point], clips: list[str], path: Path, title: str, presets: dict[str, str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -273,7 +273,7 @@ def plot(points: list[Point], clips: list[str], path: Path, title: str) -> None:
         for c, style in (("x264", "-o"), ("x265", "-s")):
             ref = sorted((p for p in here if p.codec == c), key=lambda p: p.bpp)
             if ref:
-                ax.plot([p.bpp for p in ref], [p.psnr for p in ref], style, ms=4, label=f"{c} ({DEFAULT_PRESETS[c]})")
+                ax.plot([p.bpp for p in ref], [p.psnr for p in ref], style, ms=4, label=f"{c} ({presets[c]})")
                 for p in ref:
                     ax.annotate(p.param.removeprefix("crf="), (p.bpp, p.psnr), textcoords="offset points",
                                 xytext=(3, -9), fontsize=6, color="gray")
@@ -348,16 +348,17 @@ def replot(csv_path: Path, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     clips = list(dict.fromkeys(p.clip for p in points))
     models = list(dict.fromkeys(p.codec.rsplit(":", 1)[0] for p in points if p.codec not in ENCODERS))
+    presets = dict(DEFAULT_PRESETS)
     for line in comments:  # presets as recorded, for the labels
         found = re.search(r"x264 preset (\S+), x265 preset (\S+),", line)
         if found:
-            DEFAULT_PRESETS.update(x264=found[1], x265=found[2])
+            presets.update(x264=found[1], x265=found[2])
     command = next((c.split(": ", 1)[1] for c in comments if c.startswith("command: ")), str(csv_path))
     words = shlex.split(command)
     setting = {k: words[words.index(k) + 1] for k in ("--max-side", "--short-side", "--frames") if k in words[:-1]}
     max_side = setting.get("--max-side")
     short_side = setting.get("--short-side", 256 if max_side is None else None)
-    plot(points, clips, out / "rd.png", title(max_side, short_side, setting.get("--frames")))
+    plot(points, clips, out / "rd.png", title(presets, max_side, short_side, setting.get("--frames")), presets)
     head = [c for c in comments if not c.startswith(("x264 SEI", "x265 SEI"))]
     text = "\n".join(head) + f"\n(redrawn from {csv_path})\n\n" + summarize(points, models, clips) + "\n"
     (out / "summary.txt").write_text(text)
@@ -366,9 +367,9 @@ def replot(csv_path: Path, out: Path) -> int:
     return 0
 
 
-def title(max_side, short_side, frames) -> str:
+def title(presets: dict[str, str], max_side, short_side, frames) -> str:
     scale = f"max side {max_side}" if max_side else f"short side {short_side}"
-    return (f"otok vs x264 ({DEFAULT_PRESETS['x264']}) / x265 ({DEFAULT_PRESETS['x265']}), {scale}"
+    return (f"otok vs x264 ({presets['x264']}) / x265 ({presets['x265']}), {scale}"
             + (f", ≤{frames} frames" if frames else ""))
 
 
@@ -377,7 +378,18 @@ def model_label(spec: str) -> str:
     return Path(spec).stem if spec.endswith(".safetensors") else spec
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass
+class Sweep:
+    """What a run measured: the points, and the conventional encoders' informational SEI (text, sizes)."""
+
+    points: list[Point] = field(default_factory=list)
+    clips: list[str] = field(default_factory=list)
+    encoder_info: dict[str, str] = field(default_factory=dict)
+    info_sizes: dict[str, list[int]] = field(default_factory=dict)
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[int], list[float]]:
+    """The flags, checked: (args, CRFs, rdo tolerances); a bad one exits with argparse's message."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", nargs="+", type=Path, help="videos and/or images")
     scale = parser.add_mutually_exclusive_group()
@@ -400,10 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.replot:
-        return replot(args.replot, args.out)
+        return args, [], []
     if not args.clips:
         parser.error("--clips is required (or --replot CSV)")
-    DEFAULT_PRESETS.update(x264=args.x264_preset, x265=args.x265_preset)
     try:
         crfs = [int(c) for c in args.crf.split(",") if c.strip()]
     except ValueError:
@@ -417,65 +428,53 @@ def main(argv: list[str] | None = None) -> int:
     for clip in args.clips:
         if not clip.is_file():
             parser.error(f"{clip}: no such file")
-    args.out.mkdir(parents=True, exist_ok=True)
+    return args, crfs, rdos
 
+
+def sweep(args: argparse.Namespace, toks: dict, crfs: list[int], rdos: list[float], presets: dict[str, str]) -> Sweep:
+    """Every clip through x264/x265 at each CRF and through each otok model, coder and tolerance."""
     from otok.tools.evaluation.evaluate import eval_file
-    from otok.tools.models import load_model
 
-    command = shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None else shlex.join(["rd.py", *argv])
-    meta = {"command": command, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            **versions()}
-    try:
-        toks = {model_label(m): load_model(m) for m in args.models}
-    except OtokError as exc:
-        print(f"rd: error: {exc}", file=sys.stderr)
-        return 2
-    for name, tok in toks.items():
-        meta[f"model {name}"] = f"{tok.config.name}, weights sha256 {tok.weights_sha256()[:16]}"
-
-    models = list(toks)
-    points: list[Point] = []
-    encoder_info: dict[str, str] = {}
-    info_sizes: dict[str, list[int]] = {}
-    clip_names = []
+    result = Sweep()
     for clip in args.clips:
         max_side = args.max_side or max_side_for(clip, args.short_side)
         frames, fps = read_clip(clip, max_side, args.frames)
         if not frames:
-            print(f"rd: error: {clip}: no frames", file=sys.stderr)
-            return 2
+            raise OtokError(f"{clip}: no frames")
         name = clip.name
-        clip_names.append(name)
+        result.clips.append(name)
         h, w = frames[0].shape[:2]
         print(f"{name}: {len(frames)} frame(s) {w}x{h} @ {float(fps):g} fps, {pixel_format(w, h)} for x264/x265",
               file=sys.stderr, flush=True)
         for codec in args.codecs:
             for crf in crfs:
                 tick = time.perf_counter()
-                coded = encode_conventional(frames, fps, codec, crf, threads=args.threads,
+                coded = encode_conventional(frames, fps, codec, crf, presets[codec], threads=args.threads,
                                             count_info_sei=args.count_info_sei)
-                encoder_info.setdefault(codec, coded.info)
-                info_sizes.setdefault(codec, []).append(coded.info_bytes)
+                result.encoder_info.setdefault(codec, coded.info)
+                result.info_sizes.setdefault(codec, []).append(coded.info_bytes)
                 p = measure(name, codec, f"crf={crf}", frames, coded.decoded, coded.bytes, fps)
-                points.append(p)
+                result.points.append(p)
                 print(f"  {codec} crf {crf:>2}: {p.bytes:>8} B {p.bpp:.4f} bpp {p.psnr:6.2f} dB "
                       f"({time.perf_counter() - tick:.1f} s)", file=sys.stderr, flush=True)
         for model, tok in toks.items():
-            coders = args.coders if tok.config.discrete else ["f16z"]
-            for coder in coders:
+            for coder in args.coders if tok.config.discrete else ["f16z"]:
                 for tau in rdos if tok.config.discrete else [0.0]:
                     tick = time.perf_counter()
-                    r = eval_file(clip, tokenizer=tok, coder=coder, max_side=max_side, frames=args.frames,
-                                           rdo=tau)
+                    r = eval_file(clip, tokenizer=tok, coder=coder, max_side=max_side, frames=args.frames, rdo=tau)
                     p = Point(name, f"{model}:{r.coder}", f"rdo={tau:g}", r.frames, r.width, r.height, r.bytes,
                               r.bpp, 8 * r.bytes / (r.frames / float(fps)) / 1000, r.psnr, r.ssim)
-                    points.append(p)
+                    result.points.append(p)
                     print(f"  {p.codec} {p.param}: {p.bytes:>8} B {p.bpp:.4f} bpp {p.psnr:6.2f} dB "
                           f"({time.perf_counter() - tick:.1f} s)", file=sys.stderr, flush=True)
+    return result
 
-    for codec, info in encoder_info.items():
+
+def write_outputs(args: argparse.Namespace, meta: dict, run: Sweep, models: list[str], presets: dict[str, str]) -> None:
+    """rd.csv (with its provenance as # lines), rd.png and summary.txt in args.out."""
+    for codec, info in run.encoder_info.items():
         meta[f"{codec} version"] = encoder_version(info)
-    sei = ", ".join(f"{c} {min(v)}–{max(v)} B" for c, v in info_sizes.items())
+    sei = ", ".join(f"{c} {min(v)}–{max(v)} B" for c, v in run.info_sizes.items())
     notes = [
         "x264/x265 bytes: the raw Annex-B elementary stream, parameter sets included, no container; the "
         "encoders' informational SEI (version/options text, not needed to decode) "
@@ -483,33 +482,53 @@ def main(argv: list[str] | None = None) -> int:
         + ". otok bytes: the whole .otok file (header, index, trailer).",
         "psnr: mean over frames of per-frame RGB PSNR (peak 255); ssim: mean per-frame SSIM (tools/evaluation/metrics.py); "
         "bpp = 8*bytes/(frames*width*height).",
-        f"x264 preset {args.x264_preset}, x265 preset {args.x265_preset}, threads {args.threads}; "
+        f"x264 preset {presets['x264']}, x265 preset {presets['x265']}, threads {args.threads}; "
         "RGB -> yuv420p (even sizes) or yuv444p (odd) with swscale defaults.",
     ]
     csv_path = args.out / "rd.csv"
     with open(csv_path, "w", newline="") as f:
         for key, value in meta.items():
             f.write(f"# {key}: {value}\n")
-        for codec, info in encoder_info.items():
+        for codec, info in run.encoder_info.items():
             f.write(f"# {codec} SEI: {info}\n")
         for note in notes:
             f.write(f"# {note}\n")
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
-        for p in points:
+        for p in run.points:
             row = asdict(p)
             row.update(bpp=f"{p.bpp:.6f}", kbps=f"{p.kbps:.3f}", psnr=f"{p.psnr:.4f}", ssim=f"{p.ssim:.5f}")
             writer.writerow(row)
     png_path = args.out / "rd.png"
-    plot(points, clip_names, png_path, title(args.max_side, args.short_side, args.frames))
-
+    plot(run.points, run.clips, png_path, title(presets, args.max_side, args.short_side, args.frames), presets)
     head = [f"{k}: {v}" for k, v in meta.items()] + notes
-    text = "\n".join(head) + "\n\n" + summarize(points, models, clip_names) + "\n"
+    text = "\n".join(head) + "\n\n" + summarize(run.points, models, run.clips) + "\n"
     (args.out / "summary.txt").write_text(text)
     print(text)
     print(f"wrote {csv_path}, {png_path}, {args.out / 'summary.txt'}")
-    return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+    args, crfs, rdos = parse_args(argv)
+    if args.replot:
+        return replot(args.replot, args.out)
+    args.out.mkdir(parents=True, exist_ok=True)
+    from otok.tools.models import load_model
+
+    presets = {"x264": args.x264_preset, "x265": args.x265_preset}
+    command = shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None else shlex.join(["rd.py", *argv])
+    meta = {"command": command, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            **versions()}
+    try:
+        toks = {model_label(m): load_model(m) for m in args.models}
+        for name, tok in toks.items():
+            meta[f"model {name}"] = f"{tok.config.name}, weights sha256 {tok.weights_sha256()[:16]}"
+        run = sweep(args, toks, crfs, rdos, presets)
+    except OtokError as exc:
+        print(f"rd: error: {exc}", file=sys.stderr)
+        return 2
+    write_outputs(args, meta, run, list(toks), presets)
+    return 0
 
 if __name__ == "__main__":
     raise SystemExit(main())
