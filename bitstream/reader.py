@@ -322,20 +322,22 @@ class OtokReader:
         for step, values in self._decoded(start):
             self._position = step + 1
             yield values
+            del values  # (a view of its chunk: not held while the next chunk decodes)
 
     def _decoded(self, start: int) -> Iterator[tuple[int, np.ndarray]]:
         self.damage, self._damage_type = None, None
         coder = self._coder()
         done = 0
-        chunks = ((info, coder.decode(data, info.first_step, info.n_steps)) for info, data in self._step_chunks(start))
         try:
-            for info, values in chunks:
+            for info, data in self._step_chunks(start):
+                values = coder.decode(data, info.first_step, info.n_steps)
+                del data
                 if not self.header.is_latent:
                     values = values.astype(np.int64, copy=False)
-                for i, v in enumerate(values):
-                    if info.first_step + i >= start:
-                        yield info.first_step + i, v
+                for i in range(max(0, start - info.first_step), info.n_steps):
+                    yield info.first_step + i, values[i]
                 done = info.first_step + info.n_steps
+                del values  # one chunk's values held at a time: these go before the next chunk decodes
         except OtokError as e:
             self.damage = f"{e}; stopped after step {done - 1}" if done else f"{e}; no step could be read"
             self._damage_type = type(e)
@@ -499,15 +501,20 @@ def read_tokens(path: str | os.PathLike | BinaryIO, *, prior: Prior | Iterable[P
 
     A truncated or damaged file raises TruncatedError/CorruptError, unless `allow_truncated`: then the
     intact prefix is returned and an OtokWarning says where it stopped.
+
+    Memory (SPEC §7.1): the output, one chunk's decoded values and a few MiB of scratch; a count the file's
+    bytes cannot back is never allocated ahead.
     """
     with OtokReader(path, prior=prior) as reader:
         dtype = np.float16 if reader.header.is_latent else np.int64
-        # The trailer's count sizes the array only as far as the file's bytes can back it: a forged count
-        # (11 M steps in 46 KB) must not allocate; steps past it are gathered as they decode.
-        step_bytes = int(np.prod(reader.header.step_shape)) * np.dtype(dtype).itemsize
+        shape = reader.header.step_shape
+        # The output is sized from the steps the file's chunks claim (its trailer; without one, a scan of the
+        # intact chunks, which decodes nothing), but only as far as the file's bytes can back it: a forged
+        # count (11 M steps in 46 KB) must not allocate; steps past it are gathered as they decode.
+        step_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         backed = (limits.PREALLOCATE_PER_BYTE * (reader._size or 0) + limits.PREALLOCATE_MIN) // step_bytes
-        out = np.empty((min(reader.steps, backed) if reader.complete else 0,) + reader.header.step_shape, dtype=dtype)
-        extra = []  # steps beyond the preallocated count
+        out = np.empty((min(reader.steps, backed) if reader.seekable else 0,) + shape, dtype=dtype)
+        extra = []  # steps beyond the preallocated count (views of their chunks' arrays)
         n = 0
         with warnings.catch_warnings(record=not allow_truncated):
             for n, step in enumerate(reader, 1):
@@ -515,6 +522,7 @@ def read_tokens(path: str | os.PathLike | BinaryIO, *, prior: Prior | Iterable[P
                     out[n - 1] = step
                 else:
                     extra.append(step)
+                del step  # (its chunk is let go before the next one decodes)
         if reader.damage and not allow_truncated:
             error = reader._damage_type if issubclass(reader._damage_type, TruncatedError) else CorruptError
             raise error(reader.damage)
@@ -523,5 +531,10 @@ def read_tokens(path: str | os.PathLike | BinaryIO, *, prior: Prior | Iterable[P
             if not allow_truncated:
                 raise CorruptError(message)
             warnings.warn(message, OtokWarning, stacklevel=2)
-        return np.concatenate([out[:n], np.array(extra, dtype=dtype).reshape((-1,) + out.shape[1:])]) if extra \
-            else out[:n]
+        if not extra:
+            return out[:n]
+        whole = np.empty((n,) + shape, dtype=dtype)  # one copy: the gathered steps go straight into place
+        whole[:len(out)] = out
+        for i, step in enumerate(extra, len(out)):
+            whole[i] = step
+        return whole

@@ -41,6 +41,7 @@ _NO_TABLE = np.zeros((1, 1), dtype=np.int64)
 _NO_SCALE = np.zeros(1)
 _NO_LUT = np.zeros((1, 1), dtype=np.int32)
 _NO_STARTS = np.zeros((1, 1, 1), dtype=np.int64)
+_MAP_BLOCK = 1 << 16  # values mapped from ranks to tokens at a time
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,8 @@ class CtxCoder(Coder):
             raise CorruptError(f"a decoded token is outside the codebook of {self.header.codebook_size}")
         if not dec.is_empty():
             raise CorruptError("ctx chunk has data left over after its last step")
-        if self._token is not None:
-            out = self._token[out]
+        if self._token is not None:  # ranks -> tokens in place, a block at a time (no second chunk-sized array)
+            flat = out.reshape(-1)
+            for i in range(0, len(flat), _MAP_BLOCK):
+                flat[i:i + _MAP_BLOCK] = self._token[flat[i:i + _MAP_BLOCK]]
         return out.reshape(n_steps, *self.header.grid)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Coder, LevelParams
-from .zstd import compress, decompress
+from .zstd import compress, decompressed_blocks
+
+PLANE_BLOCK = 1 << 20  # bytes of a plane decompressed at a time
 
 
 class Float16ZstdCoder(Coder):
@@ -21,6 +23,11 @@ class Float16ZstdCoder(Coder):
 
     def decode(self, payload: bytes, first_step: int, n_steps: int) -> np.ndarray:
         count = n_steps * self.values_per_step
-        planes = np.frombuffer(decompress(payload, 2 * count), dtype=np.uint8).reshape(2, count)
-        values = np.ascontiguousarray(planes.T).view("<f2").reshape((n_steps,) + self.step_shape)
-        return values.astype(np.float16)
+        values = np.empty(count, dtype="<f2")
+        planes = values.view(np.uint8).reshape(count, 2)  # (N, 2): column 0 the low bytes, 1 the high
+        with decompressed_blocks(payload, 2 * count) as read:  # the planes a block at a time, into place
+            for plane in (0, 1):
+                for i in range(0, count, PLANE_BLOCK):
+                    n = min(PLANE_BLOCK, count - i)
+                    planes[i:i + n, plane] = np.frombuffer(read(n), dtype=np.uint8)
+        return values.view(np.float16).reshape((n_steps,) + self.step_shape)

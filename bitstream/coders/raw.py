@@ -23,7 +23,7 @@ class RawCoder(Coder):
     def decode(self, payload: bytes, first_step: int, n_steps: int) -> np.ndarray:
         count = n_steps * self.values_per_step
         self.expect_size(len(payload), bitpack.packed_size(count, self.bits), "packed")
-        values = bitpack.unpack(payload, self.bits, count)
+        values = bitpack.unpack(payload, self.bits, count, dtype=np.int64)
         return self.check_range(values).reshape((n_steps,) + self.step_shape)
 
     @staticmethod
