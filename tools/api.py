@@ -37,14 +37,10 @@ def load(model: str | os.PathLike = DEFAULTS.model, *, device: str = "cpu", pret
          seed: int | None = None) -> Tokenizer:
     """A tokenizer (a `torch.nn.Module` in eval mode): a registry name (`otok-s`, `otok-s-kl`, ...) or a
     weights file (`.safetensors` from `train/run.py`). pretrained=False: a random init seeded by `seed`.
-    Raises ModelError."""
-    from otok.codec import WeightsError
-    from otok.codec import load as codec_load
+    Raises ModelError (ArgumentError for a device PyTorch cannot use)."""
+    from otok.tools.models import load_model
 
-    try:
-        return codec_load(model, pretrained=pretrained, seed=seed, device=device)
-    except WeightsError as exc:
-        raise ModelError(str(exc)) from None
+    return load_model(model, device, pretrained=pretrained, seed=seed)
 
 
 def installed_priors() -> list[Prior]:

@@ -18,7 +18,7 @@ from otok.bitstream.timeline import frames_in_steps
 from otok.codec import Tokenizer
 
 from .encode import Progress
-from .errors import InputError
+from .errors import InputError, at
 from .files import atomic_output, check_output, damage_reported_by_caller, open_otok
 from .limits import check_memory
 from .models import model_for_file, model_priors
@@ -66,7 +66,7 @@ def decode_with(src: str | os.PathLike, dst: str | os.PathLike, options: DecodeO
         try:
             tok = model_for_file(header, o.model, o.device, o.backend, tokenizer, o.engine_dir, o.precision, o.compile)
         except CorruptError as exc:  # a forged geometry
-            raise type(exc)(f"{src}: {exc}" if not str(exc).startswith(str(src)) else str(exc)) from None
+            raise at(src, exc) from None
         check_memory(header.padded_width, header.padded_height, tok.device, str(src))
         reader.use_priors(model_priors(tok))
         if dst.suffix.lower() in (".png", ".jpg", ".jpeg") and reader.seekable and reader.frames != 1:
@@ -85,7 +85,7 @@ def decode_with(src: str | os.PathLike, dst: str | os.PathLike, options: DecodeO
                     raise CorruptError(f"{src}: the file holds no intact step to decode")
                 writer.close()
         except OtokError as exc:
-            raise type(exc)(f"{src}: {exc}" if not str(exc).startswith(str(src)) else str(exc)) from None
+            raise at(src, exc) from None
         damage = reader.damage
         untrusted = None if reader.frames_trusted else (
             f"{src}: no valid trailer and index, so the frame count is untrusted; wrote {written} frames, "

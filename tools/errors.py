@@ -30,6 +30,14 @@ class MediaError(OtokError, ValueError):
     """A file that cannot be read or written as video or image; the message says why, in one line."""
 
 
+def at(where: object, exc: OtokError) -> OtokError:
+    """`exc` with its message starting `WHERE: ` (once), same type and attributes, to re-raise."""
+    prefix = f"{where}: "
+    if not str(exc).startswith(prefix):
+        exc.args = (prefix + str(exc), *exc.args[1:])
+    return exc
+
+
 def printable(text: str) -> str:
     """Text from a file, safe for a terminal and one line: every character that does not print (ESC, BEL, CR,
     newlines) written as its escape, e.g. \\x1b."""

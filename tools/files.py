@@ -14,7 +14,7 @@ from pathlib import Path
 from otok.bitstream import OtokError, OtokReader, OtokWarning
 from otok.codec import Tokenizer
 
-from .errors import InputError
+from .errors import InputError, at
 from .models import model_priors
 from .video_io import VideoReader
 
@@ -115,6 +115,6 @@ def open_otok(src: Path, tok: Tokenizer | None = None) -> OtokReader:
     try:
         return OtokReader(src, prior=model_priors(tok) if tok is not None else None)
     except OtokError as exc:
-        raise type(exc)(f"{src}: {exc}") from None
+        raise at(src, exc) from None
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from otok.bitstream import OtokError, OtokReader
 from otok.bitstream.container import ENCD
 
+from .errors import at
 from .files import open_otok
 
 def file_info(src: str | os.PathLike) -> dict:
@@ -21,7 +22,7 @@ def file_info(src: str | os.PathLike) -> dict:
         try:
             index = reader.index
         except OtokError as exc:
-            raise type(exc)(f"{src}: {exc}") from None
+            raise at(src, exc) from None
         steps, frames = reader.steps, reader.frames
         size = src.stat().st_size
         fps = Fraction(*h.fps)

@@ -22,17 +22,17 @@ from .options import DEFAULTS
 def load_model(
     spec: str | os.PathLike | None = None, device: str = "cpu", backend: str = "torch",
     engine_dir: str | os.PathLike | None = None, precision: str = "auto", compile: bool = False,
-    weights_sha256: str | None = None,
+    weights_sha256: str | None = None, *, pretrained: bool = True, seed: int | None = None,
 ) -> Tokenizer:
     """A tokenizer from a registry name or weights path (backend torch), or an exported engine folder
     (backend onnx/trt; `spec`, when given, must be the weights it was exported from). weights_sha256: the
-    release of a registry model's shipped weights a file names (`otok.codec.load`). User errors raise
-    ModelError or ArgumentError."""
+    release of a registry model's shipped weights a file names; pretrained=False: a random init seeded by
+    `seed` (`otok.codec.load`). User errors raise ModelError or ArgumentError."""
     check_device(device)
     if backend != "torch":
         return _load_engine(spec, device, backend, engine_dir)
     try:
-        tok = load(spec or DEFAULTS.model, device=device, weights_sha256=weights_sha256)
+        tok = load(spec or DEFAULTS.model, device=device, weights_sha256=weights_sha256, pretrained=pretrained, seed=seed)
     except WeightsError as exc:
         raise ModelError(str(exc)) from None
     return accelerate(tok, precision, compile)
