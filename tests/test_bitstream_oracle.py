@@ -235,18 +235,23 @@ def test_block_sums_follow_the_counts(k, increment):
 
 def test_a_read_only_package_caches_kernels_in_the_users_cache(monkeypatch, tmp_path):
     """Where the package folder is read-only and NUMBA_CACHE_DIR is unset, the kernels' cache goes to the
-    user's cache folder (XDG_CACHE_HOME); a NUMBA_CACHE_DIR that is set is left alone."""
+    user's cache folder (XDG_CACHE_HOME); a NUMBA_CACHE_DIR that can be written is left alone, one that
+    cannot is replaced (issue 29 D.16: numba raised at import)."""
     package = kn.os.path.dirname(kn.__file__)
     writable = kn.os.access
     monkeypatch.setattr(kn.os, "access", lambda path, mode: path != package and writable(path, mode))
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    kn._choose_cache_dir()
+    assert kn._choose_cache_dir()
     assert kn.os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "otok" / "numba")
     assert (tmp_path / "otok" / "numba").is_dir()
-    monkeypatch.setenv("NUMBA_CACHE_DIR", "/elsewhere")
-    kn._choose_cache_dir()
-    assert kn.os.environ["NUMBA_CACHE_DIR"] == "/elsewhere"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert kn._choose_cache_dir()
+    assert kn.os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "elsewhere")
+    (tmp_path / "a-file").write_bytes(b"")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "a-file" / "numba"))  # cannot be made
+    assert kn._choose_cache_dir()
+    assert kn.os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "otok" / "numba")
 
 
 @njit

@@ -186,3 +186,46 @@ def test_atheris_with_a_fresh_numba_cache(tmp_path):
     pytest.importorskip("atheris")
     run = _atheris(tmp_path, 300, env={"NUMBA_CACHE_DIR": str(tmp_path / "numba")}, timeout=600)
     assert run.returncode == 0 and "Done 300 runs" in run.stderr, run.stderr[-3000:]
+
+
+# ----- a read-only install: numba's cache (issue 29 D.16) ---------------------------------------------------
+def _python(code: str, env: dict, user: list[str] = ()) -> subprocess.CompletedProcess:
+    return subprocess.run([*user, sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd="/", env=env)
+
+
+DECODE = ("import io, numpy as np; from otok.bitstream import Header, OtokWriter, read_tokens; "
+          "from otok.bitstream.coders import ctx_kernels as kn; "
+          "h = Header('m', bytes(32), 8, 4, 0, (2, 3), 24, 16, (30, 1), codebook_size=300, coder='ctx'); "
+          "b = io.BytesIO(); w = OtokWriter(b, h); w.write(np.arange(12).reshape(2, 2, 3)); w.close(); "
+          "print(kn.CACHING, read_tokens(io.BytesIO(b.getvalue())).sum())")
+
+
+def test_no_writable_cache_folder_at_all_is_one_line(tmp_path):
+    """Nothing this process may write (the package, NUMBA_CACHE_DIR, HOME, the temporary folder): the import
+    works, says so in one line, and the kernels compile uncached (here one small kernel: all of them take
+    half a minute)."""
+    (tmp_path / "file").write_bytes(b"")
+    nowhere = str(tmp_path / "file" / "x")  # under a file: no folder can be made there, even by root
+    env = {**os.environ, "NUMBA_CACHE_DIR": nowhere, "HOME": nowhere, "XDG_CACHE_HOME": nowhere, "TMPDIR": nowhere}
+    code = ("import os; os.access = lambda *a, **k: False\n"  # (as root, every real folder is writable)
+            "from otok.bitstream.coders import ctx_kernels as kn; print(kn.CACHING, kn.lut_shift(300))")
+    run = _python(code, env)
+    assert run.returncode == 0 and run.stdout.split()[0] == "False", run.stderr[-3000:]
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no writable folder for numba's cache" in lines[0], run.stderr
+
+
+def test_read_only_install_with_unwritable_numba_cache_and_home(tmp_path):
+    """As another user, for whom the checkout, NUMBA_CACHE_DIR and HOME are read-only: no traceback; the cache
+    goes to the temporary folder, and a ctx file decodes."""
+    if os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists():
+        pytest.skip("needs root and setpriv to act as an unprivileged user")
+    user = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    locked = tmp_path / "locked"  # (pytest's tmp_path is the root user's alone)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(locked), "NUMBA_CACHE_DIR": str(locked / "numba")}
+    if _python("import otok.bitstream", env, user).returncode != 0:
+        pytest.skip("the checkout or its Python is not readable by an unprivileged user")
+    run = _python(DECODE, env, user)
+    assert run.returncode == 0 and run.stdout.split() == ["True", str(sum(range(12)))], run.stderr[-3000:]
+    assert "Traceback" not in run.stderr

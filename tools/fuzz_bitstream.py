@@ -187,10 +187,7 @@ def fix_crcs(data: bytes) -> bytes:
 def _shown_metadata(reader: OtokReader) -> None:
     """What `otok info` takes from a file: JSON-safe, and printable once escaped."""
     from otok.tools.errors import printable
-    try:
-        from otok.tools.info import encoder_settings
-    except ImportError:  # before the CLI's split into modules (issue 30)
-        from otok.tools.pipeline import encoder_settings
+    from otok.tools.info import encoder_settings
     settings = encoder_settings(reader)
     text = json.dumps({"model": reader.header.model, "encoder_settings": settings}, allow_nan=False)
     for shown in (printable(reader.header.model), printable(text)):

@@ -26,38 +26,80 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 
 import numpy as np
 
 
-def _choose_cache_dir() -> None:
+def _writable(path: str) -> bool:
+    """Whether `path` is (or can be made) a folder this process can write to."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK)
+
+
+def _choose_cache_dir() -> bool:
     """numba caches compiled kernels beside this file (`cache=True`); where that folder is read-only (a
-    system-wide install) and NUMBA_CACHE_DIR is not set, use a per-user folder that is writable."""
-    if "NUMBA_CACHE_DIR" in os.environ or os.access(os.path.dirname(__file__), os.W_OK):
-        return
+    system-wide install), or NUMBA_CACHE_DIR names a folder that cannot be written, use a per-user folder
+    that is writable (XDG_CACHE_HOME or ~/.cache, else the temporary folder). -> False where there is
+    none: the kernels are then compiled in each process, not cached (issue 29 D.16: numba raised at import)."""
+    given = os.environ.get("NUMBA_CACHE_DIR")
+    if given and _writable(given):
+        return True
+    os.environ.pop("NUMBA_CACHE_DIR", None)  # (one that cannot be written would make numba raise)
+    if os.access(os.path.dirname(__file__), os.W_OK):
+        return True
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    for root in (base, tempfile.gettempdir()):
-        path = os.path.join(root, f"otok-numba-{os.getuid()}" if root != base else "otok/numba")
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(path, os.W_OK):
+    candidates = [os.path.join(base, "otok", "numba")]
+    try:
+        candidates.append(os.path.join(tempfile.gettempdir(), f"otok-numba-{os.getuid()}"))
+    except (OSError, AttributeError):  # no usable temporary folder at all; (os.getuid: not on Windows)
+        pass
+    for path in candidates:
+        if _writable(path):
             os.environ["NUMBA_CACHE_DIR"] = path
-            return
+            return True
+    return False
 
 
-_choose_cache_dir()
+CACHING = _choose_cache_dir()
 
 from llvmlite import ir  # noqa: E402
 from numba import njit, types  # noqa: E402  (after the cache folder is chosen: numba reads it on import)
+from numba.core import config as _numba_config  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
+
+_numba_config.CACHE_DIR = os.environ.get("NUMBA_CACHE_DIR", "")  # (numba may have been imported before us)
+
+
+def _no_cache_warning() -> None:
+    """One line on stderr (a warning without a source line), once."""
+    warnings.warn_explicit("no writable folder for numba's cache (set NUMBA_CACHE_DIR to one): the ctx coder's "
+                           "kernels are compiled in every process", RuntimeWarning, "otok", 0)
+
+
+if not CACHING:
+    _no_cache_warning()
 
 
 def kernel(**options):
-    """numba's njit as the kernels use it: cached on disk; NumPy's error model (no check for a division by
-    zero, which the kernels never do: it made a loop with a division 5 times slower)."""
-    return njit(cache=True, error_model="numpy", **options)
+    """numba's njit as the kernels use it: cached on disk where a folder can be written (else compiled in
+    each process); NumPy's error model (no check for a division by zero, which the kernels never do: it
+    made a loop with a division 5 times slower)."""
+    def decorate(fn):
+        global CACHING
+        if CACHING:
+            try:
+                return njit(cache=True, error_model="numpy", **options)(fn)
+            except RuntimeError as e:  # numba found no folder it could write after all
+                if "cannot cache" not in str(e):
+                    raise
+                CACHING = False
+                _no_cache_warning()
+        return njit(error_model="numpy", **options)(fn)
+    return decorate
 
 
 PRECISION = 24
