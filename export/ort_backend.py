@@ -25,8 +25,8 @@ def import_onnxruntime():
         import onnxruntime
     except ImportError:
         raise ImportError(
-            "the ONNX Runtime backend needs onnxruntime: pip install 'otok-codec[onnx]' "
-            "(or onnxruntime-gpu for --device cuda)"
+            "the ONNX Runtime backend needs onnxruntime: pip install onnx onnxruntime (onnxruntime-gpu for "
+            "--device cuda; in a checkout of otok: pip install -e '.[onnx]')"
         ) from None
     return onnxruntime
 

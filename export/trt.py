@@ -9,7 +9,7 @@ Shapes are (batch, padded height, padded width) in pixels; every other input (to
 them, so one optimization profile per graph covers them all. At run time each step binds torch CUDA
 tensors by address and enqueues on the current torch CUDA stream (`execute_async_v3`): no host copy and
 no synchronization per step; the state a step writes is the next step's input, swapped by reference.
-`tensorrt` is imported lazily (install: pip install 'otok-codec[gpu]').
+`tensorrt` is imported lazily (install: pip install tensorrt, or in a checkout pip install -e '.[gpu]').
 
 Majors (the sources are named in export/README.md). What differs between them is kept in the few
 functions below keyed on the major version (`build_plan`); the rest is the API both share: Builder,
@@ -61,7 +61,7 @@ def import_tensorrt():
     except ImportError:
         raise ImportError(
             "the TensorRT backend needs the tensorrt package (TensorRT 10 or 11) and a CUDA GPU: "
-            "pip install 'otok-codec[gpu]'  (or: pip install tensorrt)"
+            "pip install tensorrt (in a checkout of otok: pip install -e '.[gpu]')"
         ) from None
     major = tensorrt_major(tensorrt)
     if major < MAJORS[0]:

@@ -16,6 +16,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,10 +26,10 @@ from otok.bitstream import OtokError, UsageError
 
 from .decode import decode_with
 from .encode import EncodeResult, Progress, encode_with
-from .errors import printable
+from .errors import install_hint, printable
 from .evaluation.evaluate import eval_with
 from .evaluation.metrics import quality_line
-from .files import atomic_output, check_input, check_output, is_stream, open_video
+from .files import atomic_output, check_input, check_otok_output, check_output, is_stream, open_video
 from .info import coded_suffix, file_info
 from .models import load_model
 from .options import BACKENDS, CODERS, DEFAULTS, PRECISIONS, DecodeOptions, EncodeOptions, RunOptions, option_names
@@ -116,14 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("output", metavar="OUT", help="an .otok file, or a folder (made if missing) for several inputs")
     _input_flags(enc)
     _coding_flags(enc)
+    enc.add_argument("--force", action="store_true",
+                     help="replace an existing OUT that is not an .otok file (default: refuse)")
     _runtime_flags(enc)
 
     dec = sub.add_parser("decode", parents=[common], help=".otok -> video (.mp4/.mkv/.mov/.webm) or image (.png/.jpg)",
                          epilog=_examples("otok decode clip.otok back.mp4", "otok decode photo.otok photo.png",
+                                          "otok decode a.otok b.otok outdir/     # outdir/a.mp4, outdir/b.mp4",
                                           "otok decode clip.otok back.mkv --codec ffv1      # lossless output",
                                           "otok decode mine.otok back.mp4 --model runs/joint/final.safetensors"))
-    dec.add_argument("input", type=Path, metavar="IN")
-    dec.add_argument("output", type=Path, metavar="OUT")
+    dec.add_argument("inputs", nargs="+", type=Path, metavar="IN", help=".otok files")
+    dec.add_argument("output", metavar="OUT",
+                     help="a video or image file, or a folder (made if missing) for several inputs: NAME.mp4 each "
+                          "(NAME.png for a one-frame file)")
     dec.add_argument("--model", metavar="NAME|PATH",
                      help="weights that made the file, e.g. --model runs/joint/final.safetensors "
                           "(default: the installed release the file names by hash)")
@@ -199,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="cut videos into clips of N frames, a row each, e.g. --clip-frames 17 (default: a row a file)")
     ds.add_argument("--also-otok", action="store_true", help="also keep each clip's .otok file in DIR/otok/ (default: off)")
     ds.add_argument("--engine", choices=("local", "ray"), default="local",
-                    help="local: in this process; ray: Ray Data actors (pip install 'otok-codec[ray]')")
+                    help="local: in this process; ray: Ray Data actors (pip install 'ray[data]')")
     ds.add_argument("--workers", type=int, metavar="N", help="--engine ray: actors, each loading the model once, "
                     "e.g. --workers 4 (default: one per CPU, or per G GPUs with --gpus-per-worker G)")
     ds.add_argument("--gpus-per-worker", type=float, default=0, metavar="G",
@@ -213,15 +219,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LOG_EVERY_S = 10.0  # without a terminal, a progress line at most this often
+
+
 @contextlib.contextmanager
-def _progress(enabled: bool, total: int | None, label: str) -> Iterator[Progress | None]:
-    if not enabled:
+def _progress(args: argparse.Namespace, total: int | None, label: str) -> Iterator[Progress | None]:
+    """A bar on a terminal; without one (a log, a pipe), a line on stderr every LOG_EVERY_S seconds, so that
+    a long run in a job still says where it is; nothing with --quiet."""
+    if args.quiet:
         yield None
         return
-    from tqdm import tqdm
+    if sys.stderr.isatty():
+        from tqdm import tqdm
 
-    with tqdm(total=total, unit="frame", desc=label, dynamic_ncols=True, leave=False) as bar:
-        yield bar.update
+        with tqdm(total=total, unit="frame", desc=label, dynamic_ncols=True, leave=False) as bar:
+            yield bar.update
+        return
+    done, last = [0], [time.monotonic()]
+
+    def log(frames: int) -> None:
+        done[0] += frames
+        if time.monotonic() - last[0] >= LOG_EVERY_S:
+            last[0] = time.monotonic()
+            print(f"otok: {printable(label)}: {done[0]}{f' of {total}' if total else ''} frames", file=sys.stderr, flush=True)
+
+    yield log
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
@@ -254,15 +276,16 @@ def cmd_encode(args: argparse.Namespace) -> int:
         jobs = [(src, out / f"{src.stem}.otok") for src in _shard(inputs)]
     else:
         jobs = [(args.inputs[0], out)]
-    for src, dst in jobs:
+    for src, dst in jobs:  # every input and output checked before any work
         check_input(src)
         check_output(dst, [src])
+        check_otok_output(dst, args.force)
     tok = _load(options)
     for i, (src, dst) in enumerate(jobs):
         try:
-            total = _frames_of(src, args.frames) if _show_progress(args) else None
-            with _progress(_show_progress(args), total, f"encode {src.name}") as progress:
-                r = encode_with(src, dst, options, tok, progress)
+            total = _frames_of(src, args.frames) if not args.quiet else None
+            with _progress(args, total, f"encode {src.name}") as progress:
+                r = encode_with(src, dst, options, tok, progress, args.force)
         except OtokError as exc:
             if len(jobs) == 1:
                 raise
@@ -277,7 +300,7 @@ class BatchError(OtokError):
     """An input of several failed: its message, and which outputs were written before it (exit status 2)."""
 
 
-def _distinct_stems(inputs: list[Path], folder: Path) -> list[Path]:
+def _distinct_stems(inputs: list[Path], folder: Path, suffix: str = ".otok") -> list[Path]:
     """The inputs, each file once. Two files with one stem (a.mp4, a.mkv) would write one output: refused
     before any work, rather than overwritten, or given invented names that a pipeline keyed on the stem
     would not find. One file named twice is encoded once."""
@@ -285,7 +308,7 @@ def _distinct_stems(inputs: list[Path], folder: Path) -> list[Path]:
     for src in inputs:
         first = seen.setdefault(src.stem, src)
         if first is not src and os.path.realpath(first) != os.path.realpath(src):
-            raise UsageError(f"{first} and {src} would both write {folder / (src.stem + '.otok')}; "
+            raise UsageError(f"{first} and {src} would both write {folder / (src.stem + suffix)}; "
                              "encode them into separate folders, or rename one")
     return list(seen.values())
 
@@ -296,7 +319,7 @@ def _encode_summary(dst: Path, r: EncodeResult) -> str:
         bpp = 8 * r.bytes / (r.width * r.height)
         return f"{dst}: 1 frame {r.width}x{r.height}, {r.bytes:,} bytes ({bpp:.3f} bits/pixel), {r.seconds:.2f} s"
     kbps = 8 * r.bytes / 1000 / (r.frames / float(r.fps))
-    return (f"{dst}: {r.frames} frames {r.width}x{r.height}, {r.steps} steps, {r.bytes:,} bytes "
+    return (f"{dst}: {_count(r.frames, 'frame')} {r.width}x{r.height}, {_count(r.steps, 'step')}, {r.bytes:,} bytes "
             f"({kbps:.1f} kbit/s), {r.frames / r.seconds:.1f} frames/s")
 
 
@@ -312,16 +335,30 @@ def _frames_of(src: Path, limit: int | None) -> int | None:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     options = _options(DecodeOptions, args)
-    total = file_info(args.input)["frames"] if _show_progress(args) and not is_stream(args.input) \
-        else None
-    with _progress(_show_progress(args), total, f"decode {args.input.name}") as progress:
-        r = decode_with(args.input, args.output, options, progress=progress)
-    if r.damage:
-        print(f"otok: warning: {r.damage}; decoded the {r.frames} frames before it", file=sys.stderr)
-    elif r.untrusted:
-        print(f"otok: warning: {r.untrusted}", file=sys.stderr)
-    if not args.quiet:
-        print(f"{r.path}: {r.frames} frames {r.width}x{r.height}, {r.frames / r.seconds:.1f} frames/s")
+    out = Path(args.output)
+    if len(args.inputs) > 1 or out.is_dir() or str(args.output).endswith(("/", os.sep)):
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"with several inputs, OUT is a folder; {out} is a file")
+        inputs = _distinct_stems(args.inputs, out, ".mp4")
+        jobs = [(src, out / (src.stem + (".png" if file_info(src)["frames"] == 1 else ".mp4"))) for src in inputs]
+    else:
+        jobs = [(args.inputs[0], out)]
+    for i, (src, dst) in enumerate(jobs):
+        total = file_info(src)["frames"] if not args.quiet and not is_stream(src) else None
+        try:
+            with _progress(args, total, f"decode {src.name}") as progress:
+                r = decode_with(src, dst, options, progress=progress)
+        except OtokError as exc:
+            if len(jobs) == 1:
+                raise
+            kept = f", after writing {', '.join(str(d) for _, d in jobs[:i])}" if i else ""
+            raise BatchError(f"{cli_message(exc)} (stopped at input {i + 1} of {len(jobs)}{kept})") from None
+        if r.damage:
+            print(f"otok: warning: {r.damage}; decoded the {_count(r.frames, 'frame')} before it", file=sys.stderr)
+        elif r.untrusted:
+            print(f"otok: warning: {r.untrusted}", file=sys.stderr)
+        if not args.quiet:
+            print(f"{r.path}: {_count(r.frames, 'frame')} {r.width}x{r.height}, {r.frames / r.seconds:.1f} frames/s")
     return 0
 
 
@@ -334,8 +371,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("model", f"{printable(info['model'])} (weights {info['weights_sha256'][:16]}...)"),
         ("video", f"{info['width']}x{info['height']} (padded {info['padded_width']}x{info['padded_height']}), "
                   + ("1 frame (an image)" if info["frames"] == 1 else
-                     f"{info['frames']} frames at {info['fps']} fps, {info['duration_s']:.2f} s")),
-        ("tokens", f"{info['steps']} steps of {info['grid'][0]}x{info['grid'][1]}, {info['segments']} segments "
+                     f"{info['frames']} frames at {_rate(info['fps_float'])} fps, {info['duration_s']:.2f} s")),
+        ("tokens", f"{_count(info['steps'], 'step')} of {info['grid'][0]}x{info['grid'][1]}, {_count(info['segments'], 'segment')} "
                    f"(gop {info['gop']}), " + (f"codebook {info['codebook_size']}" if info["codebook_size"]
                                                 else f"{info['latent_channels']} latent channels")),
         ("coding", f"{info['coder']}{' (grouped literals)' if info['literal_model'] else ''}, format "
@@ -375,8 +412,8 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     options = _options(EncodeOptions, args)
-    total = _frames_of(args.input, args.frames) if _show_progress(args) else None
-    with _progress(_show_progress(args), total, f"eval {args.input.name}") as progress:
+    total = _frames_of(args.input, args.frames) if not args.quiet else None
+    with _progress(args, total, f"eval {args.input.name}") as progress:
         r = eval_with(args.input, options, args.compare, _load(options), progress)
     record = {
         "model": r.model, "coder": r.coder, "frames": r.frames, "width": r.width, "height": r.height,
@@ -418,7 +455,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ImportError as exc:
         extra = "onnx" if args.target == "onnx" else "gpu"
         raise UsageError(f"otok export {args.target} needs {exc.name or 'its runtime'}: "
-                         f"pip install 'otok-codec[{extra}]'") from None
+                         f"{install_hint(extra)}") from None
     if not args.quiet:
         print(f"{args.out}: {what}")
     return 0
@@ -464,6 +501,11 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rate(fps: float) -> str:
+    """A frame rate as people write it: 25, 29.97, 23.976 (not 2997/125)."""
+    return f"{fps:.3f}".rstrip("0").rstrip(".")
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -475,6 +517,9 @@ COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "token
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 is printed escaped, not a crash
+        if stream is not None and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     debug = "--debug" in argv
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -547,7 +592,8 @@ def _where(exc: OSError) -> str:
 
 
 def _fail(message: str, status: int) -> int:
-    print(f"otok: error: {message.splitlines()[0] if message else 'failed'}", file=sys.stderr)
+    """One line on stderr: a newline or control character in a file name is shown escaped, not obeyed."""
+    print(f"otok: error: {printable(message) if message else 'failed'}", file=sys.stderr)
     return status
 
 

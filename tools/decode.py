@@ -19,7 +19,7 @@ from otok.codec import Tokenizer
 
 from .encode import Progress
 from .errors import InputError, at
-from .files import atomic_output, check_output, damage_reported_by_caller, open_otok
+from .files import atomic_output, check_output, check_writing, damage_reported_by_caller, open_otok
 from .limits import check_memory
 from .models import model_for_file, model_priors
 from .options import DecodeOptions
@@ -77,6 +77,8 @@ def decode_with(src: str | os.PathLike, dst: str | os.PathLike, options: DecodeO
                 writer = VideoWriter(tmp, header.width, header.height, Fraction(*header.fps), o.codec, o.crf,
                                      suffix=dst.suffix)
                 for frame in decoded_frames(reader, tok):
+                    if written % 16 == 0:
+                        check_writing(tmp)
                     writer.write(frame)
                     written += 1
                     if progress:

@@ -19,7 +19,7 @@ from otok.bitstream.container import ENCD
 from otok.codec import Tokenizer
 
 from .errors import ArgumentError, MediaError, ModelError
-from .files import atomic_output, check_input, check_output, open_video
+from .files import atomic_output, check_input, check_otok_output, check_output, check_writing, open_video
 from .limits import check_frame_size, check_memory
 from .models import load_model, model_prior
 from .options import DEFAULTS, EncodeOptions
@@ -93,7 +93,7 @@ def encode_file(
     src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
     device: str = "cpu", backend: str = "torch", engine_dir: str | os.PathLike | None = None,
     precision: str = "auto", compile: bool = False, coder: str = DEFAULTS.coder, gop: int | None = None,
-    rdo: float | None = None, max_side: int | None = None, frames: int | None = None,
+    rdo: float | None = None, max_side: int | None = None, frames: int | None = None, force: bool = False,
     tokenizer: Tokenizer | None = None, progress: Progress | None = None,
 ) -> EncodeResult:
     """Encode a video or image file into an `.otok` file, streaming.
@@ -101,19 +101,21 @@ def encode_file(
     The options are `EncodeOptions`' (what `otok encode`'s flags set): model, a registry name or weights
     path (default `DEFAULTS.model`), or pass a loaded `tokenizer`; gop, segment length in steps (default:
     the model's); rdo, the rate-distortion tolerance (`otok.codec.rdo`; None: `DEFAULTS.rdo` for token
-    models, 0 for KL). progress: called with the frames done. Errors: the OtokError family.
+    models, 0 for KL); force: replace an existing `dst` that is not an `.otok` file. progress: called with
+    the frames done. Errors: the OtokError family.
     """
     options = EncodeOptions(model=model, device=device, backend=backend, engine_dir=engine_dir, precision=precision,
                             compile=compile, coder=coder, gop=gop, rdo=rdo, max_side=max_side, frames=frames)
-    return encode_with(src, dst, options, tokenizer, progress)
+    return encode_with(src, dst, options, tokenizer, progress, force)
 
 
 def encode_with(src: str | os.PathLike, dst: str | os.PathLike, options: EncodeOptions,
-                tokenizer: Tokenizer | None = None, progress: Progress | None = None) -> EncodeResult:
+                tokenizer: Tokenizer | None = None, progress: Progress | None = None, force: bool = False) -> EncodeResult:
     """`encode_file` with its options made (and checked) once, e.g. by the CLI for several files."""
     src, dst, o = Path(src), Path(dst), options
     check_input(src)
     check_output(dst, [src])
+    check_otok_output(dst, force)
     tok = tokenizer or load_model(o.model, o.device, o.backend, o.engine_dir, o.precision, o.compile)
     with open_video(src, o.max_side, o.frames) as reader:
         return encode_frames(reader, reader.info, dst, tok, coder=o.coder, gop=o.gop, rdo=o.rdo, progress=progress,
@@ -141,6 +143,7 @@ def encode_frames(
             # 24 bytes with framing: what a reader of the tokens needs to know (nearest codes or not)
             writer.write_ancillary(ENCD, json.dumps({"rdo": rdo}, separators=(",", ":")).encode())
             for batch in groups(frames, tok.config.tubelet):
+                check_writing(tmp)
                 for grid in stream.push(frames_to_video(batch, tok.device)):
                     writer.write(_grid_to_numpy(grid))
                 count += len(batch)

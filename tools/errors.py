@@ -30,6 +30,16 @@ class MediaError(OtokError, ValueError):
     """A file that cannot be read or written as video or image; the message says why, in one line."""
 
 
+# What each optional extra installs: the distribution is not on PyPI, so the hint names the packages (and the
+# extra, for a checkout).
+EXTRAS = {"onnx": "onnx onnxruntime", "gpu": "onnx onnxruntime-gpu tensorrt", "ray": "'ray[data]'"}
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional extra: its packages, or the extra itself from a checkout."""
+    return f"pip install {EXTRAS[extra]} (in a checkout of otok: pip install -e '.[{extra}]')"
+
+
 def at(where: object, exc: OtokError) -> OtokError:
     """`exc` with its message starting `WHERE: ` (once), same type and attributes, to re-raise."""
     prefix = f"{where}: "

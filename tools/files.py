@@ -5,6 +5,7 @@ model's prior tables."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import warnings
@@ -12,11 +13,25 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from otok.bitstream import OtokError, OtokReader, OtokWarning
+from otok.bitstream.container import MAGIC
 from otok.codec import Tokenizer
 
-from .errors import InputError, at
+from .errors import ArgumentError, InputError, at, printable
 from .models import model_priors
 from .video_io import VideoReader
+
+
+def check_otok_output(dst: Path, force: bool = False) -> None:
+    """An encode writes `.otok` files only: a name with another suffix is refused (`otok encode a.mp4 b.mp4`
+    must not replace a video with token bytes), and so is an existing file that is not an `.otok` file,
+    unless `force`."""
+    if dst.suffix.lower() != ".otok":
+        raise InputError(f"{printable(str(dst))}: an encode writes .otok files; name the output NAME.otok")
+    if force or not dst.is_file():
+        return
+    with open(dst, "rb") as f:
+        if f.read(len(MAGIC)) != MAGIC:
+            raise ArgumentError("force", f"{printable(str(dst))} exists and is not an .otok file; replace it with force=True")
 
 
 def check_output(dst: Path, sources: Iterable[Path] = ()) -> None:
@@ -38,17 +53,36 @@ def check_output(dst: Path, sources: Iterable[Path] = ()) -> None:
 
 @contextlib.contextmanager
 def atomic_output(dst: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `dst`; rename it to `dst` on success, delete it on any failure."""
+    """Yield a temporary path beside `dst`; rename it to `dst` on success. On any failure the temporary file
+    goes, and so do the folders made for it. Partial files that killed runs left in the folder go first."""
+    made = [p for p in (dst.parent, *dst.parent.parents) if not p.exists()]
     dst.parent.mkdir(parents=True, exist_ok=True)
-    stem = dst.name.encode()[:160].decode("utf-8", "ignore")  # the temporary name fits where `dst`'s does
-    remove_stale_partials(dst.parent, stem)
-    tmp = dst.with_name(f".{stem}.{os.getpid()}.partial")
+    remove_stale_partials(dst.parent)
+    tmp = dst.with_name(f".{partial_stem(dst.name)}.{os.getpid()}.partial")
     try:
         yield tmp
+        if not tmp.parent.is_dir():
+            raise InputError(f"the folder {dst.parent} was removed while {printable(dst.name)} was written; nothing was kept")
         os.replace(tmp, dst)
-    finally:
+    except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        for folder in made:  # the innermost first; one that now holds something else stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def partial_stem(name: str) -> str:
+    """The output's name as a temporary name may hold it: printable ASCII (a name that is not UTF-8, or holds
+    a newline, still gets a temporary file every library can open), short enough to fit where `name` fits."""
+    return ascii(name)[1:-1].replace("/", "_")[:120]
+
+
+def check_writing(tmp: Path) -> None:
+    """Between steps: stop early when the output's folder has gone (a run would go to the end for nothing)."""
+    if not tmp.parent.is_dir():
+        raise InputError(f"the folder {tmp.parent} was removed while the output was written; stopped")
 
 
 def is_stream(src: Path) -> bool:
@@ -64,17 +98,14 @@ def check_seekable(src: Path, why: str) -> None:
         raise InputError(f"{src}: {why}, so the input must be a seekable file, not a pipe or FIFO")
 
 
-def remove_stale_partials(folder: Path, stem: str) -> None:
-    """Delete `.STEM.PID.partial` files that a killed otok left (its PID no longer runs)."""
-    for path in folder.glob(f".{glob_escape(stem)}.*.partial"):
-        pid = path.name[len(stem) + 2:-len(".partial")]
+def remove_stale_partials(folder: Path) -> None:
+    """Delete the `.NAME.PID.partial` files that killed otok runs left in `folder` (their PID no longer
+    runs), whatever output they were for."""
+    for path in folder.glob(".*.partial"):
+        pid = path.name[: -len(".partial")].rpartition(".")[2]
         if pid.isdigit() and not _running(int(pid)):
             with contextlib.suppress(OSError):
                 path.unlink()
-
-
-def glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def _running(pid: int) -> bool:
@@ -88,8 +119,10 @@ def _running(pid: int) -> bool:
 
 
 def check_input(src: Path) -> None:
-    if not src.exists():
-        raise InputError(f"{src}: no such file")
+    try:
+        os.stat(src)
+    except OSError as exc:
+        raise InputError(f"{src}: {'no such file' if exc.errno == errno.ENOENT else exc.strerror}") from None
     if src.is_dir():
         raise InputError(f"{src}: is a folder, not a file")
     if not os.access(src, os.R_OK):

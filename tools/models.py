@@ -14,7 +14,7 @@ from otok.codec import Tokenizer, WeightsError, list_models, load
 from otok.codec.accelerate import accelerate as codec_accelerate
 from otok.codec.priors import prior_files
 
-from .errors import ArgumentError, ModelError, printable
+from .errors import ArgumentError, ModelError, install_hint, printable
 from .limits import check_frame_size
 from .options import DEFAULTS
 
@@ -34,6 +34,9 @@ def load_model(
     try:
         tok = load(spec or DEFAULTS.model, device=device, weights_sha256=weights_sha256, pretrained=pretrained, seed=seed)
     except WeightsError as exc:
+        if pretrained and str(spec) in list_models() and "no trained weights ship" in str(exc):
+            raise ArgumentError("model", f"no trained weights ship for {spec}: train them (train/run.py) and pass "
+                                "the file, model=PATH") from None
         raise ModelError(str(exc)) from None
     return accelerate(tok, precision, compile)
 
@@ -64,7 +67,7 @@ def _load_engine(spec, device: str, backend: str, engine_dir) -> Tokenizer:
         raise ModelError(str(exc)) from None
     except ImportError as exc:
         extra = "onnx" if backend == "onnx" else "gpu"
-        raise ModelError(f"backend={backend!r} needs {exc.name or 'its runtime'}: pip install 'otok-codec[{extra}]'") from None
+        raise ModelError(f"backend={backend!r} needs {exc.name or 'its runtime'}: {install_hint(extra)}") from None
 
 
 def accelerate(tok: Tokenizer, precision: str = "auto", compile: bool = False) -> Tokenizer:

@@ -30,7 +30,7 @@ from ..files import atomic_output, check_input, open_video
 from ..models import load_model, model_priors
 from ..api import read_tokens
 from ..options import DEFAULTS
-from ..errors import ArgumentError, InputError, MediaError
+from ..errors import ArgumentError, InputError, MediaError, install_hint
 from ..video_io import media_files
 
 MANIFEST, FAILURES, SHARDS, OTOK = "dataset.json", "failures.jsonl", "data", "otok"
@@ -249,7 +249,7 @@ def build_dataset(
         try:
             from . import ray_engine
         except ImportError:
-            raise ArgumentError("engine", "engine ray needs Ray Data: pip install 'otok-codec[ray]'") from None
+            raise ArgumentError("engine", f"engine ray needs Ray Data: {install_hint('ray')}") from None
     paths = list_sources(sources)
     tok = load_model(model, device if engine == "local" else "cpu")
     gop = tok.config.gop if gop is None else gop

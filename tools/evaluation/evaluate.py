@@ -109,9 +109,11 @@ def eval_with(src: str | os.PathLike, options: EncodeOptions, compare: str | os.
 
 def compare_frames(psnrs: list[float]) -> dict[str, int]:
     """The frames `eval_file(compare=...)` shows: the worst (lowest PSNR, the first of equals) and a typical
-    one (the median PSNR: the lower middle of the sorted frames)."""
+    one (the median PSNR: the lower middle of the sorted frames); one picture when they are the same frame
+    (a still, or two frames)."""
     order = sorted(range(len(psnrs)), key=lambda i: (psnrs[i], i))
-    return {"worst": order[0], "typical": order[(len(order) - 1) // 2]}
+    worst, typical = order[0], order[(len(order) - 1) // 2]
+    return {"worst": worst} if worst == typical else {"worst": worst, "typical": typical}
 
 
 def _write_compare(coded: Path, src: Path, tok: Tokenizer, max_side: int | None, frames: int | None,

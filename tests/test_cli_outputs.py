@@ -1,0 +1,158 @@
+"""What the CLI does with a user's files and terminal (issue 29 D and E): nothing a user has is replaced by
+another kind of file, odd names are written and shown escaped, a failed or cut-off run leaves nothing
+behind, and a job without a terminal still hears how far a run is."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codec_helpers import tiny
+from otok.codec import save
+from otok.tools import cli, encode
+from otok.tools.cli import main
+from otok.tools.errors import MediaError
+from otok.tools.video_io import VideoWriter
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return save(tiny(), tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    writer = VideoWriter(path, 48, 32, Fraction(30000, 1001))
+    for t in range(6):
+        writer.write(np.full((32, 48, 3), 40 * t, np.uint8))
+    writer.close()
+    return path
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    status = main([os.fspath(a) if isinstance(a, Path) else str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_encode_never_replaces_a_video_or_another_file(tmp_path, capsys, clip, model):
+    """issue 29 E.18: `otok encode clip.mp4 other.mp4` replaced a video with .otok bytes, exit 0."""
+    other = tmp_path / "other.mp4"
+    other.write_bytes(clip.read_bytes())
+    status, _, err = run(capsys, "encode", clip, other, "--model", model)
+    assert status == 2 and "writes .otok files" in err and other.read_bytes() == clip.read_bytes()
+    notes = tmp_path / "notes.otok"
+    notes.write_text("my notes")
+    status, _, err = run(capsys, "encode", clip, notes, "--model", model)
+    assert status == 2 and "--force" in err and notes.read_text() == "my notes"
+    assert run(capsys, "encode", clip, notes, "--model", model, "--force", "--quiet")[0] == 0
+    assert notes.read_bytes().startswith(b"\x89OTK")
+    assert run(capsys, "encode", clip, notes, "--model", model, "--quiet")[0] == 0  # an .otok file: replaced
+
+
+def test_names_that_are_not_utf8_are_written_and_shown_escaped(tmp_path, capsys, clip, model):
+    """issue 29 D.11: `internal error: UnicodeEncodeError`, exit 1."""
+    coded, back = tmp_path / os.fsdecode(b"\xff.otok"), tmp_path / os.fsdecode(b"\xfe.mp4")
+    try:
+        coded.touch()
+        coded.unlink()
+    except (OSError, UnicodeError):
+        pytest.skip("this file system takes UTF-8 names only")
+    status, out, _ = run(capsys, "encode", clip, coded, "--model", model)
+    assert status == 0 and "\\udcff.otok" in out
+    status, out, _ = run(capsys, "decode", coded, back, "--model", model)
+    assert status == 0 and back.is_file() and "\\udcfe.mp4" in out
+
+
+def test_error_lines_stay_one_line(tmp_path, capsys):
+    """issue 29 D.15: a newline in a name cut the line ("otok: error: missing"); a symlink loop was "no such file"."""
+    status, _, err = run(capsys, "encode", tmp_path / "a\nb.mp4", tmp_path / "x.otok")
+    assert status == 2 and err.count("\n") == 1 and "a\\nb.mp4: no such file" in err
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    status, _, err = run(capsys, "encode", loop, tmp_path / "x.otok")
+    assert status == 2 and "symbolic links" in err
+
+
+def test_a_failed_encode_leaves_no_folders_or_files(tmp_path, capsys, clip, model, monkeypatch):
+    """issue 29 D.12: a failed encode left the folders it had made."""
+    def broken(*args, **kwargs):
+        raise MediaError("the input broke")
+
+    monkeypatch.setattr(encode, "frames_to_video", broken)
+    status, _, err = run(capsys, "encode", clip, tmp_path / "new" / "deeper" / "x.otok", "--model", model)
+    assert status == 2 and "the input broke" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_removed_output_folder_stops_the_run(tmp_path, capsys, clip, model, monkeypatch):
+    """issue 29 D.13: the run went to the end, then named its temporary file."""
+    folder = tmp_path / "out"
+    calls = []
+    real = encode.frames_to_video
+
+    def remove_folder(*args, **kwargs):
+        calls.append(1)
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encode, "frames_to_video", remove_folder)
+    status, _, err = run(capsys, "encode", clip, folder / "x.otok", "--model", model)
+    assert status == 2 and f"the folder {folder} was removed" in err and ".partial" not in err
+    assert len(calls) == 1  # stopped at the next step, not at the end
+
+
+def test_partials_of_killed_runs_go_whatever_their_name(tmp_path, capsys, clip, model):
+    """issue 29 D.14: a killed decode's `.NAME.PID.partial` stayed until NAME was written again."""
+    stale = tmp_path / ".other.mp4.999999999.partial"
+    stale.write_bytes(b"left by kill -9")
+    assert run(capsys, "encode", clip, tmp_path / "x.otok", "--model", model, "--quiet")[0] == 0
+    assert not stale.exists()
+
+
+def test_decode_several_files_into_a_folder(tmp_path, capsys, clip, model):
+    """issue 29 E.22: `otok decode a.otok b.otok out/`, as encode has; a one-frame file becomes a .png."""
+    assert run(capsys, "encode", clip, tmp_path / "a.otok", "--model", model, "--quiet")[0] == 0
+    assert run(capsys, "encode", clip, tmp_path / "b.otok", "--model", model, "--frames", "1", "--quiet")[0] == 0
+    status, out, _ = run(capsys, "decode", tmp_path / "a.otok", tmp_path / "b.otok", tmp_path / "out", "--model", model)
+    assert status == 0 and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.mp4", "b.png"]
+    assert "b.png: 1 frame " in out and "a.mp4: 6 frames" in out
+
+
+def test_info_shows_counts_and_rates_as_people_write_them(tmp_path, capsys, clip, model):
+    """issue 29 E.22: "1 segments", a frame rate printed as 30000/1001 fps."""
+    assert run(capsys, "encode", clip, tmp_path / "a.otok", "--model", model, "--quiet")[0] == 0
+    status, out, _ = run(capsys, "info", tmp_path / "a.otok")
+    assert status == 0 and "29.97 fps" in out and "1 segment " in out and "3 steps" in out
+
+
+def test_progress_lines_without_a_terminal(tmp_path, capsys, clip, model, monkeypatch):
+    """issue 29 E.19: without a terminal there was no progress at all until the end."""
+    monkeypatch.setattr(cli, "LOG_EVERY_S", 0.0)
+    status, _, err = run(capsys, "encode", clip, tmp_path / "a.otok", "--model", model)
+    assert status == 0 and "otok: encode clip.mp4: 6 of 6 frames" in err
+    assert run(capsys, "encode", clip, tmp_path / "b.otok", "--model", model, "--quiet")[2] == ""
+
+
+def test_hints_work_for_a_cli_user(capsys, tmp_path, clip):
+    """issue 29 E.21: `--model otok-b` said "use pretrained=False", Python advice."""
+    status, _, err = run(capsys, "encode", clip, tmp_path / "a.otok", "--model", "otok-b")
+    assert status == 2 and "--model PATH" in err and "pretrained" not in err
+
+
+def test_compare_of_a_still_writes_one_picture(tmp_path, capsys, model):
+    """issue 29 E.22: two identical "worst"/"typical" pictures for a still."""
+    still = tmp_path / "still.png"
+    writer = VideoWriter(still, 48, 32, Fraction(1))
+    writer.write(np.full((32, 48, 3), 90, np.uint8))
+    writer.close()
+    status, _, err = run(capsys, "eval", still, "--model", model, "--compare", tmp_path / "cmp")
+    assert status == 0, err
+    assert [p.name.split(".")[1] for p in (tmp_path / "cmp").iterdir()] == ["worst"]
