@@ -26,6 +26,8 @@ HEAD, PRIO, STEP, INDX, TAIL = b"HEAD", b"PRIO", b"STEP", b"indx", b"TAIL"
 ENCD = b"encd"  # ancillary: encoder settings, UTF-8 JSON (SPEC §2.3, informative)
 FRMS = b"frms"  # ancillary: the frame count, u64, after the last STEP when its last step is padded (SPEC §2.3)
 FRMS_PAYLOAD = struct.Struct("<Q")
+SASP = b"sasp"  # ancillary: the sample aspect ratio, u32 numerator and denominator (SPEC §2.3)
+SASP_PAYLOAD = struct.Struct("<II")
 KNOWN_CRITICAL = {HEAD, PRIO, STEP, TAIL}
 
 _CHUNK_HEAD = struct.Struct("<I4s")

@@ -118,6 +118,16 @@ class OtokReader:
             self.prior, self._prior_error = None, exc
 
     @property
+    def sample_aspect(self) -> tuple[int, int] | None:
+        """A pixel's width over its height, (numerator, denominator), from the `sasp` chunk (SPEC §2.3); None
+        where there is none (square pixels) or its payload does not parse."""
+        payload = self.ancillary.get(ct.SASP)
+        if payload is None or len(payload) != ct.SASP_PAYLOAD.size:
+            return None
+        num, den = ct.SASP_PAYLOAD.unpack(payload)
+        return (num, den) if num and den else None
+
+    @property
     def seekable(self) -> bool:
         """False for a pipe: one forward pass; the frame count is known once the trailer has been read."""
         return self._seekable
@@ -502,7 +512,7 @@ def read_tokens(path: str | os.PathLike | BinaryIO, *, prior: Prior | Iterable[P
     A truncated or damaged file raises TruncatedError/CorruptError, unless `allow_truncated`: then the
     intact prefix is returned and an OtokWarning says where it stopped.
 
-    Memory (SPEC §7.1): the output, one chunk's decoded values and a few MiB of scratch; a count the file's
+    Memory (SPEC §7.2): the output, one chunk's decoded values and a few MiB of scratch; a count the file's
     bytes cannot back is never allocated ahead.
     """
     with OtokReader(path, prior=prior) as reader:

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from bitstream_helpers import Pipe
-from otok.bitstream import OtokReader, OtokWarning, read_tokens
+from otok.bitstream import OtokReader, OtokWarning, OtokWriter, read_tokens
+from otok.bitstream import container as ct
 from otok.tools import fuzz_bitstream as fz
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,3 +230,16 @@ def test_read_only_install_with_unwritable_numba_cache_and_home(tmp_path):
     run = _python(DECODE, env, user)
     assert run.returncode == 0 and run.stdout.split() == ["True", str(sum(range(12)))], run.stderr[-3000:]
     assert "Traceback" not in run.stderr
+
+
+def test_sample_aspect_chunk():
+    """`sasp` (SPEC §2.3): read where it parses, ignored where it does not (or where there is none)."""
+    header = OtokReader(io.BytesIO(fz.metadata_file())).header
+    for payload, want in [(ct.SASP_PAYLOAD.pack(16, 11), (16, 11)), (ct.SASP_PAYLOAD.pack(0, 1), None),
+                          (b"\x01\x02", None), (None, None)]:
+        buf = io.BytesIO()
+        with OtokWriter(buf, header) as w:
+            if payload is not None:
+                w.write_ancillary(ct.SASP, payload)
+            w.write(np.zeros((1,) + header.grid, dtype=np.int64))
+        assert OtokReader(io.BytesIO(buf.getvalue())).sample_aspect == want

@@ -8,7 +8,7 @@
 Every input must either raise an `OtokError` or read cleanly; any other exception, a failed check, a crash,
 a hang (-timeout) or a blow-up in memory is a bug. What is checked per input (`test_one_input`):
 - the reader: iteration, seek, verify, `read_tokens(allow_truncated=True)`, `coded_bytes`;
-- memory (SPEC §7.1): the peak traced allocation of `read_tokens` stays within `memory_bound` of its
+- memory (SPEC §7.2): the peak traced allocation of `read_tokens` stays within `memory_bound` of its
   output and the file's size (tracemalloc sees numpy's and Python's allocations), checked where the output
   is large against the file and on one input in 8 otherwise (`check_memory`);
 - metadata as `otok info` shows it: the model name and the `encd` settings come out as JSON without NaN or
@@ -54,7 +54,7 @@ SCRATCH_BYTES = 8 << 20  # the coders' block scratch, the prior and coder tables
 
 
 def memory_bound(output_bytes: int, file_bytes: int) -> int:
-    """The most `read_tokens` may allocate at once (SPEC §7.1): twice its output (the output and one chunk's
+    """The most `read_tokens` may allocate at once (SPEC §7.2): twice its output (the output and one chunk's
     decoded values, or the gathered steps and their copy into one array), what the file's size backs
     (`PREALLOCATE_PER_BYTE` per byte, plus `PREALLOCATE_MIN`), and a few MiB of scratch."""
     return (2 * output_bytes + limits.PREALLOCATE_PER_BYTE * file_bytes + limits.PREALLOCATE_MIN
