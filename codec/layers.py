@@ -50,8 +50,13 @@ def shifted_window_mask(h, w, window: int, shift_h, shift_w, device: torch.devic
     After rolling the grid by (-shift_h, -shift_w), a window at the bottom/right edge holds tokens from
     opposite sides of the frame; they are labelled by region and may attend only within their own region.
     """
-    rows = torch.arange(h, device=device)
-    cols = torch.arange(w, device=device)
+    return window_region_mask(torch.arange(h, device=device), torch.arange(w, device=device), h, w, window,
+                              shift_h, shift_w)
+
+
+def window_region_mask(rows: Tensor, cols: Tensor, h, w, window: int, shift_h, shift_w) -> Tensor:
+    """`shifted_window_mask` of the windows that rows x cols of the rolled grid hold (whole windows, in the
+    rolled grid's coordinates): (nW of them, window*window, window*window), the same values."""
     region_r = (rows >= h - window).long() + (rows >= h - shift_h).long()
     region_c = (cols >= w - window).long() + (cols >= w - shift_w).long()
     region = (region_r[:, None] * 3 + region_c[None, :]).to(torch.float32)  # (h, w)

@@ -25,7 +25,8 @@ from .config import TokenizerConfig
 from .layers import SpatialBlock, TemporalBlock, causal_distances, init_weights
 from .quantizers import QuantizerOutput, build_quantizer
 from .rdo import choose_clip_tokens
-from .state import TemporalCache
+from .state import TemporalCache, TiledCache
+from .tiling import Tiles, pixel_crops, spatial_block
 from .timeline import frames_in_steps, is_segment_start, num_steps, step_start_frame
 
 
@@ -110,14 +111,34 @@ class Encoder(nn.Module):
         self.to_latent = nn.Linear(d, out_dim)
         self.patch = p
 
-    def step(self, pixels: Tensor, cache: TemporalCache) -> tuple[Tensor, TemporalCache]:
-        """pixels: (B, 3, 1, H, W) at a segment start, else (B, 3, t, H, W) -> ((B, h, w, out_dim), cache)."""
+    def step(self, pixels: Tensor, cache: TemporalCache | TiledCache,
+             tiles: Tiles | None = None) -> tuple[Tensor, TemporalCache | TiledCache]:
+        """pixels: (B, 3, 1, H, W) at a segment start, else (B, 3, t, H, W) -> ((B, h, w, out_dim), cache).
+        tiles: compute tile by tile (`otok.codec.tiling`; cache is then a TiledCache): the same features."""
         embed = self.embed_image if cache.step == 0 else self.embed_tube
+        if tiles is not None:
+            return self.step_tiles(embed, pixels, cache, tiles)
         x = embed(patchify(pixels, self.patch))
         for block in self.spatial:
             x = block(x)
         x, cache = run_temporal(self.temporal, x, cache)
         return self.to_latent(self.norm(x)), cache
+
+    def step_tiles(self, embed: nn.Linear, pixels: Tensor, cache: TiledCache, tiles: Tiles) -> tuple[Tensor, TiledCache]:
+        """`step` tile by tile: per-token layers on each tile's tokens, window attention window by window."""
+        p = self.patch
+        x = pixels.new_empty(pixels.shape[0], *tiles.grid, embed.out_features)
+        for r0, r1, c0, c1 in tiles.rects():
+            x[:, r0:r1, c0:c1] = embed(patchify(pixels[..., r0 * p : r1 * p, c0 * p : c1 * p], p))
+        for block in self.spatial:
+            x = spatial_block(block, x, tiles)
+        out = x.new_empty(*x.shape[:3], self.to_latent.out_features)
+        caches = []
+        for (r0, r1, c0, c1), tile_cache in zip(tiles.rects(), cache.tiles):
+            y, tile_cache = run_temporal(self.temporal, x[:, r0:r1, c0:c1].contiguous(), tile_cache)
+            out[:, r0:r1, c0:c1] = self.to_latent(self.norm(y))
+            caches.append(tile_cache)
+        return out, TiledCache(caches)
 
     def forward_clip(self, video: Tensor, layout: ClipLayout) -> Tensor:
         """Padded pixels (B, 3, T, Hp, Wp) of whole steps -> features (S, B, h, w, out_dim) of the steps grouped
@@ -265,13 +286,36 @@ class Decoder(nn.Module):
         self.tube_refine = TubeRefine(t, c.tube_refine) if c.tube_refine else None
         self.patch, self.tubelet = p, t
 
-    def step(self, codes: Tensor, cache: TemporalCache) -> tuple[Tensor, TemporalCache]:
-        """codes: (B, h, w, in_dim) -> ((B, 3, 1 or t, H, W), cache)."""
+    def step(self, codes: Tensor, cache: TemporalCache | TiledCache,
+             tiles: Tiles | None = None) -> tuple[Tensor, TemporalCache | TiledCache]:
+        """codes: (B, h, w, in_dim) -> ((B, 3, 1 or t, H, W), cache).
+        tiles: compute tile by tile (`otok.codec.tiling`; cache is then a TiledCache): the same pixels."""
         image = cache.step == 0
+        if tiles is not None:
+            return self.step_tiles(codes, cache, tiles, image)
         x, cache = run_temporal(self.temporal, self.from_latent(codes), cache)
         for block in self.spatial:
             x = block(x)
         return self.to_pixels(x, image), cache
+
+    def step_tiles(self, codes: Tensor, cache: TiledCache, tiles: Tiles, image: bool) -> tuple[Tensor, TiledCache]:
+        """`step` tile by tile: per-token layers on each tile's tokens, window attention window by window, the
+        pixel stage on each tile's tokens and their halo (`tiling.pixel_halo`), keeping the tile's pixels."""
+        x = codes.new_empty(*codes.shape[:3], self.from_latent.out_features)
+        caches = []
+        for (r0, r1, c0, c1), tile_cache in zip(tiles.rects(), cache.tiles):
+            y, tile_cache = run_temporal(self.temporal, self.from_latent(codes[:, r0:r1, c0:c1].contiguous()), tile_cache)
+            x[:, r0:r1, c0:c1] = y
+            caches.append(tile_cache)
+        for block in self.spatial:
+            x = spatial_block(block, x, tiles)
+        p, (h, w) = self.patch, tiles.grid
+        out = x.new_empty(x.shape[0], 3, 1 if image else self.tubelet, h * p, w * p)
+        for (r0, r1, c0, c1), (a0, a1, b0, b1) in pixel_crops(tiles):
+            pixels = self.to_pixels(x[:, a0:a1, b0:b1].contiguous(), image)
+            out[..., r0 * p : r1 * p, c0 * p : c1 * p] = pixels[..., (r0 - a0) * p : (r1 - a0) * p,
+                                                                  (c0 - b0) * p : (c1 - b0) * p]
+        return out, TiledCache(caches)
 
     def forward_clip(self, codes: Tensor, layout: ClipLayout) -> Tensor:
         """Codes (S, B, h, w, in_dim) of a clip's steps grouped as `layout` holds them -> padded pixels
@@ -309,8 +353,8 @@ class Decoder(nn.Module):
 
 def run_temporal(blocks: nn.ModuleList, x: Tensor, cache: TemporalCache) -> tuple[Tensor, TemporalCache]:
     keys, values = [], []
-    for block, k, v in zip(blocks, cache.keys, cache.values):
-        x, k, v = block(x, k, v, cache.valid)
+    for i, block in enumerate(blocks):
+        x, k, v = block(x, *cache.ring(i), cache.valid)
         keys.append(k)
         values.append(v)
     return x, cache.advanced(keys, values)
@@ -357,23 +401,28 @@ class Tokenizer(nn.Module):
         ph, pw = self.padded_size(height, width)
         return ph // self.config.patch, pw // self.config.patch
 
-    def new_cache(self, batch: int, height: int, width: int) -> TemporalCache:
-        """An empty cache (segment start) for one encoder or decoder stream."""
+    def new_cache(self, batch: int, height: int, width: int,
+                  tiles: Tiles | None = None) -> TemporalCache | TiledCache:
+        """An empty cache (segment start) for one encoder or decoder stream (tiles: one cache per tile)."""
         c = self.config
         h, w = self.grid_size(height, width)
-        return TemporalCache.empty(
-            c.temporal_layers, batch * h * w, c.heads, c.dim // c.heads, c.temporal_window, self.device, self.dtype
-        )
+        sizes = [h * w] if tiles is None else [(r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in tiles.rects()]
+        caches = [TemporalCache.empty(c.temporal_layers, batch * n, c.heads, c.dim // c.heads, c.temporal_window,
+                                      self.device, self.dtype) for n in sizes]
+        return caches[0] if tiles is None else TiledCache(caches)
 
     # ----- one step ------------------------------------------------------------------------------
-    def encode_step(self, pixels: Tensor, cache: TemporalCache) -> tuple[QuantizerOutput, TemporalCache]:
-        """Padded pixels of one step (B, 3, 1|t, Hp, Wp) -> quantized step (codes (B, h, w, C), indices)."""
-        features, cache = self.encoder.step(pixels.to(self.dtype), cache)
+    def encode_step(self, pixels: Tensor, cache: TemporalCache | TiledCache,
+                    tiles: Tiles | None = None) -> tuple[QuantizerOutput, TemporalCache | TiledCache]:
+        """Padded pixels of one step (B, 3, 1|t, Hp, Wp) -> quantized step (codes (B, h, w, C), indices).
+        tiles: compute tile by tile (`otok.codec.tiling`), the same tokens."""
+        features, cache = self.encoder.step(pixels.to(self.dtype), cache, *(() if tiles is None else (tiles,)))
         return self.quantizer(features), cache
 
-    def decode_step(self, codes: Tensor, cache: TemporalCache) -> tuple[Tensor, TemporalCache]:
-        """Codes (B, h, w, C) -> padded pixels (B, 3, 1|t, Hp, Wp)."""
-        return self.decoder.step(codes.to(self.dtype), cache)
+    def decode_step(self, codes: Tensor, cache: TemporalCache | TiledCache,
+                    tiles: Tiles | None = None) -> tuple[Tensor, TemporalCache | TiledCache]:
+        """Codes (B, h, w, C) -> padded pixels (B, 3, 1|t, Hp, Wp). tiles: as `encode_step`."""
+        return self.decoder.step(codes.to(self.dtype), cache, *(() if tiles is None else (tiles,)))
 
     def codes_from_tokens(self, tokens: Tensor) -> Tensor:
         """A token grid (B, h, w) int64, or KL latents (B, C, h, w) -> decoder codes (B, h, w, C)."""
@@ -383,38 +432,43 @@ class Tokenizer(nn.Module):
 
     # ----- whole clips ---------------------------------------------------------------------------
     def stream_encoder(self, batch: int = 1, height: int | None = None, width: int | None = None,
-                       gop: int | None = None, rdo: float = 0.0):
+                       gop: int | None = None, rdo: float = 0.0, tile: int | None = None):
+        """Frames in, token grids out (`StreamEncoder`). tile: code each frame in tiles of about this many pixels
+        a side (`otok.codec.tiling`: the same tokens, bounded memory); 0: untiled; None: `choose_tile`'s."""
         from .streaming import StreamEncoder
 
-        return StreamEncoder(self, batch, height, width, self.config.gop if gop is None else gop, rdo)
+        return StreamEncoder(self, batch, height, width, self.config.gop if gop is None else gop, rdo, tile)
 
     def stream_decoder(self, batch: int = 1, height: int | None = None, width: int | None = None,
-                       gop: int | None = None):
+                       gop: int | None = None, tile: int | None = None):
+        """Token grids in, frames out (`StreamDecoder`). tile: as `stream_encoder` (the same pixels, within float
+        rounding)."""
         from .streaming import StreamDecoder
 
-        return StreamDecoder(self, batch, height, width, self.config.gop if gop is None else gop)
+        return StreamDecoder(self, batch, height, width, self.config.gop if gop is None else gop, tile)
 
     @torch.no_grad()
-    def encode(self, video: Tensor, gop: int | None = None, rdo: float = 0.0) -> Tensor:
+    def encode(self, video: Tensor, gop: int | None = None, rdo: float = 0.0, tile: int | None = None) -> Tensor:
         """video (B, 3, T, H, W) float in [-1, 1] -> tokens (B, S, h, w) int64 (KL: latents (B, S, C, h, w)).
 
         S = num_steps(T): 1 + ceil((T-1)/4) per segment of `gop` steps. rdo: rate-distortion tolerance
-        (`otok.codec.rdo`); 0 gives the nearest codes.
+        (`otok.codec.rdo`); 0 gives the nearest codes. tile: see `stream_encoder` (the same tokens for any).
         """
         check_video(video, self.config.patch, check_values=False)  # push checks the values
         b, _, _, height, width = video.shape
-        stream = self.stream_encoder(b, height, width, gop, rdo)
+        stream = self.stream_encoder(b, height, width, gop, rdo, tile)
         return torch.stack(stream.push(video) + stream.flush(), dim=1)
 
     @torch.no_grad()
     def decode(
         self, tokens: Tensor, frames: int | None = None, height: int | None = None, width: int | None = None,
-        gop: int | None = None,
+        gop: int | None = None, tile: int | None = None,
     ) -> Tensor:
         """tokens (B, S, h, w) (KL: (B, S, C, h, w)) -> video (B, 3, T, H, W) in about [-1, 1].
 
         frames: the true frame count (drops the padding of a short last group); default: every decoded
-        frame. height, width: the source size to crop to; default: the padded size h*p x w*p.
+        frame. height, width: the source size to crop to; default: the padded size h*p x w*p. tile: see
+        `stream_decoder`.
         """
         gop = self.config.gop if gop is None else gop
         expected = 4 if self.config.discrete else 5
@@ -430,8 +484,9 @@ class Tokenizer(nn.Module):
         frames = total if frames is None else frames
         if steps == 0 or num_steps(frames, gop, self.config.tubelet) != steps:
             raise ValueError(f"{steps} token steps cannot hold {frames} frames (gop {gop})")
-        stream = self.stream_decoder(b, height, width, gop)
-        video = torch.cat([stream.push(tokens[:, s]) for s in range(steps)], dim=2)
+        stream = self.stream_decoder(b, height, width, gop, tile)
+        parts = [stream.push(tokens[:, s]) for s in range(steps)]
+        video = parts[0] if steps == 1 else torch.cat(parts, dim=2)
         return video[:, :, :frames]
 
     def forward(self, video: Tensor, gop: int | None = None, rdo: float = 0.0) -> TokenizerOutput:

@@ -4,6 +4,9 @@
 of the steps it completed; `flush` pads a short last group by repeating its last frame. `StreamDecoder`
 turns one grid at a time back into 1 (segment start) or `tubelet` frames. Every `gop` steps both reset
 their temporal cache, so a segment decodes on its own.
+
+`tile` (pixels a side; 0: untiled; None: `tiling.choose_tile`) codes each frame in tiles with a cache per tile
+(`otok.codec.tiling`): the same tokens and, within float rounding, the same pixels, in bounded memory.
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ from torch import Tensor
 from .model import Tokenizer, check_video, pad_frames
 from .quantizers import QuantizerOutput
 from .rdo import check_tau, choose_tokens
+from .tiling import plan_tiles
 from .timeline import ONE_SEGMENT, frames_in_step
 
 
 class _Stream:
-    def __init__(self, tokenizer: Tokenizer, batch: int, height: int | None, width: int | None, gop: int) -> None:
+    can_tile = True  # engine streams (otok.export) code whole frames
+
+    def __init__(self, tokenizer: Tokenizer, batch: int, height: int | None, width: int | None, gop: int,
+                 tile: int | None = None) -> None:
         if height is None or width is None:
             raise TypeError("a stream codes frames of one size, which it needs: stream_encoder(batch, height=H, width=W)")
         if batch < 1 or gop < 0:
@@ -29,13 +36,28 @@ class _Stream:
         self.batch, self.height, self.width, self.gop = batch, height, width, gop
         self.padded_height, self.padded_width = tokenizer.padded_size(height, width)
         self.grid = tokenizer.grid_size(height, width)
-        self.cache = tokenizer.new_cache(batch, height, width)
+        if self.can_tile:
+            self.tiles = plan_tiles(tokenizer.config, height, width, tile, batch, tokenizer.device)
+        elif tile:
+            raise ValueError(f"this {type(self).__name__} codes whole frames: tile must be 0 or None, got {tile!r}")
+        else:
+            self.tiles = None
+        self.cache = self._new_cache()
         self.steps = 0  # steps coded so far, all segments
+
+    def _new_cache(self):
+        if self.tiles is None:
+            return self.tokenizer.new_cache(self.batch, self.height, self.width)
+        return self.tokenizer.new_cache(self.batch, self.height, self.width, self.tiles)
+
+    def _tiled(self) -> tuple:
+        """The extra argument of the step functions: the tiles, where the stream is tiled."""
+        return () if self.tiles is None else (self.tiles,)
 
     def _advance(self, cache) -> None:
         self.steps += 1
         segment_ends = self.gop != ONE_SEGMENT and cache.step >= self.gop
-        self.cache = self.tokenizer.new_cache(self.batch, self.height, self.width) if segment_ends else cache
+        self.cache = self._new_cache() if segment_ends else cache
 
     def state_nbytes(self) -> int:
         return self.cache.nbytes()
@@ -50,8 +72,8 @@ class StreamEncoder(_Stream):
     """
 
     def __init__(self, tokenizer: Tokenizer, batch: int, height: int | None, width: int | None, gop: int,
-                 rdo: float = 0.0) -> None:
-        super().__init__(tokenizer, batch, height, width, gop)
+                 rdo: float = 0.0, tile: int | None = None) -> None:
+        super().__init__(tokenizer, batch, height, width, gop, tile)
         self.rdo = check_tau(rdo)
         if self.rdo and not tokenizer.config.discrete:
             raise ValueError("rdo applies to discrete tokens; a KL model's latents are not chosen from a codebook")
@@ -98,11 +120,11 @@ class StreamEncoder(_Stream):
             missing = self.tokenizer.config.tubelet - len(self._pending)
             self._pending.extend([self._pending[-1]] * missing)
             outputs.append(self._code_pending())
-        self.cache = self.tokenizer.new_cache(self.batch, self.height, self.width)
+        self.cache = self._new_cache()
         return outputs
 
     def _code_pending(self):
-        pixels = torch.cat(self._pending, dim=2)
+        pixels = self._pending[0] if len(self._pending) == 1 else torch.cat(self._pending, dim=2)  # no copy of a lone frame
         self._pending = []
         segment_start = self.cache.step == 0
         out, cache = self._step(pixels, self.cache)
@@ -122,7 +144,7 @@ class StreamEncoder(_Stream):
     # Backends (otok.export) override these two hooks; buffering, padding and segments stay here.
     def _step(self, pixels: Tensor, cache) -> tuple[QuantizerOutput, object]:
         """Code one step of padded pixels (B, 3, 1|t, Hp, Wp) from `cache`; returns (output, new cache)."""
-        features, cache = self.tokenizer.encoder.step(pixels.to(self.tokenizer.dtype), cache)
+        features, cache = self.tokenizer.encoder.step(pixels.to(self.tokenizer.dtype), cache, *self._tiled())
         self.last_features.append(features)
         return self.tokenizer.quantizer(features), cache
 
@@ -151,12 +173,12 @@ class StreamDecoder(_Stream):
 
     def push_codes(self, codes: Tensor) -> Tensor:
         """Decoder codes (B, h, w, C) -> frames cropped to the stream's size (gradient kept)."""
-        return self._decode(self.tokenizer.decode_step(codes, self.cache))
+        return self._decode(self.tokenizer.decode_step(codes, self.cache, *self._tiled()))
 
     def _step(self, grid: Tensor, cache) -> tuple[Tensor, object]:
         """Decode one checked grid from `cache` -> (padded pixels (B, 3, 1|t, Hp, Wp), new cache).
         Backends (otok.export) override this hook."""
-        return self.tokenizer.decode_step(self.tokenizer.codes_from_tokens(grid), cache)
+        return self.tokenizer.decode_step(self.tokenizer.codes_from_tokens(grid), cache, *self._tiled())
 
     def _decode(self, result: tuple[Tensor, object]) -> Tensor:
         pixels, cache = result

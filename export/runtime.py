@@ -94,7 +94,10 @@ def allocate_outputs(config: TokenizerConfig, graph: str, feeds: dict[str, Tenso
 
 
 class EngineStreamEncoder(StreamEncoder):
-    """`StreamEncoder` whose step runs an engine; the engine returns tokens (quantization is in-graph)."""
+    """`StreamEncoder` whose step runs an engine; the engine returns tokens (quantization is in-graph).
+    Engines code whole frames (tile 0 or None)."""
+
+    can_tile = False
 
     def _step(self, pixels: Tensor, cache: EngineState) -> tuple[Tensor, EngineState]:
         return self.tokenizer.encode_step(pixels, cache)
@@ -109,6 +112,8 @@ class EngineStreamEncoder(StreamEncoder):
 
 class EngineStreamDecoder(StreamDecoder):
     """`StreamDecoder` whose step runs an engine on the token grid (the code lookup is in-graph)."""
+
+    can_tile = False
 
     def _step(self, grid: Tensor, cache: EngineState) -> tuple[Tensor, EngineState]:
         return self.tokenizer.decode_step(grid, cache)
@@ -164,8 +169,8 @@ class EngineTokenizer:
         return EngineState(None, None, None, 0)
 
     def stream_encoder(self, batch: int = 1, height: int | None = None, width: int | None = None,
-                       gop: int | None = None, rdo: float = 0.0):
-        return EngineStreamEncoder(self, batch, height, width, self.config.gop if gop is None else gop, rdo)
+                       gop: int | None = None, rdo: float = 0.0, tile: int | None = None):
+        return EngineStreamEncoder(self, batch, height, width, self.config.gop if gop is None else gop, rdo, tile)
 
     def codes_from_indices(self, indices: Tensor) -> Tensor:
         """Tokens (...) -> their codes (..., C) float32 on the CPU, as `Tokenizer.quantizer.codes_from_indices`
@@ -189,8 +194,8 @@ class EngineTokenizer:
         return torch.nn.functional.embedding(indices.cpu(), self._code_table)
 
     def stream_decoder(self, batch: int = 1, height: int | None = None, width: int | None = None,
-                       gop: int | None = None):
-        return EngineStreamDecoder(self, batch, height, width, self.config.gop if gop is None else gop)
+                       gop: int | None = None, tile: int | None = None):
+        return EngineStreamDecoder(self, batch, height, width, self.config.gop if gop is None else gop, tile)
 
     # ----- one step ------------------------------------------------------------------------------
     def encode_step(self, pixels: Tensor, cache: EngineState) -> tuple[Tensor, EngineState]:

@@ -188,11 +188,12 @@ def test_uneven_pushes_and_state_bytes(exported):
     assert_tokens_agree(torch.stack(grids, 1), tok.encode(video), True)
 
     dec, torch_dec = eng.stream_decoder(2, 40, 72), tok.stream_decoder(2, 40, 72)
-    for s, grid in enumerate(grids[:3]):
+    for s, grid in enumerate(grids[:4]):
         frames = dec.push(grid)
         assert frames.shape == (2, 3, 1 if s == 0 else 4, 40, 72)
         torch.testing.assert_close(frames, torch_dec.push(grid), atol=1e-3, rtol=0)
-    assert dec.state_nbytes() == torch_dec.state_nbytes()  # the same bounded state, stacked
+    # the same bounded state, stacked, once the ring is full (PyTorch stores no slot before a step fills it)
+    assert dec.state_nbytes() == torch_dec.state_nbytes()
 
 
 @pytest.mark.parametrize("name", ["vq", "fsq"])
