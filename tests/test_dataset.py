@@ -264,5 +264,5 @@ def test_engine_ray_without_ray_says_what_to_install(tmp_path, capsys, models, c
     monkeypatch.delitem(sys.modules, "otok.tools.dataset.ray_engine", raising=False)
     status, _, err = run(capsys, "dataset", corpus, "--out", tmp_path / "shards", "--model", models["vq"],
                          "--engine", "ray")
-    assert status == 2 and "--engine ray needs Ray Data: pip install 'otok-codec[ray]'" in err
+    assert status == 2 and "--engine ray needs Ray Data: pip install 'ray[data]' (in a checkout of otok: pip install -e '.[ray]')" in err
     assert not (tmp_path / "shards").exists()

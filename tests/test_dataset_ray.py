@@ -1,5 +1,5 @@
 """`otok dataset --engine ray` on a local Ray instance of 2 CPUs with 2 actors: the rows and failures of the
-local engine. Skipped where Ray Data is not installed (`pip install 'otok-codec[ray]'`; the test extra has it)."""
+local engine. Skipped where Ray Data is not installed (`pip install 'ray[data]'`; the test extra has it)."""
 
 from __future__ import annotations
 

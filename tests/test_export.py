@@ -293,7 +293,7 @@ def test_tensorrt_missing_says_how_to_install(exported):
     from otok.export import build_trt_engines
 
     _, _, folder = exported("vq")
-    with pytest.raises(ImportError, match=r"pip install 'otok-codec\[gpu\]'"):
+    with pytest.raises(ImportError, match=r"pip install tensorrt \(in a checkout of otok: pip install -e '\.\[gpu\]'\)"):
         build_trt_engines(folder, folder / "trt")
 
 
