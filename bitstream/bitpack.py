@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 BLOCK = 1 << 16  # values per block
+ALIGNED_BLOCK = 1 << 20  # values per block of 8, 16 or 32 bits (a copy each, no bit planes: 4 MiB at most)
 
 
 def bits_for(codebook_size: int) -> int:
@@ -59,8 +60,8 @@ def unpack_from(read: Callable[[int], bytes], bits: int, count: int, dtype: type
     out = np.empty(count, dtype=dtype)
     if bits in (8, 16, 32):
         width = bits // 8
-        for i in range(0, count, BLOCK):
-            n = min(BLOCK, count - i)
+        for i in range(0, count, ALIGNED_BLOCK):
+            n = min(ALIGNED_BLOCK, count - i)
             out[i:i + n] = np.frombuffer(read(n * width), dtype=f">u{width}")
         return out
     full = np.zeros((min(BLOCK, count), 32), dtype=np.uint8)  # (n, 32): the top 32 - bits stay zero
