@@ -156,3 +156,23 @@ def test_compare_of_a_still_writes_one_picture(tmp_path, capsys, model):
     status, _, err = run(capsys, "eval", still, "--model", model, "--compare", tmp_path / "cmp")
     assert status == 0, err
     assert [p.name.split(".")[1] for p in (tmp_path / "cmp").iterdir()] == ["worst"]
+
+
+def test_nan_latents_are_a_damaged_file_not_black_frames(tmp_path, capsys, clip):
+    """issue 29 B.7: KL latents with NaN/inf decoded to black frames, exit 0, no word."""
+    from otok.bitstream import OtokReader, OtokWriter
+
+    kl = save(tiny("kl"), tmp_path / "kl.safetensors")
+    coded, forged = tmp_path / "kl.otok", tmp_path / "forged.otok"
+    assert run(capsys, "encode", clip, coded, "--model", kl, "--quiet")[0] == 0
+    with OtokReader(coded) as reader:
+        header, steps, frames = reader.header, list(reader), reader.frames
+    steps[1] = steps[1].copy()
+    steps[1][0, 0, 0] = np.nan
+    with OtokWriter(forged, header) as writer:
+        for grid in steps:
+            writer.write(grid)
+        writer.close(frames=frames)
+    status, _, err = run(capsys, "decode", forged, tmp_path / "back.mp4", "--model", kl)
+    assert status == 2 and "step 1 holds NaN or infinite latents" in err and not (tmp_path / "back.mp4").exists()
+    assert run(capsys, "decode", coded, tmp_path / "back.mp4", "--model", kl, "--quiet")[0] == 0

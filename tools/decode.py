@@ -109,9 +109,11 @@ def decoded_frames(reader: OtokReader, tok: Tokenizer, timer: list[float] | None
     # step (or the end), so that the last step's padding can be dropped.
     total, done, held = (reader.frames if reader.seekable else None), 0, []
     with torch.inference_mode(), damage_reported_by_caller():
-        for grid in reader:
+        for step, grid in enumerate(reader):
             if total is not None and done >= total:
                 return
+            if header.is_latent and not np.isfinite(grid).all():  # would decode to black frames, silently
+                raise CorruptError(f"step {step} holds NaN or infinite latents: the file is damaged or forged")
             if on_grid is not None:
                 on_grid(grid)
             tick = time.perf_counter()
