@@ -114,7 +114,9 @@ def seeds() -> list[bytes]:
 def test_crafted_files_pass_the_harness(seeds):
     fz.warm_up()
     for data in seeds:
-        fz.check_memory(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OtokWarning)  # (the cut bombs say where they stop)
+            fz.check_memory(data)
         fz.test_one_input(data)
 
 
