@@ -18,6 +18,41 @@ Categorical = constriction.stream.model.Categorical
 AnsCoder = constriction.stream.stack.AnsCoder
 FAMILY = Categorical(perfect=False)
 
+# The package keeps no inverse functions it does not use itself; the oracle has its own (SPEC.md §6).
+FIRST_LITERAL_ROUND = 16  # SPEC: the first round of a step's literals
+
+
+def literal_rounds(n: int) -> list[int]:
+    """Boundaries of the rounds of a step's n literals: [0, 16, 32, 64, ..., n] (each round doubles what
+    came before it, the first takes FIRST_LITERAL_ROUND); counts adapt after each round."""
+    cuts = [0]
+    while cuts[-1] < n:
+        cuts.append(min(n, max(FIRST_LITERAL_ROUND, 2 * cuts[-1])))
+    return cuts
+
+
+def join_parts(parts: list[np.ndarray], layout: cm.PartLayout) -> np.ndarray:
+    """Inverse of split_parts -> int64 (N,)."""
+    out = np.zeros(parts[0].shape, dtype=np.int64)
+    for part, shift in zip(parts, layout.shifts):
+        out |= part.astype(np.int64) << shift
+    return out
+
+
+def join_ranks(groups: np.ndarray, parts: list[np.ndarray], layout: cm.GroupLayout) -> np.ndarray:
+    """Inverse of split_ranks -> int64 (N,)."""
+    out = groups.astype(np.int64) << layout.lo_bits
+    for part, shift in zip(parts, layout.lo_shifts):
+        out |= part.astype(np.int64) << shift
+    return out
+
+
+def parity_positions(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat raster indices of the checkerboard halves: ((i + j) even, (i + j) odd)."""
+    parity = (np.add.outer(np.arange(h), np.arange(w)) & 1).ravel()
+    return np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)
+
+
 
 def step_modes(steps: np.ndarray, ref: np.ndarray | None) -> np.ndarray:
     """Modes of steps (n, h, w) -> uint8 (n, h, w), written with whole-array operations (the coder's are a
@@ -42,7 +77,7 @@ class ModePlanes:
         stride = w + 1
         self._grids = [np.full((h + 1) * stride, cm.NONE, dtype=np.uint8) for _ in range(2)]
         self._interiors = [g.reshape(h + 1, stride)[1:, 1:] for g in self._grids]
-        pos_a, pos_b = cm.parity_positions(h, w)
+        pos_a, pos_b = parity_positions(h, w)
 
         def cells(pos: np.ndarray) -> np.ndarray:
             i, j = np.divmod(pos, w)
@@ -303,7 +338,7 @@ class OracleCtxCoder(Coder):
             else:
                 ctx = cm.group_contexts(self._ranks(ref.reshape(-1)[at]), len(groups), self.groups,
                                         st.steps_done + i == 1)
-                cuts = cm.literal_rounds(len(groups))
+                cuts = literal_rounds(len(groups))
             for a, b in zip(cuts, cuts[1:]):
                 if a == b:
                     continue
@@ -560,7 +595,7 @@ class OracleCtxCoder(Coder):
         if not n:
             return np.zeros(0, dtype=np.int64)
         ctx = cm.group_contexts(self._ranks(ref), n, self.groups, ref_is_first)
-        cuts = cm.literal_rounds(n)
+        cuts = literal_rounds(n)
         return self._tokens(np.concatenate([self._decode_piece(coder, st, ctx[a:b]) for a, b in zip(cuts, cuts[1:])]))
 
     def _decode_key_step(self, coder: AnsCoder, st: _State, modes: np.ndarray, out: np.ndarray) -> None:
@@ -592,7 +627,7 @@ class OracleCtxCoder(Coder):
         groups = self._decode_rows(coder, st.group_table, ctx).astype(np.intp)
         los = [self._decode_rows(coder, table, groups) for table in st.lo_tables]
         self._count_grouped(st, ctx, groups, los)
-        return cm.join_ranks(groups, los, self.groups)
+        return join_ranks(groups, los, self.groups)
 
     def _tokens(self, ranks: np.ndarray) -> np.ndarray:
         """Tokens of decoded ranks; a rank outside the codebook is damage."""
@@ -620,7 +655,7 @@ class OracleCtxCoder(Coder):
             parts.append(values)
         if self.layout.count == 1:  # a single part's alphabet is the codebook: always in range
             return parts[0].astype(np.int64)
-        return self.check_range(cm.join_parts(parts, self.layout))
+        return self.check_range(join_parts(parts, self.layout))
 
 
 # Modes are coded in groups of one count row each (a context in a pass of a step), in the decoder's

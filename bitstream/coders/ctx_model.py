@@ -59,14 +59,6 @@ def split_parts(values: np.ndarray, layout: PartLayout) -> list[np.ndarray]:
     return [(values >> s if i == 0 else (values >> s) & mask).astype(np.int32) for i, s in enumerate(layout.shifts)]
 
 
-def join_parts(parts: list[np.ndarray], layout: PartLayout) -> np.ndarray:
-    """Inverse of split_parts -> int64 (N,)."""
-    out = np.zeros(parts[0].shape, dtype=np.int64)
-    for part, shift in zip(parts, layout.shifts):
-        out |= part.astype(np.int64) << shift
-    return out
-
-
 # The grouped literal model (literal_model 1, format 1.2): a literal is coded through its rank in the
 # prior's code order, as a group (the top GROUP_BITS bits of the rank, in the context of the group of the
 # previous step's token at the same place, or in a segment's first step of the token above) and then the
@@ -74,7 +66,6 @@ def join_parts(parts: list[np.ndarray], layout: PartLayout) -> np.ndarray:
 # adapt in rounds inside a step, or row by row in a segment's first step.
 GROUP_BITS = 6
 LO_PART_BITS = 7
-FIRST_LITERAL_ROUND = 16
 
 
 @dataclass(frozen=True)
@@ -108,15 +99,6 @@ def group_layout(codebook_size: int) -> GroupLayout:
     return GroupLayout(lo_bits, ((codebook_size - 1) >> lo_bits) + 1, shifts, tuple(1 << b for b in widths))
 
 
-def literal_rounds(n: int) -> list[int]:
-    """Boundaries of the rounds of a step's n literals: [0, 16, 32, 64, ..., n] (each round doubles what
-    came before it, the first takes FIRST_LITERAL_ROUND); counts adapt after each round."""
-    cuts = [0]
-    while cuts[-1] < n:
-        cuts.append(min(n, max(FIRST_LITERAL_ROUND, 2 * cuts[-1])))
-    return cuts
-
-
 def group_contexts(ref_ranks: np.ndarray | None, n: int, layout: GroupLayout, ref_is_first: bool) -> np.ndarray:
     """Group contexts (intp (n,)) of a step's literals, from the ranks of the previous step's tokens at
     their places (None for a segment's first step: 0 everywhere): 1 + their group, plus G unless that
@@ -144,20 +126,7 @@ def split_ranks(ranks: np.ndarray, layout: GroupLayout) -> tuple[np.ndarray, lis
     return groups, parts
 
 
-def join_ranks(groups: np.ndarray, parts: list[np.ndarray], layout: GroupLayout) -> np.ndarray:
-    """Inverse of split_ranks -> int64 (N,)."""
-    out = groups.astype(np.int64) << layout.lo_bits
-    for part, shift in zip(parts, layout.lo_shifts):
-        out |= part.astype(np.int64) << shift
-    return out
-
-
 @lru_cache(maxsize=16)
-def parity_positions(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat raster indices of the checkerboard halves: ((i + j) even, (i + j) odd)."""
-    parity = (np.add.outer(np.arange(h), np.arange(w)) & 1).ravel()
-    return np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)
-
 
 @lru_cache(maxsize=16)
 def parity_a(h: int, w: int) -> np.ndarray:
