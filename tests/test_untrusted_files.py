@@ -19,7 +19,7 @@ import pytest
 from bitstream_helpers import Pipe
 from otok.bitstream import OtokReader, OtokWarning, OtokWriter, read_tokens
 from otok.bitstream import container as ct
-from otok.tools import fuzz_bitstream as fz
+from otok.tools.bench import fuzz_bitstream as fz
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
@@ -93,7 +93,7 @@ def test_iterating_a_bomb_holds_one_chunk(bombs, name):
 def test_bomb_declaring_the_largest_chunk_decodes_within_the_rule():
     """2**26 values of 14 bits (the most a chunk may hold) in 3.5 KB of zstd: issue 29's 3.6 GB peak. Now the
     output (512 MiB) and one chunk: measured as the process's resident peak, in a child process."""
-    code = ("import io, resource, sys; from otok.tools import fuzz_bitstream as fz; from otok.bitstream import "
+    code = ("import io, resource, sys; from otok.tools.bench import fuzz_bitstream as fz; from otok.bitstream import "
             "read_tokens; data = fz.zstd_bomb((4096, 4096), 4); base = resource.getrusage(resource.RUSAGE_SELF)"
             ".ru_maxrss; out = read_tokens(io.BytesIO(data)); print(len(data), out.nbytes, "
             "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base * 1024)")
@@ -129,7 +129,7 @@ def test_crafted_metadata_is_printable_and_json():
 
 def test_fuzz_harness_on_mutations(seeds):
     """A short, deterministic fuzz run of the harness: byte edits, cuts and splices of the seeds, read as they
-    are and with their CRCs recomputed (what atheris does at length: tools/fuzz_bitstream.py)."""
+    are and with their CRCs recomputed (what atheris does at length: tools/bench/fuzz_bitstream.py)."""
     rng = np.random.default_rng(29)
     small = [s for s in seeds if len(s) < 8192]
     for i in range(600):
@@ -170,7 +170,7 @@ def _atheris(tmp_path: Path, runs: int, env: dict | None = None, timeout: int = 
     for p in (ROOT / "tests" / "golden" / "bitstream").glob("*.otok"):
         (seeds / p.name).write_bytes(p.read_bytes())
     (tmp_path / "corpus").mkdir()
-    cmd = [sys.executable, str(ROOT / "tools" / "fuzz_bitstream.py"), f"-runs={runs}", "-rss_limit_mb=2048",
+    cmd = [sys.executable, str(ROOT / "tools" / "bench" / "fuzz_bitstream.py"), f"-runs={runs}", "-rss_limit_mb=2048",
            "-timeout=60", f"-artifact_prefix={tmp_path}/", str(tmp_path / "corpus"), str(seeds)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
                           env={**os.environ, **(env or {})})

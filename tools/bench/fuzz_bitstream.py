@@ -1,8 +1,8 @@
 """Coverage-guided fuzzing of the `.otok` reader with atheris, and the crafted files it starts from.
 
     pip install atheris
-    python tools/fuzz_bitstream.py --write-seeds fuzz-seeds/        # crafted files: bombs, metadata
-    OMP_WAIT_POLICY=PASSIVE nice -n 10 python tools/fuzz_bitstream.py -runs=1000000 -rss_limit_mb=2048 \\
+    python tools/bench/fuzz_bitstream.py --write-seeds fuzz-seeds/        # crafted files: bombs, metadata
+    OMP_WAIT_POLICY=PASSIVE nice -n 10 python tools/bench/fuzz_bitstream.py -runs=1000000 -rss_limit_mb=2048 \\
         -timeout=20 -artifact_prefix=fuzz-crashes/ fuzz-corpus/ fuzz-seeds/ tests/golden/bitstream/
 
 Every input must either raise an `OtokError` or read cleanly; any other exception, a failed check, a crash,

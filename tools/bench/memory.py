@@ -1,7 +1,7 @@
 """Peak memory of `otok encode` and `otok decode` on a 6-second and a 60-second clip.
 
-    python tools/bench_memory.py                  # otok-s, 256x144 at 25 fps
-    python tools/bench_memory.py --model otok-tiny --seconds 2 20
+    python tools/bench/memory.py                  # otok-s, 256x144 at 25 fps
+    python tools/bench/memory.py --model otok-tiny --seconds 2 20
 
 Each run is a fresh child process; its peak resident set size comes from the kernel (wait4 rusage).
 The clips loop the shipped Big Buck Bunny sample. Streaming means the long clip should need no more than
