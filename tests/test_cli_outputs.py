@@ -176,3 +176,30 @@ def test_nan_latents_are_a_damaged_file_not_black_frames(tmp_path, capsys, clip)
     status, _, err = run(capsys, "decode", forged, tmp_path / "back.mp4", "--model", kl)
     assert status == 2 and "step 1 holds NaN or infinite latents" in err and not (tmp_path / "back.mp4").exists()
     assert run(capsys, "decode", coded, tmp_path / "back.mp4", "--model", kl, "--quiet")[0] == 0
+
+
+def test_non_square_pixels_are_carried_through(tmp_path, capsys, model):
+    """issue 29 C.10: the sample aspect ratio was dropped. It goes into the file (`sasp`) and back out."""
+    from otok.tools.video_io import VideoReader
+
+    anamorphic = tmp_path / "anamorphic.mp4"  # (FFmpeg's Matroska muxer keeps no aspect ratio for ffv1)
+    writer = VideoWriter(anamorphic, 48, 32, Fraction(25), sample_aspect=Fraction(32, 27))
+    for t in range(5):
+        writer.write(np.full((32, 48, 3), 30 * t, np.uint8))
+    writer.close()
+    assert run(capsys, "encode", anamorphic, tmp_path / "a.otok", "--model", model, "--quiet")[0] == 0
+    status, out, _ = run(capsys, "info", tmp_path / "a.otok")
+    assert status == 0 and "pixels 32:27" in out
+    assert run(capsys, "decode", tmp_path / "a.otok", tmp_path / "back.mp4", "--model", model, "--quiet")[0] == 0
+    with VideoReader(tmp_path / "back.mp4") as reader:
+        assert reader.info.sample_aspect == Fraction(32, 27)
+
+
+def test_library_warnings_are_one_line(tmp_path, capsys, model):
+    """A multi-page TIFF is read as its first page with a warning: one `otok: warning:` line, no source line."""
+    from PIL import Image
+
+    pages = [Image.new("RGB", (48, 32), (40 * i, 0, 0)) for i in range(3)]
+    pages[0].save(tmp_path / "pages.tiff", save_all=True, append_images=pages[1:])
+    status, _, err = run(capsys, "encode", tmp_path / "pages.tiff", tmp_path / "p.otok", "--model", model, "--quiet")
+    assert status == 0 and err.startswith("otok: warning: ") and err.count("\n") == 1 and "3 pages" in err, err

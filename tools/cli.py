@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -369,7 +370,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     rows = [
         ("model", f"{printable(info['model'])} (weights {info['weights_sha256'][:16]}...)"),
-        ("video", f"{info['width']}x{info['height']} (padded {info['padded_width']}x{info['padded_height']}), "
+        ("video", f"{info['width']}x{info['height']} (padded {info['padded_width']}x{info['padded_height']}"
+                  + (f", pixels {info['sample_aspect']}" if info["sample_aspect"] else "") + "), "
                   + ("1 frame (an image)" if info["frames"] == 1 else
                      f"{info['frames']} frames at {_rate(info['fps_float'])} fps, {info['duration_s']:.2f} s")),
         ("tokens", f"{_count(info['steps'], 'step')} of {info['grid'][0]}x{info['grid'][1]}, {_count(info['segments'], 'segment')} "
@@ -526,7 +528,9 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, _on_signal)
     try:
-        return _main(argv, debug)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return _main(argv, debug)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -589,6 +593,11 @@ def cli_message(exc: OtokError) -> str:
 
 def _where(exc: OSError) -> str:
     return f" ({exc.filename})" if exc.filename else ""
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning from the library (a TIFF read only in part, a damaged prior table) as one line."""
+    print(f"otok: warning: {printable(str(message))}", file=sys.stderr)
 
 
 def _fail(message: str, status: int) -> int:

@@ -74,8 +74,9 @@ def decode_with(src: str | os.PathLike, dst: str | os.PathLike, options: DecodeO
         written = 0
         try:
             with atomic_output(dst) as tmp:
+                aspect = reader.sample_aspect
                 writer = VideoWriter(tmp, header.width, header.height, Fraction(*header.fps), o.codec, o.crf,
-                                     suffix=dst.suffix)
+                                     suffix=dst.suffix, sample_aspect=Fraction(*aspect) if aspect else None)
                 for frame in decoded_frames(reader, tok):
                     if written % 16 == 0:
                         check_writing(tmp)

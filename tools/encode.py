@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from otok.bitstream import CtxParams, Header, OtokWriter
-from otok.bitstream.container import ENCD
+from otok.bitstream.container import ENCD, SASP, SASP_PAYLOAD
 from otok.codec import Tokenizer
 
 from .errors import ArgumentError, MediaError, ModelError
@@ -142,6 +142,9 @@ def encode_frames(
         with OtokWriter(tmp, header, prior=prior, embed_prior=False) as writer, torch.inference_mode():
             # 24 bytes with framing: what a reader of the tokens needs to know (nearest codes or not)
             writer.write_ancillary(ENCD, json.dumps({"rdo": rdo}, separators=(",", ":")).encode())
+            aspect = Fraction(getattr(info, "sample_aspect", 1)).limit_denominator(65535)
+            if aspect != 1:  # non-square pixels: carried, never resampled (SPEC §2.3)
+                writer.write_ancillary(SASP, SASP_PAYLOAD.pack(aspect.numerator, aspect.denominator))
             for batch in groups(frames, tok.config.tubelet):
                 check_writing(tmp)
                 for grid in stream.push(frames_to_video(batch, tok.device)):

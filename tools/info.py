@@ -61,6 +61,7 @@ def file_info(src: str | os.PathLike) -> dict:
             "duration_s": frames / float(fps),
             "complete": reader.complete,
             "encoder_settings": encoder_settings(reader),
+            "sample_aspect": "{}:{}".format(*reader.sample_aspect) if reader.sample_aspect else None,
         }
 
 
