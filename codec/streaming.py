@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .model import Tokenizer, check_video, pad_frames
+from .model import Tokenizer, check_video
 from .quantizers import QuantizerOutput
 from .rdo import check_tau, choose_tokens
 from .tiling import plan_tiles
@@ -77,7 +77,7 @@ class StreamEncoder(_Stream):
         self.rdo = check_tau(rdo)
         if self.rdo and not tokenizer.config.discrete:
             raise ValueError("rdo applies to discrete tokens; a KL model's latents are not chosen from a codebook")
-        self._pending: list[Tensor] = []  # padded frames (B, 3, 1, Hp, Wp) of the group being filled
+        self._pending: list[Tensor] = []  # frames (B, 3, 1, H, W) of the group being filled, as pushed
         self._chosen: Tensor | None = None  # with rdo: the tokens of the step before in this segment
         self.frames = 0  # frames pushed so far
         self.last_features: list[Tensor] = []  # pre-quantization features of the last push (training)
@@ -105,7 +105,7 @@ class StreamEncoder(_Stream):
         self.last_features = []
         if n == 0:
             return []
-        frames = pad_frames(frames.to(self.tokenizer.device), self.padded_height, self.padded_width)
+        frames = frames.to(self.tokenizer.device)
         outputs = []
         for i in range(n):
             self._pending.append(frames[:, :, i : i + 1])
@@ -124,13 +124,24 @@ class StreamEncoder(_Stream):
         return outputs
 
     def _code_pending(self):
-        pixels = self._pending[0] if len(self._pending) == 1 else torch.cat(self._pending, dim=2)  # no copy of a lone frame
+        pixels = self._padded(self._pending)
         self._pending = []
         segment_start = self.cache.step == 0
         out, cache = self._step(pixels, self.cache)
         if self.rdo:
             out = self._choose(out, None if segment_start else self._chosen)
         self._advance(cache)
+        return out
+
+    def _padded(self, frames: list[Tensor]) -> Tensor:
+        """A step's frames, each (B, 3, 1, H, W), padded (edge-replicated, as `model.pad_frames`) into one tensor
+        (B, 3, n, Hp, Wp): one copy, where padding the push and joining its frames took two."""
+        (b, c, _, height, width), first = frames[0].shape, frames[0]
+        out = first.new_empty(b, c, len(frames), self.padded_height, self.padded_width)
+        for k, frame in enumerate(frames):
+            out[:, :, k, :height, :width] = frame[:, :, 0]
+        out[..., height:, :width] = out[..., height - 1 : height, :width]
+        out[..., width:] = out[..., width - 1 : width]
         return out
 
     def _choose(self, out: QuantizerOutput, previous: Tensor | None) -> QuantizerOutput:
