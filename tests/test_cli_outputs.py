@@ -203,3 +203,15 @@ def test_library_warnings_are_one_line(tmp_path, capsys, model):
     pages[0].save(tmp_path / "pages.tiff", save_all=True, append_images=pages[1:])
     status, _, err = run(capsys, "encode", tmp_path / "pages.tiff", tmp_path / "p.otok", "--model", model, "--quiet")
     assert status == 0 and err.startswith("otok: warning: ") and err.count("\n") == 1 and "3 pages" in err, err
+
+
+def test_the_first_compile_is_announced_once(tmp_path, capsys, clip, model, monkeypatch):
+    """issue 29 E.19: the first encode after an install stalled ~26 s without a word."""
+    from otok.bitstream.coders import ctx_kernels
+
+    assert run(capsys, "encode", clip, tmp_path / "a.otok", "--model", model, "--quiet")[0] == 0
+    assert ctx_kernels.compiled_on_disk() is ctx_kernels.CACHING  # compiled (and cached, where it can be) now
+    monkeypatch.setattr(ctx_kernels, "compiled_on_disk", lambda: False)
+    status, _, err = run(capsys, "encode", clip, tmp_path / "b.otok", "--model", model)
+    assert status == 0 and err.count("compiling the ctx coder's kernels") == 1
+    assert "compiling" not in run(capsys, "encode", clip, tmp_path / "c.otok", "--model", model, "--quiet")[2]

@@ -269,6 +269,7 @@ def _shard(items: list[Path]) -> list[Path]:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     options = _options(EncodeOptions, args)
+    _note_first_compile(args)
     out = Path(args.output)
     if len(args.inputs) > 1 or out.is_dir() or args.output.endswith(("/", os.sep)):
         if out.exists() and not out.is_dir():
@@ -336,6 +337,7 @@ def _frames_of(src: Path, limit: int | None) -> int | None:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     options = _options(DecodeOptions, args)
+    _note_first_compile(args)
     out = Path(args.output)
     if len(args.inputs) > 1 or out.is_dir() or str(args.output).endswith(("/", os.sep)):
         if out.exists() and not out.is_dir():
@@ -414,6 +416,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     options = _options(EncodeOptions, args)
+    _note_first_compile(args)
     total = _frames_of(args.input, args.frames) if not args.quiet else None
     with _progress(args, total, f"eval {args.input.name}") as progress:
         r = eval_with(args.input, options, args.compare, _load(options), progress)
@@ -593,6 +596,16 @@ def cli_message(exc: OtokError) -> str:
 
 def _where(exc: OSError) -> str:
     return f" ({exc.filename})" if exc.filename else ""
+
+
+def _note_first_compile(args: argparse.Namespace) -> None:
+    """The ctx coder's kernels compile on their first use after an install (tens of seconds with no output
+    otherwise, the bar standing still): say so, once, unless --quiet."""
+    from otok.bitstream.coders.ctx_kernels import compiled_on_disk
+
+    if not args.quiet and getattr(args, "coder", "ctx") == "ctx" and not compiled_on_disk():
+        print("otok: note: compiling the ctx coder's kernels, once after an install (about half a minute)",
+              file=sys.stderr, flush=True)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -87,7 +87,7 @@ if not CACHING:
 def kernel(**options):
     """numba's njit as the kernels use it: cached on disk where a folder can be written (else compiled in
     each process); NumPy's error model (no check for a division by zero, which the kernels never do: it
-    made a loop with a division 5 times slower)."""
+    made a loop with a division several times slower)."""
     def decorate(fn):
         global CACHING
         if CACHING:
@@ -100,6 +100,21 @@ def kernel(**options):
                 _no_cache_warning()
         return njit(error_model="numpy", **options)(fn)
     return decorate
+
+
+def compiled_on_disk() -> bool:
+    """Whether numba's cache holds every kernel compiled from this file as it is now; False after an install
+    or a change of this file, when the first use compiles them (tens of seconds), and where nothing is
+    cached. (numba has no public call for it: its cache's index files are looked at.)"""
+    if not CACHING:
+        return False
+    stamp = os.stat(__file__).st_mtime
+    try:
+        indexes = [value._cache._cache_file._index_path for value in globals().values()
+                   if hasattr(value, "targetoptions") and value.targetoptions.get("inline") != "always"]
+    except AttributeError:  # another numba's internals: say nothing rather than something wrong
+        return True
+    return all(os.path.exists(path) and os.stat(path).st_mtime >= stamp for path in indexes)
 
 
 PRECISION = 24
@@ -494,7 +509,7 @@ def _code_block_run(enc, groups, ranks, pos, ctx, a, b, first_row, lo_bits, at, 
     models: `built` whole in `cdf` with the decoder's lookup `lut` (a large piece, `_build_rows`), or from
     each row's counts, block sums and scale (and the decoder's block starts), the edges of `build` for one
     symbol. (Written out rather than calling a function per symbol: numba's inlining of a function of
-    several arrays counted references to them at every symbol, 5 times the cost of the coding.)"""
+    several arrays counted references to them at every symbol, several times the cost of the coding.)"""
     p, x, left_words = load(io, state)
     n_blocks = (n + BLOCK - 1) >> BLOCK_BITS
     for t in range(a, b):
@@ -632,7 +647,7 @@ def _piece(enc, ranks, pos, ctx, a, b, gtab, gblocks, gsums, gscale, gstarts, lt
     each lo part (lo part j of group g: row j * groups + g of the lo tables); then the counts. scratch:
     `_scratch`'s. -> False when a decoded rank is outside the codebook."""
     # (coding and counting in kernels of their own: a loop over symbols in a function that also calls
-    # others ran 20 times slower, numba counting references to its arrays at every turn.) A large piece
+    # others ran an order of magnitude slower, numba counting references to its arrays at every turn.) A large piece
     # builds the models of the rows it uses (the decoder with lookups): a symbol's edges then cost less.
     # (numba compiles a kernel once per distinct argument types, and a constant is a type of its own: the
     # constants below are typed int64 or bool, except the group/lo choice of `_code_block_run`, compiled
