@@ -215,3 +215,27 @@ def test_the_first_compile_is_announced_once(tmp_path, capsys, clip, model, monk
     status, _, err = run(capsys, "encode", clip, tmp_path / "b.otok", "--model", model)
     assert status == 0 and err.count("compiling the ctx coder's kernels") == 1
     assert "compiling" not in run(capsys, "encode", clip, tmp_path / "c.otok", "--model", model, "--quiet")[2]
+
+
+def test_sound_that_is_not_coded_is_said(tmp_path, capsys, model):
+    """issue 29 E.22: audio was dropped without a notice. (Carrying it in an ancillary chunk is left for
+    later: the file format holds video.)"""
+    import av
+
+    path = tmp_path / "with_sound.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = 48, 32, "bgr0"
+        sound = container.add_stream("pcm_s16le", rate=8000)
+        sound.layout = "mono"
+        for t in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 48, 3), 40 * t, np.uint8), format="rgb24")
+            frame.pts = t
+            container.mux(video.encode(frame))
+        samples = av.AudioFrame.from_ndarray(np.zeros((1, 1600), np.int16), format="s16", layout="mono")
+        samples.sample_rate, samples.pts = 8000, 0
+        container.mux(sound.encode(samples))
+        container.mux(video.encode())
+        container.mux(sound.encode())
+    status, _, err = run(capsys, "encode", path, tmp_path / "s.otok", "--model", model, "--quiet")
+    assert status == 0 and err.startswith("otok: warning:") and "sound is not coded" in err

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,7 +24,7 @@ from .files import atomic_output, check_input, check_otok_output, check_output, 
 from .limits import check_frame_size, check_memory
 from .models import load_model, model_prior
 from .options import DEFAULTS, EncodeOptions
-from .video_io import VideoInfo, frames_to_video
+from .video_io import MediaWarning, VideoInfo, frames_to_video
 
 Progress = Callable[[int], None]  # called with the number of frames just finished
 
@@ -118,6 +119,8 @@ def encode_with(src: str | os.PathLike, dst: str | os.PathLike, options: EncodeO
     check_otok_output(dst, force)
     tok = tokenizer or load_model(o.model, o.device, o.backend, o.engine_dir, o.precision, o.compile)
     with open_video(src, o.max_side, o.frames) as reader:
+        if reader.info.has_audio:
+            warnings.warn(f"{src}: its sound is not coded (an .otok file holds the video)", MediaWarning, stacklevel=2)
         return encode_frames(reader, reader.info, dst, tok, coder=o.coder, gop=o.gop, rdo=o.rdo, progress=progress,
                              name=str(src))
 

@@ -57,10 +57,11 @@ class VideoInfo:
     is_image: bool
     sample_aspect: Fraction = Fraction(1)  # a pixel's width over its height, as shown (1: square pixels)
     rotation: int = 0  # degrees clockwise the stored frames are turned to be shown (0, 90, 180, 270)
+    has_audio: bool = False  # the file also holds sound (which otok does not code)
 
 
 class MediaWarning(UserWarning):
-    """An input read other than in full: a TIFF's pages after the first."""
+    """An input read other than in full: a TIFF's pages after the first, a video's sound."""
 
 
 class VideoReader:
@@ -100,7 +101,7 @@ class VideoReader:
         aspect = Fraction(self._stream.sample_aspect_ratio or ctx.sample_aspect_ratio or 1)
         aspect = 1 / aspect if turned and aspect else aspect or Fraction(1)
         self.info = VideoInfo(width, height, shown_w, shown_h, Fraction(rate), self._stream.frames or None, is_image,
-                              aspect, self.rotation)
+                              aspect, self.rotation, bool(self._container.streams.audio))
         self.max_frames = max_frames
         self._graphs: dict[tuple, av.filter.Graph] = {}
         if self._container.format.name == "tiff_pipe" and seekable and (pages := _tiff_pages(self.path)) > 1:
