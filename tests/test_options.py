@@ -6,6 +6,8 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import otok
 from otok.tools.cli import build_parser, cli_message
@@ -66,3 +68,31 @@ def test_api_refuses_what_the_cli_refuses(tmp_path):
         otok.encode_file(tmp_path / "missing.mp4", tmp_path / "x.otok", max_side=-5)
     with pytest.raises(ArgumentError, match="crf"):
         otok.decode_file(tmp_path / "missing.otok", tmp_path / "x.mp4", crf=1000)
+
+
+ANYTHING = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                     st.text(max_size=8), st.binary(max_size=16), st.lists(st.integers(-3, 3), max_size=3))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.dictionaries(st.sampled_from(option_names(EncodeOptions) + ["codec", "crf"]), ANYTHING, max_size=4))
+def test_options_refuse_anything_with_an_argument_error(values):
+    """Fuzzed keyword arguments (issue 29: the Python API's arguments): an options object or one
+    ArgumentError, never another exception."""
+    for kind in (EncodeOptions, DecodeOptions):
+        given_ = {k: v for k, v in values.items() if k in option_names(kind)}
+        try:
+            kind(**given_)
+        except ArgumentError:
+            pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(source=st.one_of(ANYTHING, st.binary(max_size=64).map(lambda b: b"\x89OTK\r\n\x1a\n" + b)), prior=ANYTHING)
+def test_read_tokens_raises_only_otok_errors(source, prior):
+    """read_tokens with fuzzed arguments: tokens or an OtokError. (prior=[3] opened file descriptor 3 and
+    closed it; a str is taken as a path.)"""
+    try:
+        otok.read_tokens(source, prior=prior)
+    except otok.OtokError:
+        pass
