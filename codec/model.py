@@ -134,11 +134,11 @@ class Encoder(nn.Module):
             x = spatial_block(block, x, tiles)
         out = x.new_empty(*x.shape[:3], self.to_latent.out_features)
         caches = []
-        for (r0, r1, c0, c1), tile_cache in zip(tiles.rects(), cache.tiles):
-            y, tile_cache = run_temporal(self.temporal, x[:, r0:r1, c0:c1].contiguous(), tile_cache)
+        for i, (r0, r1, c0, c1) in enumerate(tiles.rects()):
+            y, tile_cache = run_temporal(self.temporal, x[:, r0:r1, c0:c1].contiguous(), cache.take(i))
             out[:, r0:r1, c0:c1] = self.to_latent(self.norm(y))
             caches.append(tile_cache)
-        return out, TiledCache(caches)
+        return out, TiledCache(caches, cache.step + 1)
 
     def forward_clip(self, video: Tensor, layout: ClipLayout) -> Tensor:
         """Padded pixels (B, 3, T, Hp, Wp) of whole steps -> features (S, B, h, w, out_dim) of the steps grouped
@@ -303,8 +303,9 @@ class Decoder(nn.Module):
         pixel stage on each tile's tokens and their halo (`tiling.pixel_halo`), keeping the tile's pixels."""
         x = codes.new_empty(*codes.shape[:3], self.from_latent.out_features)
         caches = []
-        for (r0, r1, c0, c1), tile_cache in zip(tiles.rects(), cache.tiles):
-            y, tile_cache = run_temporal(self.temporal, self.from_latent(codes[:, r0:r1, c0:c1].contiguous()), tile_cache)
+        for i, (r0, r1, c0, c1) in enumerate(tiles.rects()):
+            codes_tile = codes[:, r0:r1, c0:c1].contiguous()
+            y, tile_cache = run_temporal(self.temporal, self.from_latent(codes_tile), cache.take(i))
             x[:, r0:r1, c0:c1] = y
             caches.append(tile_cache)
         for block in self.spatial:
@@ -315,7 +316,7 @@ class Decoder(nn.Module):
             pixels = self.to_pixels(x[:, a0:a1, b0:b1].contiguous(), image)
             out[..., r0 * p : r1 * p, c0 * p : c1 * p] = pixels[..., (r0 - a0) * p : (r1 - a0) * p,
                                                                   (c0 - b0) * p : (c1 - b0) * p]
-        return out, TiledCache(caches)
+        return out, TiledCache(caches, cache.step + 1)
 
     def forward_clip(self, codes: Tensor, layout: ClipLayout) -> Tensor:
         """Codes (S, B, h, w, in_dim) of a clip's steps grouped as `layout` holds them -> padded pixels
@@ -409,7 +410,7 @@ class Tokenizer(nn.Module):
         sizes = [h * w] if tiles is None else [(r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in tiles.rects()]
         caches = [TemporalCache.empty(c.temporal_layers, batch * n, c.heads, c.dim // c.heads, c.temporal_window,
                                       self.device, self.dtype) for n in sizes]
-        return caches[0] if tiles is None else TiledCache(caches)
+        return caches[0] if tiles is None else TiledCache(caches)  # step 0
 
     # ----- one step ------------------------------------------------------------------------------
     def encode_step(self, pixels: Tensor, cache: TemporalCache | TiledCache,

@@ -66,13 +66,21 @@ class TemporalCache:
 
 @dataclass
 class TiledCache:
-    """The state of a tiled stream: one `TemporalCache` per tile, in the order of `Tiles.rects()`."""
+    """The state of a tiled stream: one `TemporalCache` per tile, in the order of `Tiles.rects()`.
 
-    tiles: list[TemporalCache]
+    A tiled step consumes it: it takes each tile's cache as it codes the tile (`take`), so the state before
+    and after a step are never both held whole (at a full ring that is 256 B/px of otok-s per stream)."""
 
-    @property
-    def step(self) -> int:
-        return self.tiles[0].step
+    tiles: list[TemporalCache | None]
+    step: int = 0  # as TemporalCache.step
+
+    def take(self, tile: int) -> TemporalCache:
+        """Tile `tile`'s cache, released from this one; a step that was coded from this cache already took it."""
+        cache = self.tiles[tile]
+        if cache is None:
+            raise ValueError("this TiledCache was consumed by the step coded from it; pass the cache that step returned")
+        self.tiles[tile] = None
+        return cache
 
     def nbytes(self) -> int:
-        return sum(t.nbytes() for t in self.tiles)
+        return sum(t.nbytes() for t in self.tiles if t is not None)

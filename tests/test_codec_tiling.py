@@ -96,6 +96,8 @@ def test_step_path_with_tiles_equals_untiled():
         out, _ = tok.encode_step(video[:, :, 1:], cache)
         tiled_out, _ = tok.encode_step(video[:, :, 1:], tiled_cache, tiles)
         assert torch.equal(out.indices, tiled_out.indices)
+        with pytest.raises(ValueError, match="consumed by the step"):  # a tiled step takes its tiles' caches
+            tok.encode_step(video[:, :, 1:], tiled_cache, tiles)
         pixels, _ = tok.decode_step(out.codes, tok.new_cache(1, 64, 96))
         tiled_pixels, _ = tok.decode_step(out.codes, tok.new_cache(1, 64, 96, tiles), tiles)
     assert_pixels_close(tiled_pixels, pixels)
