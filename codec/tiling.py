@@ -226,20 +226,23 @@ def pixel_crops(tiles: Tiles) -> list[tuple[tuple[int, int, int, int], tuple[int
 
 
 # ----- memory -----------------------------------------------------------------------------------------------
-def frame_bytes(config: TokenizerConfig, height: int, width: int, batch: int = 1) -> int:
-    """Bytes a step holds for the whole frame, tiled or not, at its worst (a video step): its pixels in and out
-    (and a padded copy), the token features in and out of a layer, the temporal cache of encoder or decoder
-    (its ring full, float32)."""
+def frame_bytes(config: TokenizerConfig, height: int, width: int, batch: int = 1, video: bool = True) -> int:
+    """Bytes a step holds for the whole frame, tiled or not: its pixels twice (the frames pushed and the padded
+    step, or the decoded step and its caller's), the token features in and out of a layer, and the temporal
+    cache of the encoder or decoder (float32; video: a full ring, else the one slot a photo fills).
+    Measured with otok-s (docs/BENCHMARKS.md): a tiled 12 MP photo holds 122 B/px encoding, this says 120."""
     c = config
     h, w = grid_of(config, height, width)
     tokens, pixels = batch * h * w, batch * h * w * c.patch ** 2
-    cache = 2 * c.temporal_layers * (c.temporal_window - 1) * c.dim
-    return 4 * (pixels * 3 * c.tubelet * 3 + tokens * (3 * c.dim + cache))
+    slots = c.temporal_window - 1 if video else 1
+    frames = c.tubelet if video else 1
+    return 4 * (pixels * 3 * frames * 2 + tokens * (2 * c.dim + 2 * c.temporal_layers * slots * c.dim))
 
 
-def tile_bytes(config: TokenizerConfig, tile_tokens: int, batch: int = 1) -> int:
+def tile_bytes(config: TokenizerConfig, tile_tokens: int, batch: int = 1, video: bool = True) -> int:
     """Working bytes of one square tile of `tile_tokens` tokens a side, at its worst layer: a spatial block's
-    transients over its windows, or the decoder's pixel stage over its crop (the tile and its halo)."""
+    transients over its windows, the temporal blocks' rings, or the decoder's pixel stage over its crop (the
+    tile and its halo; video: a tube step's frames at once)."""
     c = config
     tokens = batch * tile_tokens ** 2
     hidden = int(c.dim * c.mlp_ratio)
@@ -247,25 +250,40 @@ def tile_bytes(config: TokenizerConfig, tile_tokens: int, batch: int = 1) -> int
     temporal = tokens * 2 * c.temporal_layers * (2 * c.temporal_window) * c.dim
     crop = batch * ((tile_tokens + 2 * pixel_halo(c)) * c.patch) ** 2
     last = max(8, c.upsample >> max(0, c.patch.bit_length() - 2)) if c.upsample else 0  # its widest full-res conv
-    pixel = c.tubelet * (12 + 3 * c.refine + 3 * last + c.tube_refine)  # floats a crop pixel, a video step
+    pixel = (c.tubelet * (12 + 3 * c.refine + 3 * last + c.tube_refine) if video
+             else 12 + 3 * c.refine + 3 * last)  # floats a crop pixel
     return 4 * max(block, temporal, crop * pixel)
 
 
-def untiled_bytes(config: TokenizerConfig, height: int, width: int, batch: int = 1) -> int:
-    """Estimated peak bytes of an untiled step (the frame is one tile)."""
+def untiled_bytes(config: TokenizerConfig, height: int, width: int, batch: int = 1, video: bool = True) -> int:
+    """Estimated peak bytes of an untiled step (the frame is one tile), beyond the loaded model."""
     h, w = grid_of(config, height, width)
-    return frame_bytes(config, height, width, batch) + tile_bytes(config, max(h, w), batch) * h * w // max(h, w) ** 2
+    work = tile_bytes(config, max(h, w), batch, video) * h * w // max(h, w) ** 2
+    return frame_bytes(config, height, width, batch, video) + work
+
+
+def step_bytes(config: TokenizerConfig, height: int, width: int, tile: int | None = None, batch: int = 1,
+               video: bool = True, budget: int | None = None, device: torch.device | str = "cpu") -> int:
+    """Estimated peak bytes of coding height x width frames at a `tile` setting (as `stream_encoder` takes it;
+    None: what `choose_tile` picks under `budget`), beyond the loaded model. video=False: a photo (image steps
+    only). `step_bytes(..., tile=1)` is the least any tiling needs: what exceeds the memory even so cannot be
+    coded here."""
+    tiles = plan_tiles(config, height, width, tile, batch, device) if tile is not None else \
+        plan_tiles(config, height, width, choose_tile(config, height, width, batch, budget, device), batch, device)
+    if tiles is None:
+        return untiled_bytes(config, height, width, batch, video)
+    return frame_bytes(config, height, width, batch, video) + tile_bytes(config, tiles.size, batch, video)
 
 
 def choose_tile(config: TokenizerConfig, height: int, width: int, batch: int = 1, budget: int | None = None,
                 device: torch.device | str = "cpu") -> int:
     """The tile side in pixels to code height x width frames with (0: untiled), what `tile=None` picks.
 
-    Untiled while the frame's working memory (its estimated untiled peak beyond `frame_bytes`) stays under
-    `AUTO_TILE_BYTES` and the budget; else the largest tile whose working memory fits under both, the budget
-    less what the frame itself holds (at least the smallest tile: what cannot fit even tiled is the caller's to
-    refuse, `frame_bytes` says how much). budget: bytes the step may use; default: the memory this process can
-    still have on `device` (`available_memory`)."""
+    Untiled while the frame's working memory (its estimated untiled peak beyond `frame_bytes`, for a video
+    step) stays under `AUTO_TILE_BYTES` and the budget; else the largest tile whose working memory fits under
+    both, the budget less what the frame itself holds (at least the smallest tile: what cannot fit even tiled
+    is the caller's to refuse, `step_bytes` says how much it needs). budget: bytes the step may use; default:
+    the memory this process can still have on `device` (`available_memory`)."""
     budget = available_memory(device) if budget is None else budget
     frame = frame_bytes(config, height, width, batch)
     room = AUTO_TILE_BYTES if budget is None else max(0, min(AUTO_TILE_BYTES, budget - frame))
@@ -304,4 +322,4 @@ def available_memory(device: torch.device | str = "cpu") -> int | None:
 
 
 __all__ = ["Tiles", "available_memory", "check_tile", "choose_tile", "frame_bytes", "pixel_halo", "pixel_reach",
-           "plan_tiles", "spatial_block", "tile_bytes", "untiled_bytes"]
+           "plan_tiles", "spatial_block", "step_bytes", "tile_bytes", "untiled_bytes"]

@@ -14,7 +14,7 @@ from otok.codec.layers import SpatialBlock, TemporalBlock
 from otok.codec.state import TiledCache
 from otok.codec.tiling import (
     AUTO_TILE_BYTES, MIN_TILE_TOKENS, Tiles, check_tile, choose_tile, frame_bytes, pixel_halo, pixel_reach, plan_tiles,
-    spatial_block, untiled_bytes,
+    spatial_block, step_bytes, untiled_bytes,
 )
 
 HEIGHT, WIDTH = 72, 140  # odd sizes: padded to 96 x 160 (a 12 x 20 token grid of 3 x 5 windows)
@@ -279,3 +279,20 @@ def test_engine_streams_code_whole_frames():
     assert EngineStreamDecoder(tok, 1, 32, 32, 5, 0).tiles is None
     with pytest.raises(ValueError, match="codes whole frames"):
         EngineStreamEncoder(tok, 1, 32, 32, 5, 0.0, 64)
+
+
+def test_step_bytes_bounds_what_a_frame_needs():
+    c = load("otok-s", pretrained=False).config
+    tiled, untiled = step_bytes(c, 3000, 4000, tile=448, video=False), step_bytes(c, 3000, 4000, tile=0, video=False)
+    assert frame_bytes(c, 3000, 4000, video=False) < tiled < 2 << 30 < untiled  # a 12 MP photo under 2 GB tiled
+    assert step_bytes(c, 3000, 4000, tile=1) <= step_bytes(c, 3000, 4000, tile=448) < step_bytes(c, 3000, 4000, tile=0)
+    assert step_bytes(c, 2160, 3840, video=True) > step_bytes(c, 2160, 3840, video=False)
+
+
+def test_a_huge_stream_allocates_nothing_until_it_codes():
+    """The issue's stream_decoder(1, 20000, 20000) tried to allocate 25.7 GB of zeros for its cache: no slot is
+    stored before a step fills it."""
+    tok = load("otok-s", pretrained=False)
+    for tile in (0, None):
+        stream = tok.stream_decoder(1, 20000, 20000, tile=tile)
+        assert stream.state_nbytes() < 4 << 20  # tiled: a 16-byte `valid` for each of up to 98,000 tiles
