@@ -22,7 +22,7 @@ from .timeline import ONE_SEGMENT, frames_in_step
 
 
 class _Stream:
-    can_tile = True  # engine streams (otok.export) code whole frames
+    auto_tile = True  # engine streams (otok.export) tile only when given a tile size
 
     def __init__(self, tokenizer: Tokenizer, batch: int, height: int | None, width: int | None, gop: int,
                  tile: int | None = None) -> None:
@@ -36,12 +36,9 @@ class _Stream:
         self.batch, self.height, self.width, self.gop = batch, height, width, gop
         self.padded_height, self.padded_width = tokenizer.padded_size(height, width)
         self.grid = tokenizer.grid_size(height, width)
-        if self.can_tile:
-            self.tiles = plan_tiles(tokenizer.config, height, width, tile, batch, tokenizer.device)
-        elif tile:
-            raise ValueError(f"this {type(self).__name__} codes whole frames: tile must be 0 or None, got {tile!r}")
-        else:
-            self.tiles = None
+        if tile is None and not self.auto_tile:
+            tile = 0
+        self.tiles = plan_tiles(tokenizer.config, height, width, tile, batch, tokenizer.device)
         self.cache = self._new_cache()
         self.steps = 0  # steps coded so far, all segments
 

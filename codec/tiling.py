@@ -194,6 +194,35 @@ def pixel_halo(config: TokenizerConfig) -> int:
     return tokens
 
 
+# ----- tiles through a whole step (exported engines) --------------------------------------------------------
+def window_halo(config: TokenizerConfig, layers: int, extra: int = 0) -> int:
+    """Tokens of context a window-aligned tile needs to compute its tokens (and `extra` tokens past them)
+    through `layers` window-attention blocks alternating unshifted and shifted, as a whole step graph computes
+    them on a crop: backwards, an unshifted block needs the windows holding what it computes, a shifted one the
+    windows of the grid offset by half a window. Rounded up to whole windows (crops start on the window grid)."""
+    win = config.window
+    shift = win // 2 if win > 1 else 0
+    lo, hi = -extra, win - 1 + extra  # a one-window tile: the alignment is the same for any
+    for i in reversed(range(layers)):
+        s = shift if i % 2 else 0
+        lo = (lo - s) // win * win + s
+        hi = (hi - s) // win * win + s + win - 1
+    return -(-max(-lo, hi - (win - 1)) // win) * win
+
+
+def engine_crops(config: TokenizerConfig, tiles: Tiles, decoder: bool) -> list[tuple[tuple[int, int, int, int],
+                                                                                       tuple[int, int, int, int]]]:
+    """Per tile: its token rect and the crop a whole-step graph (`otok.export`) must run on for it, the tile
+    and `window_halo` tokens a side within the frame (the decoder's also covers the pixel stage's halo). Inside
+    a crop the graph's windows are the frame's (the crop starts on the window grid); those a crop's edge cuts,
+    and the cyclic wrap of its shifted windows, lie in the halo; a shifted window that wraps round the frame is
+    masked into its regions the same in the crop (a masked key adds exactly 0)."""
+    h, w = tiles.grid
+    n = window_halo(config, config.spatial_layers, tiles.halo if decoder else 0)
+    return [((r0, r1, c0, c1), (max(0, r0 - n), min(h, r1 + n), max(0, c0 - n), min(w, c1 + n)))
+            for r0, r1, c0, c1 in tiles.rects()]
+
+
 # ----- the tiled layers -------------------------------------------------------------------------------------
 def spatial_block(block: SpatialBlock, x: Tensor, tiles: Tiles) -> Tensor:
     """`block(x)` for x (B, h, w, D) of the whole frame, computed tile by tile: the same windows (of the grid
@@ -321,5 +350,5 @@ def available_memory(device: torch.device | str = "cpu") -> int | None:
     return max(min(limits), 0) if limits else None
 
 
-__all__ = ["Tiles", "available_memory", "check_tile", "choose_tile", "frame_bytes", "pixel_halo", "pixel_reach",
-           "plan_tiles", "spatial_block", "step_bytes", "tile_bytes", "untiled_bytes"]
+__all__ = ["Tiles", "available_memory", "check_tile", "choose_tile", "engine_crops", "frame_bytes", "pixel_halo",
+           "pixel_reach", "plan_tiles", "window_halo", "spatial_block", "step_bytes", "tile_bytes", "untiled_bytes"]

@@ -29,6 +29,7 @@ from otok.bitstream.errors import OtokError
 from otok.codec import StreamDecoder, StreamEncoder, Tokenizer, TokenizerConfig
 from otok.codec.quantizers import build_quantizer
 from otok.codec.rdo import choose_tokens
+from otok.codec.tiling import Tiles, engine_crops
 
 from .onnx_export import CODES, GRAPHS, MANIFEST
 from .wrappers import STATE_IN, STATE_OUT, TOKEN_DTYPE
@@ -57,6 +58,17 @@ class EngineState:
     def nbytes(self) -> int:
         tensors = [t for t in (self.keys, self.values, self.valid) if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@dataclass
+class TiledEngineState:
+    """The state of a tiled engine stream: an `EngineState` per tile's crop, in the order of `Tiles.rects()`."""
+
+    states: list[EngineState]
+    step: int = 0
+
+    def nbytes(self) -> int:
+        return sum(state.nbytes() for state in self.states)
 
 
 def io_shapes(config: TokenizerConfig, graph: str, batch: int, h: int, w: int) -> dict[str, tuple]:
@@ -95,12 +107,22 @@ def allocate_outputs(config: TokenizerConfig, graph: str, feeds: dict[str, Tenso
 
 class EngineStreamEncoder(StreamEncoder):
     """`StreamEncoder` whose step runs an engine; the engine returns tokens (quantization is in-graph).
-    Engines code whole frames (tile 0 or None)."""
+    With a tile size, the engine runs on each tile's crop (`tiling.engine_crops`) with a state per crop;
+    without one (tile None or 0) on whole frames."""
 
-    can_tile = False
+    auto_tile = False
 
-    def _step(self, pixels: Tensor, cache: EngineState) -> tuple[Tensor, EngineState]:
-        return self.tokenizer.encode_step(pixels, cache)
+    def _step(self, pixels: Tensor, cache) -> tuple[Tensor, object]:
+        if self.tiles is None:
+            return self.tokenizer.encode_step(pixels, cache)
+        p, (h, w) = self.tokenizer.config.patch, self.tiles.grid
+        grid, states = None, []
+        for i, ((r0, r1, c0, c1), (a0, a1, b0, b1)) in enumerate(engine_crops(self.tokenizer.config, self.tiles, False)):
+            part, state = self.tokenizer.encode_step(pixels[..., a0 * p : a1 * p, b0 * p : b1 * p], cache.states[i])
+            grid = part.new_empty(*part.shape[:-2], h, w) if grid is None else grid
+            grid[..., r0:r1, c0:c1] = part[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
+            states.append(state)
+        return grid, TiledEngineState(states, cache.step + 1)
 
     def _choose(self, grid: Tensor, previous: Tensor | None) -> Tensor:
         self._chosen = choose_tokens(grid, previous, self.tokenizer.codes_from_indices, self.rdo)
@@ -111,12 +133,23 @@ class EngineStreamEncoder(StreamEncoder):
 
 
 class EngineStreamDecoder(StreamDecoder):
-    """`StreamDecoder` whose step runs an engine on the token grid (the code lookup is in-graph)."""
+    """`StreamDecoder` whose step runs an engine on the token grid (the code lookup is in-graph); tiles as
+    `EngineStreamEncoder`'s."""
 
-    can_tile = False
+    auto_tile = False
 
-    def _step(self, grid: Tensor, cache: EngineState) -> tuple[Tensor, EngineState]:
-        return self.tokenizer.decode_step(grid, cache)
+    def _step(self, grid: Tensor, cache) -> tuple[Tensor, object]:
+        if self.tiles is None:
+            return self.tokenizer.decode_step(grid, cache)
+        p, (h, w) = self.tokenizer.config.patch, self.tiles.grid
+        out, states = None, []
+        for i, ((r0, r1, c0, c1), (a0, a1, b0, b1)) in enumerate(engine_crops(self.tokenizer.config, self.tiles, True)):
+            part, state = self.tokenizer.decode_step(grid[..., a0:a1, b0:b1], cache.states[i])
+            out = part.new_empty(*part.shape[:3], h * p, w * p) if out is None else out
+            out[..., r0 * p : r1 * p, c0 * p : c1 * p] = part[..., (r0 - a0) * p : (r1 - a0) * p,
+                                                              (c0 - b0) * p : (c1 - b0) * p]
+            states.append(state)
+        return out, TiledEngineState(states, cache.step + 1)
 
     def push_codes(self, codes: Tensor) -> Tensor:
         raise TypeError("an engine decodes token grids (push), not decoder codes")
@@ -165,8 +198,11 @@ class EngineTokenizer:
     encode = Tokenizer.encode
     decode = Tokenizer.decode
 
-    def new_cache(self, batch: int, height: int, width: int) -> EngineState:  # noqa: ARG002
-        return EngineState(None, None, None, 0)
+    def new_cache(self, batch: int, height: int, width: int,  # noqa: ARG002
+                  tiles: Tiles | None = None) -> EngineState | TiledEngineState:
+        if tiles is None:
+            return EngineState(None, None, None, 0)
+        return TiledEngineState([EngineState(None, None, None, 0) for _ in tiles.rects()])
 
     def stream_encoder(self, batch: int = 1, height: int | None = None, width: int | None = None,
                        gop: int | None = None, rdo: float = 0.0, tile: int | None = None):

@@ -14,7 +14,7 @@ from otok.codec.layers import SpatialBlock, TemporalBlock
 from otok.codec.state import TiledCache
 from otok.codec.tiling import (
     AUTO_TILE_BYTES, MIN_TILE_TOKENS, Tiles, check_tile, choose_tile, frame_bytes, pixel_halo, pixel_reach, plan_tiles,
-    spatial_block, step_bytes, untiled_bytes,
+    spatial_block, step_bytes, untiled_bytes, window_halo,
 )
 
 HEIGHT, WIDTH = 72, 140  # odd sizes: padded to 96 x 160 (a 12 x 20 token grid of 3 x 5 windows)
@@ -269,16 +269,23 @@ def test_choose_tile_untiled_while_small_tiled_when_large():
     assert choose_tile(c, 3000, 4000, budget=None) > 0  # the memory this process can have
 
 
-def test_engine_streams_code_whole_frames():
-    """ONNX Runtime and TensorRT engines run the exported step graphs on whole frames: auto (None) and 0 code
-    untiled, a tile size is refused."""
+def test_engine_streams_tile_only_when_told():
+    """ONNX Runtime and TensorRT engines tile when given a tile size (their parity: tests/test_export.py); auto
+    (None) and 0 run the graphs on whole frames, as before."""
     from otok.export.runtime import EngineStreamDecoder, EngineStreamEncoder
 
-    tok = tiny()
-    assert EngineStreamEncoder(tok, 1, 32, 32, 5, 0.0, None).tiles is None
-    assert EngineStreamDecoder(tok, 1, 32, 32, 5, 0).tiles is None
-    with pytest.raises(ValueError, match="codes whole frames"):
-        EngineStreamEncoder(tok, 1, 32, 32, 5, 0.0, 64)
+    tok = load("otok-s", pretrained=False)
+    assert EngineStreamEncoder(tok, 1, 3000, 4000, 5, 0.0, None).tiles is None
+    assert EngineStreamDecoder(tok, 1, 3000, 4000, 5, 0).tiles is None
+    assert EngineStreamEncoder(tok, 1, 3000, 4000, 5, 0.0, 512).tiles.pixels == 512
+
+
+def test_window_halo_is_what_whole_step_crops_need():
+    """A crop through a whole step graph: an unshifted then a shifted block need half a window past the tile,
+    rounded to one window (otok-s: 8 tokens), a second pair another; the decoder's pixel halo on top."""
+    s, b = load("otok-s", pretrained=False).config, load("otok-b", pretrained=False).config
+    assert window_halo(s, 2) == 8 and window_halo(b, 4) == 16 and window_halo(s, 1) == 0
+    assert window_halo(s, 2, pixel_halo(s)) == 8 and window_halo(s, 2, 5) == 16
 
 
 def test_step_bytes_bounds_what_a_frame_needs():

@@ -176,6 +176,25 @@ def test_onnxruntime_streams_what_pytorch_streams(exported, name, batch, height,
     torch.testing.assert_close(decoded, expected, atol=1e-3, rtol=0)
 
 
+@pytest.mark.parametrize("name, tile", [("vq", 32), ("parts", 64), ("kl", 32)])
+def test_engines_at_a_tile_size_stream_what_they_stream_whole(exported, name, tile):
+    """Engines tiled (each tile's crop through the step graphs, `otok.codec.tiling.engine_crops`, a state per
+    crop) give the whole-frame engine's tokens and, within rounding, its pixels; odd size, two segments."""
+    tok, eng, _ = exported(name)
+    video = random_video(1, 11, 72, 140)
+    whole = eng.encode(video, gop=2)
+    tiled = eng.encode(video, gop=2, tile=tile)
+    if tok.config.discrete:
+        assert torch.equal(tiled, whole)
+    else:
+        torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=1e-5)
+    assert_tokens_agree(tiled, tok.encode(video, gop=2, tile=tile), tok.config.discrete)
+    kwargs = {"frames": 11, "height": 72, "width": 140, "gop": 2}
+    torch.testing.assert_close(eng.decode(whole, **kwargs, tile=tile), eng.decode(whole, **kwargs), atol=1e-5, rtol=1e-5)
+    stream = eng.stream_encoder(1, 72, 140, tile=tile)
+    assert len(stream.cache.states) == len(stream.tiles.rects()) > 1
+
+
 def test_uneven_pushes_and_state_bytes(exported):
     tok, eng, _ = exported("vq")
     video = random_video(2, 14, 40, 72)
