@@ -37,6 +37,14 @@ only of the token features (dim floats a token: 16 B/px for otok-s), of its pixe
   frame ends, so the convolutions' zero padding is the frame's. Crop origins are whole tokens (and even
   pixels where pixels are folded 2x2), so every cell grid lines up with the frame's.
 
+Exported engines (`otok.export`) run whole-step graphs, which cannot be cut per layer: an engine stream
+at a tile size runs the graphs on each tile's crop, the tile plus `window_halo` tokens (whole windows: the
+blocks' reach, backwards, one window per unshifted + shifted pair for otok-s; the decoder's on top of the pixel
+halo), with a state per crop, and keeps the tile (`engine_crops`). A crop starts on the window grid, so its
+windows are the frame's; those its edge cuts and the cyclic wrap of its shifted windows lie in the halo; at the
+frame's edge a wrapped window is masked into the same regions (a masked key adds exactly 0). The halo's tokens
+are computed again in each crop that holds them (the price of whole-step graphs).
+
 Padding to a multiple of patch x window is done on the whole frame before tiling, so tiles cut the padded
 frame and the window grid is the frame's.
 
