@@ -239,3 +239,31 @@ def test_sound_that_is_not_coded_is_said(tmp_path, capsys, model):
         container.mux(sound.encode())
     status, _, err = run(capsys, "encode", path, tmp_path / "s.otok", "--model", model, "--quiet")
     assert status == 0 and err.startswith("otok: warning:") and "sound is not coded" in err
+
+
+def test_tiles_give_the_same_file_and_fit_where_whole_frames_do_not(tmp_path, capsys, model, monkeypatch):
+    """issue 31 at the CLI: `--tile PX` codes the same bytes as whole frames; the memory check refuses only
+    what cannot fit even in the smallest tiles (auto), or at the tile asked for (`--tile 0`: untiled)."""
+    from otok.codec.tiling import step_bytes, untiled_bytes
+    from otok.tools import limits
+
+    src = tmp_path / "big.mkv"
+    writer = VideoWriter(src, 320, 256, Fraction(25), codec="ffv1")
+    yy, xx = np.mgrid[0:256, 0:320]
+    for t in range(5):
+        writer.write(np.stack([(xx + 5 * t) % 256, (yy * 2) % 256, (xx + yy) % 256], -1).astype(np.uint8))
+    writer.close()
+    coded = {}
+    for tile in ("0", "64", "128"):
+        assert run(capsys, "encode", src, tmp_path / f"t{tile}.otok", "--model", model, "--tile", tile, "-q")[0] == 0
+        coded[tile] = (tmp_path / f"t{tile}.otok").read_bytes()
+    assert coded["0"] == coded["64"] == coded["128"]
+    config = tiny().config
+    between = (step_bytes(config, 256, 320, 1) + untiled_bytes(config, 256, 320)) // 2
+    assert step_bytes(config, 256, 320, 1) < between < untiled_bytes(config, 256, 320)
+    monkeypatch.setattr(limits, "available_memory", lambda: limits.BASE_BYTES + between)
+    assert run(capsys, "encode", src, tmp_path / "auto.otok", "--model", model, "-q")[0] == 0
+    status, _, err = run(capsys, "encode", src, tmp_path / "whole.otok", "--model", model, "--tile", "0")
+    assert status == 2 and "untiled" in err and "--max-side" in err
+    status, _, err = run(capsys, "encode", src, tmp_path / "neg.otok", "--model", model, "--tile", "-1")
+    assert status == 2 and "--tile" in err

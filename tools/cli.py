@@ -73,6 +73,9 @@ def _runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="torch backend: auto = bf16 autocast on CUDA, fp32 on the CPU")
     p.add_argument("--compile", action="store_true", help="torch backend: torch.compile the step functions (default: off)")
+    p.add_argument("--tile", type=int, metavar="PX",
+                   help="code large frames in tiles of PX pixels, the same tokens and pixels as whole frames; "
+                        "e.g. --tile 0 (never) (default: auto, from the frame size and the free memory)")
 
 
 def _input_flags(p: argparse.ArgumentParser) -> None:

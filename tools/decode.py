@@ -39,7 +39,8 @@ class DecodeResult:
 def decode_file(
     src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
     device: str = "cpu", backend: str = "torch", engine_dir: str | os.PathLike | None = None,
-    precision: str = "auto", compile: bool = False, codec: str | None = None, crf: int | None = None,
+    precision: str = "auto", compile: bool = False, tile: int | None = None, codec: str | None = None,
+    crf: int | None = None,
     tokenizer: Tokenizer | None = None, progress: Progress | None = None,
 ) -> DecodeResult:
     """Decode an `.otok` file to a video (or, for one frame, an image) of the source's size and rate. The
@@ -49,7 +50,7 @@ def decode_file(
     file when they are not installed (default: the release it names); codec and crf, the output video's.
     """
     options = DecodeOptions(model=model, device=device, backend=backend, engine_dir=engine_dir,
-                            precision=precision, compile=compile, codec=codec, crf=crf)
+                            precision=precision, compile=compile, tile=tile, codec=codec, crf=crf)
     return decode_with(src, dst, options, tokenizer, progress)
 
 
@@ -67,7 +68,8 @@ def decode_with(src: str | os.PathLike, dst: str | os.PathLike, options: DecodeO
             tok = model_for_file(header, o.model, o.device, o.backend, tokenizer, o.engine_dir, o.precision, o.compile)
         except CorruptError as exc:  # a forged geometry
             raise at(src, exc) from None
-        check_memory(header.padded_width, header.padded_height, tok.device, str(src))
+        check_memory(tok, header.padded_width, header.padded_height, str(src), tile=o.tile,
+                     video=not (reader.seekable and reader.frames == 1))
         reader.use_priors(model_priors(tok))
         if dst.suffix.lower() in (".png", ".jpg", ".jpeg") and reader.seekable and reader.frames != 1:
             raise InputError(f"{src} holds {reader.frames} frames; an image output holds one (write .mp4, .mkv, ...)")
@@ -77,7 +79,7 @@ def decode_with(src: str | os.PathLike, dst: str | os.PathLike, options: DecodeO
                 aspect = reader.sample_aspect
                 writer = VideoWriter(tmp, header.width, header.height, Fraction(*header.fps), o.codec, o.crf,
                                      suffix=dst.suffix, sample_aspect=Fraction(*aspect) if aspect else None)
-                for frame in decoded_frames(reader, tok):
+                for frame in decoded_frames(reader, tok, tile=o.tile):
                     if written % 16 == 0:
                         check_writing(tmp)
                     writer.write(frame)
@@ -99,13 +101,13 @@ def decode_with(src: str | os.PathLike, dst: str | os.PathLike, options: DecodeO
 
 
 def decoded_frames(reader: OtokReader, tok: Tokenizer, timer: list[float] | None = None,
-                   on_grid: Callable[[np.ndarray], None] | None = None) -> Iterator[np.ndarray]:
+                   on_grid: Callable[[np.ndarray], None] | None = None, tile: int | None = None) -> Iterator[np.ndarray]:
     """The frames of an open `.otok` file, decoded one step at a time: (H, W, 3) uint8 each, as many as the
     file holds (a padded last group's extra frames dropped), up to its last intact step (`reader.damage`
     then says where it stopped). timer: seconds spent in the model are added to timer[0]. on_grid: called
-    with each step's grid before it is decoded."""
+    with each step's grid before it is decoded. tile: as `Tokenizer.stream_decoder`'s."""
     header = reader.header
-    stream = tok.stream_decoder(1, header.height, header.width, header.gop)  # gop 0: one segment
+    stream = tok.stream_decoder(1, header.height, header.width, header.gop, tile=tile)  # gop 0: one segment
     # A pipe gives its frame count only in the trailer at its end: each step's frames wait for the next
     # step (or the end), so that the last step's padding can be dropped.
     total, done, held = (reader.frames if reader.seekable else None), 0, []

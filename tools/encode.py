@@ -93,7 +93,8 @@ def rdo_for(tok: Tokenizer, rdo: float | None) -> float:
 def encode_file(
     src: str | os.PathLike, dst: str | os.PathLike, *, model: str | os.PathLike | None = None,
     device: str = "cpu", backend: str = "torch", engine_dir: str | os.PathLike | None = None,
-    precision: str = "auto", compile: bool = False, coder: str = DEFAULTS.coder, gop: int | None = None,
+    precision: str = "auto", compile: bool = False, tile: int | None = None, coder: str = DEFAULTS.coder,
+    gop: int | None = None,
     rdo: float | None = None, max_side: int | None = None, frames: int | None = None, force: bool = False,
     tokenizer: Tokenizer | None = None, progress: Progress | None = None,
 ) -> EncodeResult:
@@ -106,7 +107,8 @@ def encode_file(
     the frames done. Errors: the OtokError family.
     """
     options = EncodeOptions(model=model, device=device, backend=backend, engine_dir=engine_dir, precision=precision,
-                            compile=compile, coder=coder, gop=gop, rdo=rdo, max_side=max_side, frames=frames)
+                            compile=compile, tile=tile, coder=coder, gop=gop, rdo=rdo, max_side=max_side,
+                            frames=frames)
     return encode_with(src, dst, options, tokenizer, progress, force)
 
 
@@ -122,12 +124,13 @@ def encode_with(src: str | os.PathLike, dst: str | os.PathLike, options: EncodeO
         if reader.info.has_audio:
             warnings.warn(f"{src}: its sound is not coded (an .otok file holds the video)", MediaWarning, stacklevel=2)
         return encode_frames(reader, reader.info, dst, tok, coder=o.coder, gop=o.gop, rdo=o.rdo, progress=progress,
-                             name=str(src))
+                             name=str(src), tile=o.tile)
 
 
 def encode_frames(
     frames: Iterable[np.ndarray], info: VideoInfo, dst: Path, tok: Tokenizer, *, coder: str = DEFAULTS.coder,
     gop: int | None = None, rdo: float | None = None, progress: Progress | None = None, name: str = "the input",
+    tile: int | None = None,
 ) -> EncodeResult:
     """What `encode_file` writes, from frames already read: (H, W, 3) uint8 of `info`'s size and rate (a
     VideoReader, or a clip of one). name: the input, in messages."""
@@ -137,8 +140,8 @@ def encode_frames(
     with atomic_output(dst) as tmp:
         check_frame_size(info.width, info.height, name, ArgumentError)
         header = make_header(tok, info.width, info.height, info.fps, coder, gop)
-        check_memory(header.padded_width, header.padded_height, tok.device, name, ArgumentError)
-        stream = tok.stream_encoder(1, info.height, info.width, gop, rdo=rdo)
+        check_memory(tok, header.padded_width, header.padded_height, name, ArgumentError, tile, not info.is_image)
+        stream = tok.stream_encoder(1, info.height, info.width, gop, rdo=rdo, tile=tile)
         count = 0
         # A prior that ships with the model is referenced by its hash, not embedded: the decoder has it too.
         prior = model_prior(tok) if coder == "ctx" else None

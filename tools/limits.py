@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from pathlib import Path
 
 from otok.bitstream import OtokError
+from otok.codec.tiling import available_memory, step_bytes
 
 from .errors import ArgumentError, MediaError
 
@@ -23,46 +22,25 @@ def check_frame_size(width: int, height: int, what: str, error: type[OtokError] 
         raise error(message)
 
 
-# Peak memory of coding one frame on the CPU with otok-s: a start-up base plus a cost a pixel, rounded up
-# from the measurement in docs/BENCHMARKS.md ("large frames").
-BYTES_PER_PIXEL = 900
-BASE_BYTES = 1 << 29
+BASE_BYTES = 1 << 29  # the process with a model loaded, before any frame (otok-s on the CPU, rounded up)
 
 
-def check_memory(width: int, height: int, device: object, what: str, error: type[OtokError] = MediaError) -> None:
+def check_memory(tok, width: int, height: int, what: str, error: type[OtokError] = MediaError,
+                 tile: int | None = None, video: bool = True) -> None:
     """Refuse frames whose coding on the CPU would need more memory than this process can have (the free
-    memory, a cgroup's or `ulimit -v`'s limit), in one line naming both, before anything is allocated."""
-    if getattr(device, "type", str(device)) != "cpu":
+    memory, a cgroup's or `ulimit -v`'s limit) even at the `tile` setting (None: auto, so even in the
+    smallest tiles: `otok.codec.tiling.step_bytes`), in one line naming both, before anything is allocated."""
+    if getattr(tok.device, "type", str(tok.device)) != "cpu":
         return
-    need, have = BASE_BYTES + BYTES_PER_PIXEL * width * height, available_memory()
+    engine = getattr(tok, "engine_dir", None) is not None
+    least = 0 if engine and not tile else 1 if tile is None else tile  # engines are untiled unless told
+    need, have = BASE_BYTES + step_bytes(tok.config, height, width, least, video=video), available_memory()
     if have is None or need <= have:
         return
-    message = (f"{what} has frames of {width}x{height} once padded, which need about {need / 1e9:.1f} GB to code, "
-               f"more than the {have / 1e9:.1f} GB this process can have")
+    message = (f"{what} has frames of {width}x{height} once padded, which need about {need / 1e9:.1f} GB to code"
+               + (" even in the smallest tiles" if least == 1 else f" at tile {least}" if least else " untiled")
+               + f", more than the {have / 1e9:.1f} GB this process can have")
     if error is ArgumentError:
         side = max(1, int(max(width, height) * math.sqrt(max(have - BASE_BYTES, 0) / (need - BASE_BYTES))))
         raise ArgumentError("max_side", f"{message}; scale them down, e.g. max_side={side}")
     raise error(message)
-
-
-def available_memory() -> int | None:
-    """Bytes this process may still allocate: the least of MemAvailable, a cgroup v2 limit's headroom and
-    RLIMIT_AS's headroom; None when none of them can be read."""
-    import resource
-
-    limits: list[int] = []
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        meminfo = Path("/proc/meminfo").read_text()
-        limits.append(int(meminfo.split("MemAvailable:")[1].split()[0]) * 1024)
-    with contextlib.suppress(OSError, ValueError):
-        cap = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if cap != "max":
-            limits.append(int(cap) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
-    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
-    if soft != resource.RLIM_INFINITY:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            vm = int(Path("/proc/self/status").read_text().split("VmSize:")[1].split()[0]) * 1024
-            limits.append(soft - vm)
-    return max(min(limits), 0) if limits else None
-
-

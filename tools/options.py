@@ -44,7 +44,9 @@ DEFAULTS = EncodeDefaults()
 class RunOptions:
     """Which model runs, and where. model: a registry name or weights path (None: the default model, or for
     decoding the release the file names); backend onnx/trt run the engine folder `engine_dir`; precision
-    and compile apply to the torch backend (auto: bf16 autocast on CUDA, fp32 on the CPU)."""
+    and compile apply to the torch backend (auto: bf16 autocast on CUDA, fp32 on the CPU). tile: code large
+    frames in tiles of this many pixels, with the same tokens and pixels as whole frames (`otok.codec.tiling`;
+    0: never; None: auto, from the frame size and the free memory)."""
 
     model: str | os.PathLike | None = None
     device: str = "cpu"
@@ -52,9 +54,12 @@ class RunOptions:
     engine_dir: str | os.PathLike | None = None
     precision: str = "auto"
     compile: bool = False
+    tile: int | None = None
 
     def __post_init__(self) -> None:
         _choice("backend", self.backend, BACKENDS)
+        if self.tile is not None and (isinstance(self.tile, bool) or not isinstance(self.tile, int) or self.tile < 0):
+            raise ArgumentError("tile", f"tile must be a number of pixels >= 0 (0: no tiling), got {self.tile!r}")
         _choice("precision", self.precision, PRECISIONS)
         if not isinstance(self.device, str):
             raise ArgumentError("device", f"device must be a string such as 'cpu' or 'cuda', got {self.device!r}")

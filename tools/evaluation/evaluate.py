@@ -48,7 +48,7 @@ class EvalResult:
 def eval_file(
     src: str | os.PathLike, *, model: str | os.PathLike | None = None, device: str = "cpu", backend: str = "torch",
     engine_dir: str | os.PathLike | None = None, precision: str = "auto", compile: bool = False,
-    coder: str = DEFAULTS.coder, gop: int | None = None, rdo: float | None = None, max_side: int | None = None,
+    tile: int | None = None, coder: str = DEFAULTS.coder, gop: int | None = None, rdo: float | None = None, max_side: int | None = None,
     frames: int | None = None, compare: str | os.PathLike | None = None, tokenizer: Tokenizer | None = None,
     progress: Progress | None = None,
 ) -> EvalResult:
@@ -59,7 +59,8 @@ def eval_file(
     frame (lowest PSNR) and a typical one (median PSNR); they cost a second decode up to the later of them.
     """
     options = EncodeOptions(model=model, device=device, backend=backend, engine_dir=engine_dir, precision=precision,
-                            compile=compile, coder=coder, gop=gop, rdo=rdo, max_side=max_side, frames=frames)
+                            compile=compile, tile=tile, coder=coder, gop=gop, rdo=rdo, max_side=max_side,
+                            frames=frames)
     return eval_with(src, options, compare, tokenizer, progress)
 
 
@@ -91,11 +92,11 @@ def eval_with(src: str | os.PathLike, options: EncodeOptions, compare: str | os.
                     np.add(code_counts, np.bincount(grid.ravel(), minlength=len(code_counts)), out=code_counts)
 
             quality = VideoQuality(header.patch, header.temporal, header.gop)
-            for reference, frame in zip(original, decoded_frames(reader, tok, timer, count)):
+            for reference, frame in zip(original, decoded_frames(reader, tok, timer, count, o.tile)):
                 psnrs.append(psnr(reference, frame))
                 ssims.append(ssim(reference, frame))
                 quality.add(reference, frame, psnrs[-1])
-        written = _write_compare(coded, src, tok, max_side, frames, psnrs, compare) if compare is not None else []
+        written = _write_compare(coded, src, tok, max_side, frames, psnrs, compare, o.tile) if compare is not None else []
     return EvalResult(
         frames=enc.frames, width=enc.width, height=enc.height, bytes=enc.bytes,
         psnr=finite_mean(psnrs), ssim=float(np.mean(ssims)),
@@ -117,14 +118,14 @@ def compare_frames(psnrs: list[float]) -> dict[str, int]:
 
 
 def _write_compare(coded: Path, src: Path, tok: Tokenizer, max_side: int | None, frames: int | None,
-                   psnrs: list[float], folder: Path) -> list[Path]:
+                   psnrs: list[float], folder: Path, tile: int | None = None) -> list[Path]:
     """Decode `coded` again up to the frames `compare_frames` picks and write them side by side as
     SRC.worst.frameN.PSNRdB.png and SRC.typical.frameN.PSNRdB.png (N counts from 0; one frame may be both)."""
     wanted = compare_frames(psnrs)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     with contextlib.closing(open_otok(coded, tok)) as reader, open_video(src, max_side, frames) as original:
-        for index, (reference, frame) in enumerate(zip(original, decoded_frames(reader, tok))):
+        for index, (reference, frame) in enumerate(zip(original, decoded_frames(reader, tok, tile=tile))):
             for kind, i in wanted.items():
                 if i == index:
                     path = folder / f"{src.stem}.{kind}.frame{i}.{psnrs[i]:.2f}dB.png"
