@@ -4,13 +4,14 @@
     tokens = tok.encode(video, tile=None)                # auto: untiled while the frame is small
     tile = choose_tile(tok.config, 3000, 4000, budget=2 << 30)   # what auto picks under a memory budget
 
-Where memory goes. Untiled, one 12 MP photo step held ~900 bytes a pixel (docs/BENCHMARKS.md): the temporal
+Where memory goes. Untiled, a photo step of otok-s held 870-950 bytes a pixel (docs/BENCHMARKS.md): the temporal
 K/V ring (4 slots x 2 layers x K and V of 256 channels = 256 B/px, allocated as zeros at a segment start, plus
 the 5-slot concatenation the new ring was a view of: 576 B/px at an image step, where one slot holds data),
 the spatial blocks' transients over every window at once (the MLP's 4x hidden, q/k/v, the attention bias
 repeated per window: ~10 copies of the 16 B/px features), and the decoder's refinement at full resolution
-(32 channels, GELU copies: ~300 B/px). Only the ring's filled slots are real state; the rest is working memory
-that need not span the frame.
+(32 channels through conv, GELU and conv: ~430 B/px, four times that on a video step). Only the ring's filled
+slots are real state (`state.TemporalCache` now stores only those); the rest is working memory that need not
+span the frame.
 
 Design: tile where the working memory is, keep the frame where the state is. A step keeps whole-frame tensors
 only of the token features (dim floats a token: 16 B/px for otok-s), of its pixels and of the temporal cache
@@ -58,8 +59,9 @@ picks kernels alike for both batch sizes (not measured here).
 
 Memory: with tiles, a step's peak is the whole-frame part (`frame_bytes`: pixels, token features, the
 cache) plus one tile's working memory (`tile_bytes`); `choose_tile` picks the largest tile whose working
-memory fits, and no tiling at all while the frame's own working memory does (tiles cost some speed:
-gathers, smaller kernels, the pixel stage's halo).
+memory fits, and no tiling at all while the frame's own working memory does (small frames, where the gathers
+and the pixel stage's halo cost a little; from about 1 MP on, tiles of 256-512 px ran faster than untiled).
+A tiled step consumes its `TiledCache` tile by tile, so the state before and after it are never both whole.
 """
 
 from __future__ import annotations

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                     if spec is not first:
                         print("  " + compare(first, spec), flush=True)
                         for key in ("tokens", "pixels"):
-                            if spec[key]:
+                            if spec[key] and Path(spec[key]).exists():
                                 os.remove(spec[key])
     return 0
 
