@@ -55,7 +55,9 @@ every row the same bits for any batch of at least a dozen rows (checked at shipp
 `tools/bench/tiling.py --exact` and by the tests), and a tile holds at least 16 tokens, so tokens are bit
 for bit the untiled ones. The pixel stage runs convolutions on other frame sizes, whose algorithms may round
 differently: decoded pixels agree within float rounding (1e-5). On CUDA the same holds only as far as cuBLAS
-picks kernels alike for both batch sizes (not measured here).
+picks kernels alike for both batch sizes (not measured here). In bf16 (`accelerate(tok, "bf16")`, the encoder
+under autocast) it does not hold: otok-tiny's tiles gave 98.5 % of the untiled tokens, as bf16 gives ~97 % of
+fp32's; the default precision keeps the encoder in fp32.
 
 Memory: with tiles, a step's peak is the whole-frame part (`frame_bytes`: pixels, token features, the
 cache) plus one tile's working memory (`tile_bytes`); `choose_tile` picks the largest tile whose working
