@@ -245,7 +245,8 @@ def _progress(args: argparse.Namespace, total: int | None, label: str) -> Iterat
         done[0] += frames
         if time.monotonic() - last[0] >= LOG_EVERY_S:
             last[0] = time.monotonic()
-            print(f"otok: {printable(label)}: {done[0]}{f' of {total}' if total else ''} frames", file=sys.stderr, flush=True)
+            print(f"otok: {printable(label)}: {done[0]}{f' of {total}' if total else ''} frame{'' if (total or done[0]) == 1 else 's'}",
+                  file=sys.stderr, flush=True)
 
     yield log
 
@@ -364,7 +365,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
         elif r.untrusted:
             print(f"otok: warning: {r.untrusted}", file=sys.stderr)
         if not args.quiet:
-            print(f"{r.path}: {_count(r.frames, 'frame')} {r.width}x{r.height}, {r.frames / r.seconds:.1f} frames/s")
+            speed = f"{r.seconds:.1f} s" if r.frames == 1 else f"{r.frames / r.seconds:.1f} frames/s"
+            print(f"{r.path}: {_count(r.frames, 'frame')} {r.width}x{r.height}, {speed}")
     return 0
 
 
