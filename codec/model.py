@@ -472,6 +472,7 @@ class Tokenizer(nn.Module):
         `stream_decoder`.
         """
         gop = self.config.gop if gop is None else gop
+        tokens = as_tokens(tokens)
         expected = 4 if self.config.discrete else 5
         if tokens.dim() != expected:
             raise ValueError(f"expected tokens of rank {expected}, got shape {tuple(tokens.shape)}")
@@ -563,6 +564,17 @@ def with_decoder(tok: Tokenizer, **changes: int) -> Tokenizer:
     parts = tuple(prefixes[name] for name in changes)
     new.load_state_dict({k: v for k, v in tok.state_dict().items() if not k.startswith(parts)}, strict=False)
     return new.train(tok.training)
+
+
+def as_tokens(tokens) -> Tensor:
+    """Tokens or latents as a tensor: a torch.Tensor as it is, a NumPy array (what `otok.read_tokens` gives)
+    as a tensor of its values (integers as int64); anything else a ValueError."""
+    if isinstance(tokens, Tensor):
+        return tokens
+    if hasattr(tokens, "__array__") and hasattr(tokens, "dtype"):
+        tensor = torch.as_tensor(tokens)
+        return tensor.long() if not tensor.is_floating_point() else tensor.float()
+    raise ValueError(f"expected tokens as a torch.Tensor or NumPy array, got {type(tokens).__name__}")
 
 
 def check_video(video: Tensor, patch: int, allow_empty: bool = False, check_values: bool = True) -> None:

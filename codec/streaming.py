@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .model import Tokenizer, check_video
+from .model import Tokenizer, as_tokens, check_video
 from .quantizers import QuantizerOutput
 from .rdo import check_tau, choose_tokens
 from .tiling import plan_tiles
@@ -175,6 +175,9 @@ class StreamDecoder(_Stream):
 
         frames: keep only the first `frames` frames of this step (the true count of a padded last group).
         """
+        grid = as_tokens(grid)
+        if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 0):
+            raise ValueError(f"frames must be a count >= 0 of this step's frames, got {frames!r}")
         self._check_grid(grid)
         out = self._decode(self._step(grid.to(self.tokenizer.device), self.cache))
         return out if frames is None else out[:, :, :frames]

@@ -169,3 +169,18 @@ def test_streamed_tokens_equal_whole_clip_tokens_at_a_near_tie():
     stream = tok.stream_encoder(batch=1, height=144, width=256)
     grids = stream.push(video[:, :, :6]) + stream.push(video[:, :, 6:]) + stream.flush()
     assert torch.equal(torch.stack(grids, 1), tokens)
+
+
+def test_decode_takes_what_read_tokens_gives_and_refuses_the_rest():
+    """issue 29 B.7: NumPy arrays into decode gave AttributeError; push(frames=-1) returned nothing, silently."""
+    import numpy as np
+
+    tok = tiny()
+    tokens = tok.encode(random_video(1, 5, 32, 32))
+    as_numpy = tokens.numpy().astype(np.int32)
+    assert torch.equal(tok.decode(as_numpy, frames=5), tok.decode(tokens, frames=5))
+    with pytest.raises(ValueError, match="torch.Tensor or NumPy array"):
+        tok.decode([[1, 2]], frames=1)
+    stream = tok.stream_decoder(1, 32, 32)
+    with pytest.raises(ValueError, match="frames must be a count"):
+        stream.push(tokens[:, 0], frames=-1)
