@@ -72,3 +72,14 @@ def test_bad_settings_are_one_line_before_any_work(bank_path, tmp_path):  # noqa
         done = _run("--smoke", "--bank", str(bank_path), "--out", str(tmp_path / "out"), *args)
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and says in done.stderr, done.stderr
         assert not (tmp_path / "out").exists()
+
+
+def test_stream_speed_reports_the_tile_it_ran():
+    """The GPU checks' 4K row (issue 31) runs through stream_speed with a tile; on the CPU at a small size."""
+    import torch
+
+    from otok.train.gpu_checks import stream_speed
+
+    whole = stream_speed("otok-tiny", 64, 96, 1, "fp32", torch.device("cpu"), steps=1, tile=0)
+    tiled = stream_speed("otok-tiny", 64, 96, 1, "fp32", torch.device("cpu"), steps=1, tile=32)
+    assert whole["tile"] == 0 and 0 < tiled["tile"] <= 32 and tiled["encode_fps"] > 0

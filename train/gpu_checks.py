@@ -74,9 +74,10 @@ def _copy(tok: Tokenizer, device: str) -> Tokenizer:
 
 @torch.no_grad()
 def stream_speed(name: str, height: int, width: int, batch: int, mode: str, device: torch.device,
-                 steps: int = 6) -> dict:
+                 steps: int = 6, tile: int | None = 0) -> dict:
     """Encode and decode frames/s of one model's streams (median video step; random weights: speed does
-    not depend on their values) and peak device memory. mode: fp32, bf16 or compiled (bf16 + compile)."""
+    not depend on their values) and peak device memory. mode: fp32, bf16 or compiled (bf16 + compile).
+    tile: as `stream_encoder`'s (0: whole frames; None: auto, reported as the tile it chose)."""
     tok = load(name, pretrained=False, seed=0).to(device)
     if mode != "fp32":
         accelerate(tok, "bf16", compile=mode == "compiled")
@@ -84,8 +85,8 @@ def stream_speed(name: str, height: int, width: int, batch: int, mode: str, devi
     group = torch.rand(batch, 3, t, height, width, device=device) * 2 - 1
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    encoder = tok.stream_encoder(batch, height, width, gop=0)  # one segment
-    decoder = tok.stream_decoder(batch, height, width, gop=0)  # one segment
+    encoder = tok.stream_encoder(batch, height, width, gop=0, tile=tile)  # one segment
+    decoder = tok.stream_decoder(batch, height, width, gop=0, tile=tile)  # one segment
     decoder.push(encoder.push(group[:, :, :1])[0])
     enc_times, dec_times = [], []
     for i in range(steps + 2):  # two warm-up steps (compilation, cuDNN/cuBLAS heuristics)
@@ -101,6 +102,7 @@ def stream_speed(name: str, height: int, width: int, batch: int, mode: str, devi
             dec_times.append(time.perf_counter() - mid)
     frames = batch * t
     out = {"model": name, "size": f"{width}x{height}", "batch": batch, "mode": mode,
+           "tile": encoder.tiles.size * tok.config.patch if encoder.tiles is not None else 0,
            "encode_fps": round(frames / statistics.median(enc_times), 1),
            "decode_fps": round(frames / statistics.median(dec_times), 1)}
     if device.type == "cuda":

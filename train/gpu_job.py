@@ -280,7 +280,7 @@ class Job:
         import torch
 
         from otok.codec import Tokenizer, from_uint8
-        from otok.train.gpu_checks import matmul_tflops, speed_table, token_parity
+        from otok.train.gpu_checks import matmul_tflops, speed_table, stream_speed, token_parity
 
         out: dict = self.report.setdefault("checks", {})
         if self.device.type != "cuda":
@@ -312,6 +312,16 @@ class Job:
             out["speed"].append(row)
             self.say(f"speed: {row}")
             self.write_report()
+        out["tiled_4k"] = []  # issue 31: a 4K video step's peak memory, tiled (auto) and whole
+        for tile in (None, 0):
+            try:
+                row = stream_speed("otok-s", 2160, 3840, 1, "fp32", self.device, steps=2, tile=tile)
+            except Exception as exc:  # noqa: BLE001 - out of memory untiled is a finding too
+                row = {"tile": tile, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            out["tiled_4k"].append(row)
+            self.say(f"4K step: {row}")
+            self.write_report()
+            torch.cuda.empty_cache()
         return out
 
     def evaluate(self, model) -> dict:
