@@ -267,3 +267,27 @@ def test_tiles_give_the_same_file_and_fit_where_whole_frames_do_not(tmp_path, ca
     assert status == 2 and "untiled" in err and "--max-side" in err
     status, _, err = run(capsys, "encode", src, tmp_path / "neg.otok", "--model", model, "--tile", "-1")
     assert status == 2 and "--tile" in err
+
+
+def test_a_full_disk_is_a_full_disk_not_the_codec(tmp_path):
+    """issue 29 D.12: a full disk during decode was blamed on the video codec ("choose another codec")."""
+    import errno
+
+    import av
+
+    writer = VideoWriter(tmp_path / "x.mp4", 48, 32, Fraction(25))
+
+    class FullDisk:
+        def mux(self, packet):
+            av.error.err_check(-errno.ENOSPC)
+
+        def close(self):
+            pass
+
+    real, writer._container = writer._container, FullDisk()
+    with pytest.raises(OSError) as caught:
+        for _ in range(40):  # the encoder hands out its first packet after a few frames
+            writer.write(np.zeros((32, 48, 3), np.uint8))
+        writer.close()
+    assert caught.value.errno == errno.ENOSPC and not isinstance(caught.value, MediaError)
+    real.close()

@@ -25,6 +25,7 @@ stays exactly that of the source); ffv1 stores RGB losslessly; vp9 for .webm; pn
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import struct
 import warnings
@@ -264,6 +265,11 @@ def max_side_for(path: str | os.PathLike, short_side: int) -> int | None:
     return round(max(width, height) * short_side / min(width, height))
 
 
+# Errors of writing a file (a full disk, a quota, a read-only or failing device): reported as such, not as
+# the codec's
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
 class VideoWriter:
     """Writes (H, W, 3) uint8 RGB frames to a video (mp4/mkv/mov/webm) or to one image (png/jpg).
 
@@ -332,6 +338,8 @@ class VideoWriter:
         try:
             yield
         except av.FFmpegError as exc:
+            if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:  # the disk, not the codec: as any write error
+                raise OSError(exc.errno, os.strerror(exc.errno)) from None
             codec = self._stream.codec_context.name
             raise MediaError(f"the {codec} encoder cannot write {self.width}x{self.height} frames ({_reason(exc)}); "
                              "choose another codec or format") from None
