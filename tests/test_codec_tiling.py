@@ -112,7 +112,6 @@ def test_shipped_model_tiled_at_a_near_tie():
         video = torch.rand(1, 3, 17, 144, 256) * 2 - 1
     tokens = tok.encode(video, tile=0)
     assert torch.equal(tok.encode(video, tile=64), tokens)
-    assert torch.equal(tok.encode(video, tile=128), tokens)
     pixels = tok.decode(tokens[:, :2], frames=5, tile=0)
     assert_pixels_close(tok.decode(tokens[:, :2], frames=5, tile=64), pixels)
 
