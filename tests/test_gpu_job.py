@@ -83,3 +83,27 @@ def test_stream_speed_reports_the_tile_it_ran():
     whole = stream_speed("otok-tiny", 64, 96, 1, "fp32", torch.device("cpu"), steps=1, tile=0)
     tiled = stream_speed("otok-tiny", 64, 96, 1, "fp32", torch.device("cpu"), steps=1, tile=32)
     assert whole["tile"] == 0 and 0 < tiled["tile"] <= 32 and tiled["encode_fps"] > 0
+
+
+def test_a_cpu_run_that_cannot_fit_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    """issue 29 E.20: the README's training command on a CPU took the GPU's 131,072-token batches (24 GB of
+    RSS on a 0.7 MB bank, the whole machine). On the CPU the default is now 4,096, and a batch that cannot fit
+    is refused before anything loads, naming a --tokens that fits."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_job_module", JOB)
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    bank = tmp_path / "bank.zip"
+    bank.write_bytes(b"never read")
+    out = ["--out", str(tmp_path / "o")]
+    assert job.parse_args(["--bank", str(bank), "--device", "cpu", *out]).tokens == job.CPU_TOKENS
+    assert job.parse_args(["--bank", str(bank), *out]).tokens == job.GPU_TOKENS
+    from otok.codec import tiling
+
+    monkeypatch.setattr(tiling, "available_memory", lambda device="cpu": 3 << 30)
+    status = job.main(["--bank", str(bank), "--device", "cpu", "--tokens", "131072", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "needs about" in err and "give --tokens" in err
+    fits = int(err.split("give --tokens ")[1].split()[0])
+    assert job.cpu_training_bytes("otok-s", fits) <= 3 << 30 < job.cpu_training_bytes("otok-s", 131072)

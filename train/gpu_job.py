@@ -74,6 +74,38 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"gpu_job: error: {message}\n")
 
 
+GPU_TOKENS, CPU_TOKENS = 2**17, 4096  # a batch that fills an H100; one that a CPU machine's memory holds
+# Peak memory of a CPU training run, otok-s (docs/BENCHMARKS.md "Training on the CPU: memory"): a base plus a
+# cost a token of the batch, rounded up from 2.7 GB at 4,096 tokens and 5.8 GB at 16,384; other models scale
+# with their width x depth.
+CPU_BASE_BYTES, CPU_BYTES_PER_TOKEN = 2 << 30, 256 << 10
+
+
+def cpu_training_bytes(model: str, tokens: int) -> int:
+    """Estimated peak bytes of a CPU training run of registry model `model` at `tokens` tokens a batch."""
+    from otok.codec import get_config
+
+    try:
+        c = get_config(model)
+    except (KeyError, ValueError):
+        c = get_config("otok-s")
+    scale = c.dim * (c.spatial_layers + c.temporal_layers) / (256 * 4)
+    return int(CPU_BASE_BYTES + tokens * CPU_BYTES_PER_TOKEN * scale)
+
+
+def check_cpu_memory(args: argparse.Namespace) -> str | None:
+    """One line when a CPU run's batches cannot fit in the memory this process can have (else None)."""
+    from otok.codec.tiling import available_memory
+
+    need, have = cpu_training_bytes(args.model, args.tokens), available_memory("cpu")
+    if have is None or need <= have:
+        return None
+    per_token = cpu_training_bytes(args.model, 1) - cpu_training_bytes(args.model, 0)
+    fit = max(0, (have - cpu_training_bytes(args.model, 0)) // max(per_token, 1))
+    return (f"--tokens {args.tokens} needs about {need / 1e9:.1f} GB on the CPU, more than the {have / 1e9:.1f} GB "
+            f"this process can have; give --tokens {fit // 512 * 512 or 512} or fewer")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = _Parser(prog="train/gpu_job.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -95,7 +127,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
     p.add_argument("--warmup", type=int, default=200, help="warm-up steps")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights that are written")
-    p.add_argument("--tokens", type=int, default=2**17, help="tokens per batch; sets each turn's batch size")
+    p.add_argument("--tokens", type=int, default=None,
+                   help=f"tokens per batch; sets each turn's batch size (default: {GPU_TOKENS} on cuda, {CPU_TOKENS} on cpu)")
     p.add_argument("--res", default="128,192,256", type=_resolutions, help="video clip resolutions, by turns")
     p.add_argument("--image-res", default="256", type=_resolutions,
                    help="image batch resolutions (one image turn per video turns)")
@@ -115,6 +148,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true",
                    help="CPU, otok-tiny, 32/64 px, about a minute: the whole path, for tests and a dry run")
     args = p.parse_args(argv)
+    if args.tokens is None:
+        args.tokens = GPU_TOKENS if args.device == "cuda" else CPU_TOKENS
     if args.smoke:
         args.model = "otok-tiny-kl" if args.model.endswith("-kl") else "otok-tiny"
         args.device = "cpu"
@@ -533,6 +568,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_job: error: --init {args.init} is not a file", file=sys.stderr)
         return 2
     _import_otok()
+    if args.device == "cpu" and (problem := check_cpu_memory(args)) is not None:
+        print(f"gpu_job: error: {problem}", file=sys.stderr)
+        return 2
     from otok.codec import WeightsError
     from otok.train.bank import BankError
     from otok.train.gpu_checks import JobEnvironmentError
