@@ -572,7 +572,7 @@ def as_tokens(tokens) -> Tensor:
     if isinstance(tokens, Tensor):
         return tokens
     if hasattr(tokens, "__array__") and hasattr(tokens, "dtype"):
-        tensor = torch.as_tensor(tokens)
+        tensor = torch.tensor(tokens)  # a copy: a reader's arrays may be read-only views of its chunks
         return tensor.long() if not tensor.is_floating_point() else tensor.float()
     raise ValueError(f"expected tokens as a torch.Tensor or NumPy array, got {type(tokens).__name__}")
 

@@ -105,6 +105,21 @@ def allocate_outputs(config: TokenizerConfig, graph: str, feeds: dict[str, Tenso
     return {n: torch.empty(shapes[n], dtype=dtypes.get(n, torch.float32), device=device) for n in names}
 
 
+def _step_by_crops(step, x: Tensor, cache, config: TokenizerConfig, tiles, decoder: bool) -> tuple[Tensor, object]:
+    """One engine step on each tile's crop (`tiling.engine_crops`), each with its own state, keeping each
+    tile's part of the output: the encoder's input is pixels and its output tokens, the decoder's the reverse."""
+    p, (h, w) = config.patch, tiles.grid
+    into, out_of = (1, p) if decoder else (p, 1)  # pixels a token on the way in, and on the way out
+    out, states = None, []
+    for i, ((r0, r1, c0, c1), (a0, a1, b0, b1)) in enumerate(engine_crops(config, tiles, decoder)):
+        part, state = step(x[..., a0 * into : a1 * into, b0 * into : b1 * into], cache.states[i])
+        out = part.new_empty(*part.shape[:-2], h * out_of, w * out_of) if out is None else out
+        out[..., r0 * out_of : r1 * out_of, c0 * out_of : c1 * out_of] = \
+            part[..., (r0 - a0) * out_of : (r1 - a0) * out_of, (c0 - b0) * out_of : (c1 - b0) * out_of]
+        states.append(state)
+    return out, TiledEngineState(states, cache.step + 1)
+
+
 class EngineStreamEncoder(StreamEncoder):
     """`StreamEncoder` whose step runs an engine; the engine returns tokens (quantization is in-graph).
     With a tile size, the engine runs on each tile's crop (`tiling.engine_crops`) with a state per crop;
@@ -115,14 +130,7 @@ class EngineStreamEncoder(StreamEncoder):
     def _step(self, pixels: Tensor, cache) -> tuple[Tensor, object]:
         if self.tiles is None:
             return self.tokenizer.encode_step(pixels, cache)
-        p, (h, w) = self.tokenizer.config.patch, self.tiles.grid
-        grid, states = None, []
-        for i, ((r0, r1, c0, c1), (a0, a1, b0, b1)) in enumerate(engine_crops(self.tokenizer.config, self.tiles, False)):
-            part, state = self.tokenizer.encode_step(pixels[..., a0 * p : a1 * p, b0 * p : b1 * p], cache.states[i])
-            grid = part.new_empty(*part.shape[:-2], h, w) if grid is None else grid
-            grid[..., r0:r1, c0:c1] = part[..., r0 - a0 : r1 - a0, c0 - b0 : c1 - b0]
-            states.append(state)
-        return grid, TiledEngineState(states, cache.step + 1)
+        return _step_by_crops(self.tokenizer.encode_step, pixels, cache, self.tokenizer.config, self.tiles, False)
 
     def _choose(self, grid: Tensor, previous: Tensor | None) -> Tensor:
         self._chosen = choose_tokens(grid, previous, self.tokenizer.codes_from_indices, self.rdo)
@@ -141,15 +149,7 @@ class EngineStreamDecoder(StreamDecoder):
     def _step(self, grid: Tensor, cache) -> tuple[Tensor, object]:
         if self.tiles is None:
             return self.tokenizer.decode_step(grid, cache)
-        p, (h, w) = self.tokenizer.config.patch, self.tiles.grid
-        out, states = None, []
-        for i, ((r0, r1, c0, c1), (a0, a1, b0, b1)) in enumerate(engine_crops(self.tokenizer.config, self.tiles, True)):
-            part, state = self.tokenizer.decode_step(grid[..., a0:a1, b0:b1], cache.states[i])
-            out = part.new_empty(*part.shape[:3], h * p, w * p) if out is None else out
-            out[..., r0 * p : r1 * p, c0 * p : c1 * p] = part[..., (r0 - a0) * p : (r1 - a0) * p,
-                                                              (c0 - b0) * p : (c1 - b0) * p]
-            states.append(state)
-        return out, TiledEngineState(states, cache.step + 1)
+        return _step_by_crops(self.tokenizer.decode_step, grid, cache, self.tokenizer.config, self.tiles, True)
 
     def push_codes(self, codes: Tensor) -> Tensor:
         raise TypeError("an engine decodes token grids (push), not decoder codes")

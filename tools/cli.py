@@ -32,7 +32,7 @@ from .evaluation.evaluate import eval_with
 from .evaluation.metrics import quality_line
 from .files import atomic_output, check_input, check_otok_output, check_output, is_stream, open_video
 from .info import coded_suffix, file_info
-from .models import load_model
+from .models import load_for, load_model
 from .options import BACKENDS, CODERS, DEFAULTS, PRECISIONS, DecodeOptions, EncodeOptions, RunOptions, option_names
 
 SAMPLE = "tools/samples/bigbuckbunny_2s.mp4"
@@ -260,11 +260,6 @@ def _options(kind: type[RunOptions], args: argparse.Namespace) -> RunOptions:
     return kind(**{name: getattr(args, name) for name in option_names(kind) if hasattr(args, name)})
 
 
-def _load(options: RunOptions):
-    o = options
-    return load_model(o.model, o.device, o.backend, o.engine_dir, o.precision, o.compile)
-
-
 def _shard(items: list[Path]) -> list[Path]:
     """Under torchrun, rank r of w takes items r, r+w, ...; alone, all of them."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -286,7 +281,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         check_input(src)
         check_output(dst, [src])
         check_otok_output(dst, args.force)
-    tok = _load(options)
+    tok = load_for(options)
     for i, (src, dst) in enumerate(jobs):
         try:
             total = _frames_of(src, args.frames) if not args.quiet else None
@@ -424,7 +419,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _note_first_compile(args)
     total = _frames_of(args.input, args.frames) if not args.quiet else None
     with _progress(args, total, f"eval {args.input.name}") as progress:
-        r = eval_with(args.input, options, args.compare, _load(options), progress)
+        r = eval_with(args.input, options, args.compare, load_for(options), progress)
     record = {
         "model": r.model, "coder": r.coder, "frames": r.frames, "width": r.width, "height": r.height,
         "bytes": r.bytes, "psnr": r.psnr, "ssim": r.ssim, "bpp": r.bpp, "bits_per_token": r.bits_per_token,

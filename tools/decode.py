@@ -120,7 +120,7 @@ def decoded_frames(reader: OtokReader, tok: Tokenizer, timer: list[float] | None
             if on_grid is not None:
                 on_grid(grid)
             tick = time.perf_counter()
-            frames = video_to_frames(stream.push(torch.from_numpy(grid.astype(_grid_dtype(grid)))[None]))
+            frames = video_to_frames(stream.push(grid[None]))  # (push takes NumPy: int64 tokens, float32 latents)
             if timer is not None:
                 timer[0] += time.perf_counter() - tick
             if total is None:
@@ -133,8 +133,5 @@ def decoded_frames(reader: OtokReader, tok: Tokenizer, timer: list[float] | None
         if total is None:
             yield from held[: max(0, reader.frames - done)]
 
-
-def _grid_dtype(grid: np.ndarray) -> type:
-    return np.int64 if np.issubdtype(grid.dtype, np.integer) else np.float32
 
 

@@ -22,7 +22,7 @@ from otok.codec import Tokenizer
 from .errors import ArgumentError, MediaError, ModelError
 from .files import atomic_output, check_input, check_otok_output, check_output, check_writing, open_video
 from .limits import check_frame_size, check_memory
-from .models import load_model, model_prior
+from .models import load_for, model_prior
 from .options import DEFAULTS, EncodeOptions
 from .video_io import MediaWarning, VideoInfo, frames_to_video
 
@@ -119,7 +119,7 @@ def encode_with(src: str | os.PathLike, dst: str | os.PathLike, options: EncodeO
     check_input(src)
     check_output(dst, [src])
     check_otok_output(dst, force)
-    tok = tokenizer or load_model(o.model, o.device, o.backend, o.engine_dir, o.precision, o.compile)
+    tok = tokenizer or load_for(o)
     with open_video(src, o.max_side, o.frames) as reader:
         if reader.info.has_audio:
             warnings.warn(f"{src}: its sound is not coded (an .otok file holds the video)", MediaWarning, stacklevel=2)

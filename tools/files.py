@@ -61,8 +61,7 @@ def atomic_output(dst: Path) -> Iterator[Path]:
     tmp = dst.with_name(f".{partial_stem(dst.name)}.{os.getpid()}.partial")
     try:
         yield tmp
-        if not tmp.parent.is_dir():
-            raise InputError(f"the folder {dst.parent} was removed while {printable(dst.name)} was written; nothing was kept")
+        check_writing(tmp)
         os.replace(tmp, dst)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

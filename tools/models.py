@@ -41,6 +41,12 @@ def load_model(
     return accelerate(tok, precision, compile)
 
 
+def load_for(options) -> Tokenizer:
+    """`load_model` with the model, place and precision of an options object (`otok.tools.options.RunOptions`)."""
+    o = options
+    return load_model(o.model, o.device, o.backend, o.engine_dir, o.precision, o.compile)
+
+
 def check_device(device: str) -> None:
     """A device PyTorch can use: `cpu`, or `cuda`/`cuda:N` with that GPU present (ArgumentError)."""
     try:

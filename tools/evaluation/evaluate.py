@@ -17,7 +17,7 @@ from ..encode import Progress, encode_with, rdo_for
 from ..errors import ArgumentError
 from ..files import check_input, check_seekable, open_otok, open_video
 from ..info import file_info
-from ..models import load_model
+from ..models import load_for
 from ..options import DEFAULTS, EncodeOptions
 from ..video_io import VideoWriter
 from .metrics import VideoQuality, finite_mean, psnr, side_by_side, ssim
@@ -77,7 +77,7 @@ def eval_with(src: str | os.PathLike, options: EncodeOptions, compare: str | os.
         raise ArgumentError("compare", f"compare={compare}: exists and is not a folder")
     o = options
     max_side, frames = o.max_side, o.frames
-    tok = tokenizer or load_model(o.model, o.device, o.backend, o.engine_dir, o.precision, o.compile)
+    tok = tokenizer or load_for(o)
     with tempfile.TemporaryDirectory(prefix="otok-eval-") as tmp:
         coded = Path(tmp) / "eval.otok"
         enc = encode_with(src, coded, o, tok, progress)
