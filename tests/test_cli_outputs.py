@@ -291,3 +291,21 @@ def test_a_full_disk_is_a_full_disk_not_the_codec(tmp_path):
         writer.close()
     assert caught.value.errno == errno.ENOSPC and not isinstance(caught.value, MediaError)
     real.close()
+
+
+def test_a_forged_aspect_ratio_is_dropped_with_a_warning(tmp_path, capsys, clip, model):
+    """A `sasp` chunk of 4294967295:1 (found in this session's review) was an internal OverflowError."""
+    from otok.bitstream import OtokReader, OtokWriter
+    from otok.bitstream import container as ct
+
+    coded, forged = tmp_path / "c.otok", tmp_path / "forged.otok"
+    assert run(capsys, "encode", clip, coded, "--model", model, "--coder", "zstd", "-q")[0] == 0
+    with OtokReader(coded) as reader:
+        header, steps, frames = reader.header, list(reader), reader.frames
+    with OtokWriter(forged, header) as writer:
+        writer.write_ancillary(ct.SASP, ct.SASP_PAYLOAD.pack(2**32 - 1, 1))
+        for grid in steps:
+            writer.write(grid)
+        writer.close(frames=frames)
+    status, _, err = run(capsys, "decode", forged, tmp_path / "back.mp4", "--model", model, "-q")
+    assert status == 0 and "cannot be written; the output has square pixels" in err and err.count("\n") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,12 +19,12 @@ from otok.bitstream.timeline import frames_in_steps
 from otok.codec import Tokenizer
 
 from .encode import Progress
-from .errors import InputError, at
+from .errors import InputError, at, printable
 from .files import atomic_output, check_output, check_writing, damage_reported_by_caller, open_otok
 from .limits import check_memory
 from .models import model_for_file, model_priors
 from .options import DecodeOptions
-from .video_io import VideoWriter, check_video_suffix, video_to_frames
+from .video_io import MediaWarning, VideoWriter, check_video_suffix, video_to_frames
 
 @dataclass
 class DecodeResult:
@@ -76,9 +77,8 @@ def decode_with(src: str | os.PathLike, dst: str | os.PathLike, options: DecodeO
         written = 0
         try:
             with atomic_output(dst) as tmp:
-                aspect = reader.sample_aspect
                 writer = VideoWriter(tmp, header.width, header.height, Fraction(*header.fps), o.codec, o.crf,
-                                     suffix=dst.suffix, sample_aspect=Fraction(*aspect) if aspect else None)
+                                     suffix=dst.suffix, sample_aspect=_writable_aspect(reader, src))
                 for frame in decoded_frames(reader, tok, tile=o.tile):
                     if written % 16 == 0:
                         check_writing(tmp)
@@ -134,4 +134,15 @@ def decoded_frames(reader: OtokReader, tok: Tokenizer, timer: list[float] | None
             yield from held[: max(0, reader.frames - done)]
 
 
+def _writable_aspect(reader: OtokReader, src: Path) -> Fraction | None:
+    """The file's sample aspect ratio as a video file can hold it (terms of at most 16 bits); one that cannot
+    be held (a damaged or forged `sasp` chunk: 4294967295:1) is dropped with a warning, square pixels."""
+    if reader.sample_aspect is None:
+        return None
+    aspect = Fraction(*reader.sample_aspect).limit_denominator(65535)
+    if 0 < aspect.numerator <= 65535:
+        return aspect
+    warnings.warn(f"{src}: its sample aspect ratio {printable(':'.join(map(str, reader.sample_aspect)))} cannot be "
+                  "written; the output has square pixels", MediaWarning, stacklevel=2)
+    return None
 
